@@ -1,0 +1,231 @@
+"""Vision Transformer building blocks for 2D and 3D images, shared by the MAE and the fine-tuning networks.
+
+Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021 (https://arxiv.org/abs/2010.11929).
+Shape alphabet: B batch, C channels, L tokens, D width, H/W/Z spatial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import Conv, DropPath
+from monai.utils import ensure_tuple_rep
+from torch import nn
+
+__all__ = ["PatchEmbed", "Attention", "Block", "ViTEncoder", "sincos_pos_embed", "check_image_size"]
+
+
+def check_image_size(img_size: Sequence[int] | int, patch_size: Sequence[int] | int, spatial_dims: int):
+    """Validate and expand ``img_size`` / ``patch_size`` to tuples; returns (img_size, patch_size, grid_size)."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+    img = ensure_tuple_rep(img_size, spatial_dims)
+    patch = ensure_tuple_rep(patch_size, spatial_dims)
+    for i, p in zip(img, patch, strict=True):
+        if p < 1 or i < p or i % p != 0:
+            raise ValueError(f"img_size {img} must be a positive multiple of patch_size {patch} in every dimension.")
+    grid = tuple(i // p for i, p in zip(img, patch, strict=True))
+    return tuple(img), tuple(patch), grid
+
+
+def sincos_pos_embed(grid_size: Sequence[int], embed_dim: int) -> torch.Tensor:
+    """Fixed 2D/3D sine-cosine position embedding.
+
+    Each spatial axis gets ``embed_dim / spatial_dims`` channels (half sine, half cosine), tokens in row-major order
+    of ``grid_size`` (the order of ``PatchEmbed``'s flattening).
+
+    Args:
+        grid_size: tokens per axis, (h, w) or (h, w, z).
+        embed_dim: width D; must be divisible by ``2 * len(grid_size)``.
+
+    Returns:
+        (1, L, D) float32 tensor, L = prod(grid_size).
+    """
+    n = len(grid_size)
+    if embed_dim % (2 * n) != 0:
+        raise ValueError(f"embed_dim {embed_dim} must be divisible by {2 * n} for a {n}D sin-cos position embedding.")
+    dim_axis = embed_dim // n
+    omega = 1.0 / 10000 ** (torch.arange(dim_axis // 2, dtype=torch.float64) / (dim_axis / 2.0))  # (D/2n,)
+    coords = torch.meshgrid(*[torch.arange(g, dtype=torch.float64) for g in grid_size], indexing="ij")
+    parts = []
+    for c in coords:
+        out = c.reshape(-1, 1) * omega.reshape(1, -1)  # (L, D/2n)
+        parts += [torch.sin(out), torch.cos(out)]
+    return torch.cat(parts, dim=1).float().unsqueeze(0)  # (1, L, D)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches to tokens with one strided convolution: (B, C, *S) -> (B, L, D), row-major order."""
+
+    def __init__(self, in_channels: int, patch_size: Sequence[int], embed_dim: int, spatial_dims: int = 3) -> None:
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.proj = Conv[Conv.CONV, spatial_dims](in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, h, w[, z]) -> (B, L, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection and ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"hidden size {dim} must be divisible by num_heads {num_heads}.")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)  # (3,B,h,L,d)
+        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, h, L, d)
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, qkv_bias: bool = True, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """MAE's initialisation: xavier-uniform linears, zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class ViTEncoder(nn.Module):
+    """ViT encoder for 2D or 3D images, the one encoder used in pre-training and in every fine-tuning network.
+
+    Dosovitskiy et al., ICLR 2021 (https://arxiv.org/abs/2010.11929); sin-cos position embedding as in MAE
+    (He et al., CVPR 2022, https://arxiv.org/abs/2111.06377).
+
+    The position embedding holds patch tokens only (the class token, when enabled, carries none) and is initialised
+    with the fixed sin-cos values; ``learnable_pos_embed`` decides whether it trains (False in MAE pre-training).
+
+    Args:
+        in_channels: image channels C.
+        img_size: spatial size of the input, an int or one per axis.
+        patch_size: patch side, an int or one per axis.
+        hidden_size: width D.
+        num_layers: number of transformer blocks.
+        num_heads: attention heads.
+        mlp_dim: hidden width of each block's MLP.
+        qkv_bias: bias in the qkv projection.
+        drop_path_rate: stochastic depth, linearly increasing over the blocks up to this value.
+        cls_token: prepend a learnable class token.
+        learnable_pos_embed: train the position embedding.
+        spatial_dims: 2 or 3.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        img_size: Sequence[int] | int,
+        patch_size: Sequence[int] | int = 16,
+        hidden_size: int = 768,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        mlp_dim: int = 3072,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        cls_token: bool = False,
+        learnable_pos_embed: bool = True,
+        spatial_dims: int = 3,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or num_layers < 1:
+            raise ValueError(f"in_channels ({in_channels}) and num_layers ({num_layers}) must be positive.")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}.")
+        self.img_size, self.patch_size, self.grid_size = check_image_size(img_size, patch_size, spatial_dims)
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_prefix_tokens = 1 if cls_token else 0
+        self.patch_embed = PatchEmbed(in_channels, self.patch_size, hidden_size, spatial_dims)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if cls_token else None
+        self.pos_embed = nn.Parameter(
+            sincos_pos_embed(self.grid_size, hidden_size), requires_grad=learnable_pos_embed
+        )  # (1, L, D)
+        dpr = torch.linspace(0, drop_path_rate, num_layers).tolist()
+        self.blocks = nn.ModuleList(Block(hidden_size, num_heads, mlp_dim, qkv_bias, dpr[i]) for i in range(num_layers))
+        self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.apply(init_vit_weights)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer, as in MAE
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid_size)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, L, D) patch tokens with position embedding, no class token."""
+        if tuple(x.shape[2:]) != self.img_size:
+            raise ValueError(f"expected input of spatial size {self.img_size}, got {tuple(x.shape[2:])}.")
+        return self.patch_embed(x) + self.pos_embed
+
+    def prepend_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, P + L, D), P = ``num_prefix_tokens``."""
+        if self.cls_token is None:
+            return tokens
+        return torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L', D) embedded tokens (any subset) -> (B, P + L', D) after all blocks and the final norm."""
+        x = self.prepend_prefix(tokens)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, P + L, D) normalised tokens."""
+        return self.forward_tokens(self.embed(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final tokens and the outputs of the blocks at ``indices`` (0-based, prefix tokens removed).
+
+        Args:
+            x: (B, C, *S) image.
+            indices: block indices whose outputs are returned, in the order given.
+
+        Returns:
+            (B, P + L, D) normalised final tokens, and a list of (B, L, D) block outputs.
+        """
+        for i in indices:
+            if not 0 <= i < self.num_layers:
+                raise ValueError(f"block index {i} out of range for {self.num_layers} blocks.")
+        wanted = set(indices)
+        x = self.prepend_prefix(self.embed(x))
+        found: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i in wanted:
+                found[i] = x[:, self.num_prefix_tokens :]
+        return self.norm(x), [found[i] for i in indices]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
