@@ -1,0 +1,445 @@
+"""Time one MAE pre-training step of ours against MONAI's ``MaskedAutoEncoderViT`` at the same configuration.
+
+A step is forward, loss, backward, ``torch.optim.AdamW.step`` and ``zero_grad``. Both networks live in this process
+and are stepped alternately (warm-up steps first, then ``--repeats`` rounds of ours, MONAI); the median step time of
+each arm is reported. Peak memory is measured per arm in a fresh child process (``--child``) from the kernel's
+resident-set high-water mark. Achieved FLOP/s use an analytic matmul count (see ``step_flops``) and are set against a
+large fp32 matmul timed in the same run. One JSON line per case on stdout; see ``benchmarks/README.md``.
+
+Usage::
+
+    python benchmarks/bench_mae_step.py [--cases 3d_vitb16_96_b2 2d_vitb16_224_b8] [--repeats N] [--warmup N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.networks.nets import MaskedAutoEncoderViT
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from shared_networks.mae import MaskedAutoencoderViT, MaskedPatchLoss
+
+SEED = 0
+ARMS = ("ours", "monai")
+MMAP_THRESHOLD = 64 * 1024  # bytes; glibc malloc threshold pinned in the peak-memory children
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark configuration, shared verbatim by both networks."""
+
+    name: str
+    spatial_dims: int
+    img_size: int
+    batch: int
+    decoder_hidden_size: int
+    decoder_num_heads: int
+    decoder_mlp_dim: int
+    in_channels: int = 1
+    patch_size: int = 16
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    decoder_num_layers: int = 8
+    mask_ratio: float = 0.75
+    qkv_bias: bool = True
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** self.spatial_dims
+
+    @property
+    def num_visible(self) -> int:
+        """Visible patches per sample; both networks keep ``int(L * (1 - mask_ratio))``."""
+        return int(self.num_patches * (1 - self.mask_ratio))
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size**self.spatial_dims * self.in_channels
+
+
+CASES = {
+    c.name: c
+    for c in (
+        Case("3d_vitb16_96_b2", spatial_dims=3, img_size=96, batch=2, decoder_hidden_size=384, decoder_num_heads=12,
+             decoder_mlp_dim=1536),
+        Case("2d_vitb16_224_b8", spatial_dims=2, img_size=224, batch=8, decoder_hidden_size=256, decoder_num_heads=8,
+             decoder_mlp_dim=1024),
+    )
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Networks, losses and the step
+
+
+def build_ours(case: Case) -> nn.Module:
+    """Our MAE at ``case``, built right after seeding."""
+    torch.manual_seed(SEED)
+    return MaskedAutoencoderViT(
+        in_channels=case.in_channels,
+        img_size=case.img_size,
+        patch_size=case.patch_size,
+        hidden_size=case.hidden_size,
+        num_layers=case.num_layers,
+        num_heads=case.num_heads,
+        mlp_dim=case.mlp_dim,
+        decoder_hidden_size=case.decoder_hidden_size,
+        decoder_num_layers=case.decoder_num_layers,
+        decoder_num_heads=case.decoder_num_heads,
+        decoder_mlp_dim=case.decoder_mlp_dim,
+        mask_ratio=case.mask_ratio,
+        qkv_bias=case.qkv_bias,
+        cls_token=False,
+        spatial_dims=case.spatial_dims,
+    )
+
+
+def build_monai(case: Case) -> nn.Module:
+    """MONAI's ``MaskedAutoEncoderViT`` at ``case``, built right after seeding."""
+    torch.manual_seed(SEED)
+    return MaskedAutoEncoderViT(
+        in_channels=case.in_channels,
+        img_size=case.img_size,
+        patch_size=case.patch_size,
+        hidden_size=case.hidden_size,
+        mlp_dim=case.mlp_dim,
+        num_layers=case.num_layers,
+        num_heads=case.num_heads,
+        masking_ratio=case.mask_ratio,
+        decoder_hidden_size=case.decoder_hidden_size,
+        decoder_mlp_dim=case.decoder_mlp_dim,
+        decoder_num_layers=case.decoder_num_layers,
+        decoder_num_heads=case.decoder_num_heads,
+        proj_type="conv",
+        pos_embed_type="sincos",
+        decoder_pos_embed_type="sincos",
+        dropout_rate=0.0,
+        spatial_dims=case.spatial_dims,
+        qkv_bias=case.qkv_bias,
+        save_attn=False,
+    )
+
+
+def monai_patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W[, Z]) -> (B, L, P * C) in the token order of MONAI's conv ``PatchEmbeddingBlock``.
+
+    The conv output (B, D, h, w[, z]) is flattened row-major over the grid, so token l is the patch at
+    ``unravel(l, grid)``; each patch is laid out (voxels row-major, channel), i.e. MONAI's own perceptron rearrange
+    ``b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)``. :func:`check_monai_patchify` verifies the order.
+    """
+    b, c, *spatial = imgs.shape
+    n = len(spatial)
+    grid = [s // patch_size for s in spatial]
+    x = imgs.reshape(b, c, *[v for g in grid for v in (g, patch_size)])  # (B, C, h, p, w, p[, z, p])
+    x = x.permute(0, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2), 1)  # (B, h, w[, z], p, p[, p], C)
+    return x.reshape(b, math.prod(grid), patch_size**n * c)
+
+
+def check_monai_patchify(net: nn.Module, imgs: torch.Tensor, patch_size: int) -> None:
+    """Assert that :func:`monai_patchify` followed by the conv weights as a linear map equals MONAI's embedding."""
+    conv = net.patch_embedding.patch_embeddings
+    w = conv.weight  # (D, C, p, p[, p])
+    w_lin = w.permute(0, *range(2, w.ndim), 1).reshape(w.shape[0], -1)  # (D, P * C), patch laid out (voxels, C)
+    with torch.no_grad():
+        expected = conv(imgs).flatten(2).transpose(1, 2)  # (B, L, D)
+        got = monai_patchify(imgs, patch_size) @ w_lin.T + conv.bias
+    if not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
+        raise AssertionError("monai_patchify does not match the token order of MONAI's patch embedding.")
+
+
+def normalized_target(patches: torch.Tensor) -> torch.Tensor:
+    """Per-patch zero-mean, unit-variance target (population variance, eps 1e-6), as ``norm_pix_loss`` does."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True, correction=0)
+    return (patches - mean) / (var + 1e-6).sqrt()
+
+
+def make_monai_loss(patch_size: int) -> Callable[[tuple[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]:
+    """Masked MSE on normalised patches for MONAI's ``(pred, mask)``, the same computation as ``MaskedPatchLoss``."""
+
+    def loss(output: tuple[torch.Tensor, torch.Tensor], imgs: torch.Tensor) -> torch.Tensor:
+        pred, mask = output  # (B, L, P * C), (B, L) int with 1 = hidden
+        mask = mask.to(pred.dtype)
+        per_patch = ((pred - normalized_target(monai_patchify(imgs, patch_size))) ** 2).mean(dim=-1)  # (B, L)
+        return (per_patch * mask).sum() / mask.sum()
+
+    return loss
+
+
+@dataclass
+class Arm:
+    """A network with its loss and optimiser, ready to step."""
+
+    net: nn.Module
+    loss_fn: Callable[[tuple[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]
+    opt: torch.optim.Optimizer
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters (both networks keep their sin-cos position embeddings frozen)."""
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+
+    def step(self, imgs: torch.Tensor) -> float:
+        """One pre-training step; returns the loss."""
+        loss = self.loss_fn(self.net(imgs), imgs)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def timed_step(self, imgs: torch.Tensor) -> float:
+        """One step; returns its wall time in seconds."""
+        t0 = time.perf_counter()
+        self.step(imgs)
+        return time.perf_counter() - t0
+
+
+def build_arm(arm: str, case: Case) -> Arm:
+    """Network, loss and AdamW (MAE's hyper-parameters) for ``arm`` in {"ours", "monai"}."""
+    if arm == "ours":
+        net = build_ours(case)
+        loss_fn = MaskedPatchLoss(case.patch_size, case.spatial_dims, norm_pix_loss=True)
+    elif arm == "monai":
+        net = build_monai(case)
+        loss_fn = make_monai_loss(case.patch_size)
+    else:
+        raise ValueError(f"unknown arm {arm!r}, expected one of {ARMS}.")
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    return Arm(net, loss_fn, opt)
+
+
+def make_input(case: Case) -> torch.Tensor:
+    """The fixed random batch both arms train on."""
+    gen = torch.Generator().manual_seed(SEED)
+    shape = (case.batch, case.in_channels, *(case.img_size,) * case.spatial_dims)
+    return torch.randn(shape, generator=gen)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def transformer_flops(batch: int, tokens: int, width: int, mlp: int, layers: int) -> int:
+    """Forward matmul FLOPs of ``layers`` pre-norm blocks on ``tokens`` tokens (2 FLOPs per multiply-add).
+
+    Per block and sample: qkv 2*N*D*3D, output projection 2*N*D*D, scores Q K^T 2*N*N*D, weighted sum A V 2*N*N*D,
+    MLP 2 * 2*N*D*M; LayerNorm, softmax, GELU, biases and residual adds are not counted.
+    """
+    return batch * layers * (2 * tokens * (4 * width * width + 2 * width * mlp) + 4 * tokens * tokens * width)
+
+
+def step_flops(case: Case, prefix_tokens: int = 0) -> int:
+    """Analytic matmul FLOPs of one training step (forward + backward) of an MAE at ``case``.
+
+    Forward: patch embedding on all L patches, the encoder on ``prefix + L_keep`` tokens, the decoder embedding on
+    those, the decoder on ``prefix + L`` tokens and the prediction head on ``prefix + L`` tokens (ours has no prefix,
+    MONAI has a class token, ``prefix_tokens=1``). Backward costs two forwards (input and weight gradients) except for
+    the patch embedding, whose input (the image) needs no gradient: one forward. Step = 3 * forward - embedding.
+    """
+    b, n_all, n_vis = case.batch, case.num_patches, case.num_visible
+    d, dd = case.hidden_size, case.decoder_hidden_size
+    embed = 2 * b * n_all * case.patch_dim * d
+    encoder = transformer_flops(b, prefix_tokens + n_vis, d, case.mlp_dim, case.num_layers)
+    decoder_embed = 2 * b * (prefix_tokens + n_vis) * d * dd
+    decoder = transformer_flops(b, prefix_tokens + n_all, dd, case.decoder_mlp_dim, case.decoder_num_layers)
+    pred = 2 * b * (prefix_tokens + n_all) * dd * case.patch_dim
+    forward = embed + encoder + decoder_embed + decoder + pred
+    return 3 * forward - embed
+
+
+def counted_flops(arm: Arm, imgs: torch.Tensor) -> int:
+    """FLOPs of one forward + backward as ``FlopCounterMode`` sees them (it misses CPU SDPA, see the README)."""
+    with FlopCounterMode(display=False) as counter:
+        loss = arm.loss_fn(arm.net(imgs), imgs)
+        loss.backward()
+    arm.opt.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_gflops(n: int = 2048, reps: int = 7) -> list[float]:
+    """Achieved GFLOP/s of ``reps`` fp32 ``(n, n) @ (n, n)`` products, after two warm-up products."""
+    gen = torch.Generator().manual_seed(SEED)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return rates
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Peak memory (child process)
+
+
+def current_rss_kb() -> int:
+    """Resident set size of this process now, in KiB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() // 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (``ru_maxrss``/``VmHWM``) to the current RSS; False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def child_memory(arm_name: str, case: Case, threads: int, steps: int) -> dict[str, float | bool]:
+    """Peak-RSS figures of ``steps`` training steps of one arm, run in this (fresh) process.
+
+    ``peak_mb``: peak RSS during the measured steps minus RSS just before them, after one warm-up step has allocated
+    AdamW's state, so it holds activations, gradients and temporaries. ``peak_total_mb``: the same peak minus RSS
+    before the network was built, so it adds weights and optimiser state. Run it under a pinned mmap threshold
+    (see :func:`measure_memory`) so that freed buffers leave the RSS.
+    """
+    torch.set_num_threads(threads)
+    gc.collect()
+    rss_start = current_rss_kb()
+    arm = build_arm(arm_name, case)
+    imgs = make_input(case)
+    arm.step(imgs)  # allocates AdamW's exp_avg / exp_avg_sq
+    gc.collect()
+    rss_before = current_rss_kb()
+    hwm_reset = reset_peak_rss()
+    for _ in range(steps):
+        arm.step(imgs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "peak_mb": (peak - rss_before) / 1024,
+        "peak_total_mb": (peak - rss_start) / 1024,
+        "hwm_reset": hwm_reset,
+    }
+
+
+def measure_memory(arm: str, case: Case, threads: int, steps: int) -> dict[str, float | bool]:
+    """Run :func:`child_memory` for ``arm`` in a fresh interpreter and return its figures.
+
+    The child runs with glibc's mmap threshold pinned (``MALLOC_MMAP_THRESHOLD_``, 64 KiB unless already set): every
+    tensor buffer of 64 KiB or more is then its own mapping, handed back to the kernel when freed, so RSS follows the
+    live tensors. With glibc's default dynamic threshold, buffers freed in the warm-up step stay in the heap, and the
+    figures shift by hundreds of MB from run to run.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", arm, "--cases", case.name]
+    cmd += ["--threads", str(threads), "--mem-steps", str(steps)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child for {arm}/{case.name} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Driver
+
+
+def run_case(case: Case, repeats: int, warmup: int, threads: int, mem_steps: int, count_flops: bool) -> dict:
+    """Benchmark one case; returns the JSON record."""
+    load_start = os.getloadavg()[0]
+    mem = {arm: measure_memory(arm, case, threads, mem_steps) for arm in ARMS}
+
+    arms = {arm: build_arm(arm, case) for arm in ARMS}
+    imgs = make_input(case)
+    check_monai_patchify(arms["monai"].net, imgs, case.patch_size)
+    counted = {arm: counted_flops(arms[arm], imgs) for arm in ARMS} if count_flops else {}
+
+    rates = matmul_gflops()
+    for _ in range(warmup):
+        for arm in ARMS:
+            arms[arm].step(imgs)
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for _ in range(repeats):
+        for arm in ARMS:  # A, B, A, B, ...
+            times[arm].append(arms[arm].timed_step(imgs))
+    rates += matmul_gflops()
+    peak_gflops = statistics.median(rates)
+
+    ours_s, monai_s = statistics.median(times["ours"]), statistics.median(times["monai"])
+    flops = {"ours": step_flops(case, prefix_tokens=0), "monai": step_flops(case, prefix_tokens=1)}
+    ours_gflops, monai_gflops = flops["ours"] / ours_s / 1e9, flops["monai"] / monai_s / 1e9
+    record = {
+        "name": case.name,
+        "ours_s": round(ours_s, 4),
+        "monai_s": round(monai_s, 4),
+        "ratio": round(monai_s / ours_s, 3),
+        "ours_peak_mb": round(mem["ours"]["peak_mb"], 1),
+        "monai_peak_mb": round(mem["monai"]["peak_mb"], 1),
+        "gflops_per_s": round(ours_gflops, 2),
+        "peak_fraction": round(ours_gflops / peak_gflops, 3),
+        "monai_gflops_per_s": round(monai_gflops, 2),
+        "monai_peak_fraction": round(monai_gflops / peak_gflops, 3),
+        "matmul_gflops_per_s": round(peak_gflops, 2),
+        "flops_per_step": flops["ours"],
+        "monai_flops_per_step": flops["monai"],
+        "ours_params": arms["ours"].num_params,
+        "monai_params": arms["monai"].num_params,
+        "ours_min_s": round(min(times["ours"]), 4),
+        "monai_min_s": round(min(times["monai"]), 4),
+        "ours_peak_total_mb": round(mem["ours"]["peak_total_mb"], 1),
+        "monai_peak_total_mb": round(mem["monai"]["peak_total_mb"], 1),
+        "hwm_reset": bool(mem["ours"]["hwm_reset"] and mem["monai"]["hwm_reset"]),
+        "batch": case.batch,
+        "threads": threads,
+        "repeats": repeats,
+        "warmup": warmup,
+        "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at the case's start and end
+    }
+    if counted:
+        record["counted_flops_ours"] = counted["ours"]
+        record["counted_flops_monai"] = counted["monai"]
+    return record
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases to run")
+    parser.add_argument("--repeats", type=int, default=10, help="timed A,B rounds per case")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per arm before the rounds")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--mem-steps", type=int, default=2, help="steps measured in each peak-memory child")
+    parser.add_argument("--no-flop-count", action="store_true", help="skip the FlopCounterMode cross-check")
+    parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)  # internal: peak-memory child process
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 1:
+        raise SystemExit("--repeats, --threads and --mem-steps must be >= 1 and --warmup >= 0.")
+    if args.child:
+        print(json.dumps(child_memory(args.child, CASES[args.cases[0]], args.threads, args.mem_steps)), flush=True)
+        return
+    torch.set_num_threads(args.threads)
+    for name in args.cases:
+        record = run_case(CASES[name], args.repeats, args.warmup, args.threads, args.mem_steps, not args.no_flop_count)
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Finding image inputs on disk (NIfTI files, DICOM series folders) and checking datalists before a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "IMAGE_SUFFIXES", "atomic_write_text", "is_dicom_series", "list_image_inputs", "require_split", "write_json_atomic",
+]  # fmt: skip
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, fsync, and rename it over ``path`` (never half-written).
+
+    Returns:
+        The absolute path written. Raises ``ValueError`` when ``path`` is an existing folder.
+    """
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        raise ValueError(f"{target} is a folder; give a file name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_json_atomic(content: Any, path: str | os.PathLike) -> Path:
+    """Write ``content`` as JSON (indent 4) atomically; returns the absolute path."""
+    return atomic_write_text(path, json.dumps(content, indent=4) + "\n")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_series(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` directly holds at least one DICOM file (``.dcm`` or the DICM preamble)."""
+    folder = Path(folder)
+    return folder.is_dir() and any(p.is_file() and _is_dicom_file(p) for p in folder.iterdir())
+
+
+def list_image_inputs(path: str | os.PathLike) -> list[str]:
+    """The images to run inference on, as paths MONAI's ``LoadImage`` reads (NIfTI with nibabel, DICOM with ITK).
+
+    ``path`` may be an image file, a DICOM series folder, or a folder holding image files and/or DICOM series
+    sub-folders (one level). Raises ``FileNotFoundError`` naming ``path`` when nothing readable is there.
+    """
+    p = Path(path)
+    if p.is_file():
+        if not p.name.lower().endswith(IMAGE_SUFFIXES) and not _is_dicom_file(p):
+            raise ValueError(f"{p} is not a supported image file ({', '.join(IMAGE_SUFFIXES)} or DICOM).")
+        return [str(p)]
+    if not p.is_dir():
+        raise FileNotFoundError(f"inference input {p} does not exist.")
+    if is_dicom_series(p):
+        return [str(p)]
+    found = [str(c) for c in sorted(p.iterdir()) if c.is_file() and c.name.lower().endswith(IMAGE_SUFFIXES)]
+    found += [str(c) for c in sorted(p.iterdir()) if c.is_dir() and is_dicom_series(c)]
+    if not found:
+        raise FileNotFoundError(
+            f"no image found in {p}: expected {', '.join(IMAGE_SUFFIXES)} files or DICOM series folders."
+        )
+    return found
+
+
+def require_split(datalist: Mapping[str, list], key: str, dataset_dir: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``dataset_dir`` when the datalist's ``key`` split is empty."""
+    if not datalist.get(key):
+        raise ValueError(
+            f"the '{key}' split of the dataset in {dataset_dir} is empty: this workflow needs at least one case there "
+            f"(add cases, choose another --split, or give a --datalist_file)."
+        )
