@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "IMAGE_SUFFIXES", "atomic_write_text", "is_dicom_series", "list_image_inputs", "require_split", "write_json_atomic",
+    "IMAGE_SUFFIXES", "atomic_write_text", "is_dicom_series", "list_image_inputs", "nifti_to_dicom_series",
+    "require_split", "write_json_atomic",
 ]  # fmt: skip
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -92,3 +93,47 @@ def require_split(datalist: Mapping[str, list], key: str, dataset_dir: str | os.
             f"the '{key}' split of the dataset in {dataset_dir} is empty: this workflow needs at least one case there "
             f"(add cases, choose another --split, or give a --datalist_file)."
         )
+
+
+def nifti_to_dicom_series(nifti_path: str | os.PathLike, output_dir: str | os.PathLike, modality: str = "CT") -> Path:
+    """Write a 3D NIfTI volume as a DICOM series (one file per slice, int16) that reads back with the same geometry.
+
+    Each slice carries its own position, orientation, pixel spacing and slice thickness, so ITK (and MONAI's
+    ``LoadImage``) rebuild the NIfTI's shape and affine from the folder. Meant for testing DICOM input paths.
+
+    Returns:
+        ``output_dir``; raises ``ValueError`` naming the file when it is not a 3D volume.
+    """
+    import itk
+    import numpy as np
+
+    img = itk.imread(str(nifti_path), itk.SS)
+    if img.GetImageDimension() != 3:
+        raise ValueError(f"{nifti_path} is not a 3D volume.")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spacing = [float(s) for s in itk.spacing(img)]
+    direction = itk.array_from_matrix(img.GetDirection())
+    orientation = "\\".join(f"{v:.6f}" for v in list(direction[:, 0]) + list(direction[:, 1]))
+    voxels = itk.array_from_image(img)  # (z, y, x)
+    for z in range(voxels.shape[0]):
+        position = img.TransformIndexToPhysicalPoint([0, 0, z])
+        tags = itk.MetaDataDictionary()
+        for tag, value in {
+            "0008|0060": modality,
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1.1",  # one series instance UID for all slices
+            "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{p:.6f}" for p in position),
+            "0020|0037": orientation,
+            "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
+            "0018|0050": f"{spacing[2]:.6f}",
+        }.items():
+            tags[tag] = value
+        sl = itk.image_from_array(np.ascontiguousarray(voxels[z]))
+        sl.SetMetaDataDictionary(tags)
+        sl.SetSpacing(spacing[:2])
+        io = itk.GDCMImageIO.New()
+        io.KeepOriginalUIDOn()
+        writer = itk.ImageFileWriter[type(sl)].New(Input=sl, FileName=str(out / f"IM{z:04d}.dcm"), ImageIO=io)
+        writer.Update()
+    return out
