@@ -3,8 +3,8 @@
 A step is forward, loss, backward, ``torch.optim.AdamW.step`` and ``zero_grad``. Both networks live in this process
 and are stepped alternately (warm-up steps first, then ``--repeats`` rounds of ours, MONAI); the median step time of
 each arm is reported. Peak memory is measured per arm in a fresh child process (``--child``) from the kernel's
-resident-set high-water mark. Achieved FLOP/s use an analytic matmul count (see ``step_flops``) and are set against a
-large fp32 matmul timed in the same run. One JSON line per case on stdout; see ``benchmarks/README.md``.
+resident-set high-water mark (``VmHWM``). Achieved FLOP/s use an analytic matmul count (see ``step_flops``) and are
+set against a large fp32 matmul timed in the same run. One JSON line per case on stdout; see ``benchmarks/README.md``.
 
 Usage::
 
@@ -301,8 +301,22 @@ def current_rss_kb() -> int:
     return pages * resource.getpagesize() // 1024
 
 
+def peak_rss_kb() -> int:
+    """This process's RSS high-water mark (``VmHWM``), in KiB.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: that is the max of ``VmHWM`` and a per-process value that ``exec`` sets
+    from the forked pre-exec image, so a child started from a big parent reports the parent's RSS, and
+    ``clear_refs`` does not reset it.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (``ru_maxrss``/``VmHWM``) to the current RSS; False if not allowed."""
+    """Reset the kernel's RSS high-water mark (``VmHWM``) to the current RSS; False if not allowed."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -315,8 +329,9 @@ def child_memory(arm_name: str, case: Case, threads: int, steps: int) -> dict[st
     """Peak-RSS figures of ``steps`` training steps of one arm, run in this (fresh) process.
 
     ``peak_mb``: peak RSS during the measured steps minus RSS just before them, after one warm-up step has allocated
-    AdamW's state, so it holds activations, gradients and temporaries. ``peak_total_mb``: the same peak minus RSS
-    before the network was built, so it adds weights and optimiser state. Run it under a pinned mmap threshold
+    AdamW's state, so it holds activations, gradients and temporaries. If the high-water mark cannot be reset
+    (``hwm_reset`` False), the peak also covers building and the warm-up step. ``peak_total_mb``: the same peak minus
+    RSS before the network was built, so it adds weights and optimiser state. Run it under a pinned mmap threshold
     (see :func:`measure_memory`) so that freed buffers leave the RSS.
     """
     torch.set_num_threads(threads)
@@ -330,7 +345,7 @@ def child_memory(arm_name: str, case: Case, threads: int, steps: int) -> dict[st
     hwm_reset = reset_peak_rss()
     for _ in range(steps):
         arm.step(imgs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = peak_rss_kb()
     return {
         "peak_mb": (peak - rss_before) / 1024,
         "peak_total_mb": (peak - rss_start) / 1024,
