@@ -78,12 +78,18 @@ def main() -> None:
         BTCV, "evaluate", runs / "evaluate.log", "[4/5] evaluation on the test split (native resolution)", None,
         output_dir=runs / "evaluate", **common,
     )  # fmt: skip
+    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
+    unseen = out / "test_images"  # the test split's CTs, never seen in training or model selection
+    unseen.mkdir(exist_ok=True)
+    for case in summary["cases"]:
+        link = unseen / case
+        if not link.exists():
+            link.symlink_to(data / "imagesTr" / case)
     timings["inference"] = run_workflow(
-        BTCV, "inference", runs / "inference.log", "[5/5] inference, label maps in each input's geometry", None,
-        dataset_dir=data / "imagesTr", ckpt_dir=models, output_dir=runs / "inference",
+        BTCV, "inference", runs / "inference.log", "[5/5] inference on the test CTs, in each input's geometry", None,
+        dataset_dir=unseen, ckpt_dir=models, output_dir=runs / "inference",
     )  # fmt: skip
 
-    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
     print(f"\ndone in {time.time() - t0:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")")
     print(f"test cases: {', '.join(summary['cases'])}")
     print(f"{'organ':<26}{'Dice':>8}{'HD95 mm':>10}")

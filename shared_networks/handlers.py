@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointSaver, HausdorffDistance
+from monai.handlers import CheckpointSaver, HausdorffDistance, ValidationHandler
 
 from shared_networks.handoff import load_pretrained_encoder
 from shared_networks.io import atomic_write_text, write_json_atomic
@@ -23,6 +23,7 @@ __all__ = [
     "MetricsReport",
     "PretrainedEncoderLoader",
     "ReconstructionSaver",
+    "ValidationEveryAndLast",
     "prepare_image_as_target",
 ]
 
@@ -76,6 +77,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def interval_completed(self, engine: Engine) -> None:
         super().interval_completed(engine)
         self._fix_permissions()
+
+
+class ValidationEveryAndLast(ValidationHandler):
+    """``monai.handlers.ValidationHandler`` (epoch level) that also validates after the last epoch.
+
+    With MONAI's handler, a run whose ``max_epochs`` is not a multiple of ``interval`` never validates its last
+    epochs, and a run shorter than ``interval`` never selects (or writes) a best model at all.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        engine.add_event_handler(Events.COMPLETED, self._final)
+
+    def _final(self, engine: Engine) -> None:
+        if engine.state.epoch % self.interval != 0:
+            self(engine)
 
 
 class PretrainedEncoderLoader:

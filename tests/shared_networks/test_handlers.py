@@ -3,12 +3,14 @@ from __future__ import annotations
 import json
 import os
 from types import SimpleNamespace
+from unittest.mock import MagicMock
 
 import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
+from monai.engines import Evaluator
 
 from shared_networks.handlers import (
     AtomicCheckpointSaver,
@@ -16,6 +18,7 @@ from shared_networks.handlers import (
     MetricsReport,
     PretrainedEncoderLoader,
     ReconstructionSaver,
+    ValidationEveryAndLast,
     prepare_image_as_target,
 )
 from shared_networks.mae import MaskedAutoencoderViT, MaskedPatchLoss
@@ -125,3 +128,12 @@ def test_pretrained_encoder_loader(tmp_path, caplog):
     assert scratch.report is False
     with pytest.raises(FileNotFoundError, match="typo.pt"):
         PretrainedEncoderLoader(net, tmp_path / "typo.pt")()
+
+
+@pytest.mark.parametrize("max_epochs,expected", [(5, [2, 4, 5]), (4, [2, 4]), (1, [1])])
+def test_validation_every_and_last(max_epochs, expected):
+    validator = MagicMock(spec=Evaluator)
+    engine = Engine(lambda e, b: None)
+    ValidationEveryAndLast(interval=2, validator=validator).attach(engine)
+    engine.run([0], max_epochs=max_epochs)
+    assert [c.args[0] for c in validator.run.call_args_list] == expected
