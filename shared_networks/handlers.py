@@ -139,10 +139,11 @@ class PretrainedEncoderLoader:
 class ReconstructionSaver:
     """Saves a PNG of input, masked input and MAE reconstruction of one sample every ``interval`` epochs.
 
-    Reads the trainer's last output (``image`` and ``pred`` = ``(pred, mask)``); shows the middle slice of the
-    last spatial axis (axial in RAS volumes) of channel 0. Hidden patches of the masked input are drawn black; the
-    reconstruction pastes the visible patches of the input and the predicted hidden ones, de-normalised with each
-    patch's true mean and standard deviation when the loss normalises patches (as in MAE's visualisation).
+    Reads the trainer's last output (``image`` and ``pred`` = ``(pred, mask)``); shows channel 0 of a 2D image as
+    loaded, or the middle slice of the last axis of a volume (axial in RAS, anterior up). Hidden patches of the
+    masked input are drawn black; the reconstruction pastes the visible patches of the input and the predicted
+    hidden ones, de-normalised with each patch's true mean and standard deviation when the loss normalises patches
+    (as in MAE's visualisation).
 
     Args:
         output_dir: folder for ``reconstruction_epoch{N}.png``.
@@ -198,9 +199,10 @@ class ReconstructionSaver:
     @staticmethod
     def _slice(volume: torch.Tensor) -> np.ndarray:
         x = volume[0, 0]
-        if x.ndim == 3:
-            x = x[..., x.shape[-1] // 2]
-        return x.numpy().T[::-1]  # RAS: rows anterior -> posterior shown top-down
+        if x.ndim == 2:  # MONAI's (x, y) image order: transposed to rows and columns
+            return x.numpy().T
+        # RAS volume: the middle axial slice, anterior at the top
+        return x[..., x.shape[-1] // 2].numpy().T[::-1]
 
     @staticmethod
     def save_png(panels: Sequence[np.ndarray], path: Path) -> Path:
