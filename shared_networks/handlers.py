@@ -103,7 +103,7 @@ class PretrainedEncoderLoader:
 
     Args:
         network: fine-tuning network with an ``encoder`` (UNETR, ViTClassifier).
-        load_path: MAE checkpoint, or None for training from scratch.
+        load_path: MAE checkpoint, or None (also "" or "none": a command line cannot pass None) for from scratch.
         src_img_size: pre-training image size, only needed for a non-cubic pre-training ROI.
         map_location: device for loading.
     """
@@ -116,7 +116,8 @@ class PretrainedEncoderLoader:
         map_location: str | torch.device = "cpu",
     ) -> None:
         self.network = network
-        self.load_path = load_path or None
+        # "none" as well: `monai.bundle run` drops command-line overrides whose value is None (`--pretrained_ckpt None`)
+        self.load_path = None if load_path is None or str(load_path).strip().lower() in ("", "none") else load_path
         self.src_img_size = tuple(src_img_size) if src_img_size is not None else None
         self.map_location = map_location
         self.report = None

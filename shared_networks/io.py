@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "IMAGE_SUFFIXES", "atomic_write_text", "is_dicom_series", "list_image_inputs", "nifti_to_dicom_series",
-    "require_split", "write_json_atomic",
+    "IMAGE_SUFFIXES", "atomic_write_text", "is_dicom_file", "is_dicom_series", "list_image_inputs",
+    "nifti_to_dicom_series", "require_split", "write_json_atomic",
 ]  # fmt: skip
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -46,7 +46,9 @@ def write_json_atomic(content: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, json.dumps(content, indent=4) + "\n")
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` has a ``.dcm`` suffix or the DICOM preamble (``DICM`` at byte 128)."""
+    path = Path(path)
     if path.suffix.lower() == ".dcm":
         return True
     try:
@@ -59,7 +61,7 @@ def _is_dicom_file(path: Path) -> bool:
 def is_dicom_series(folder: str | os.PathLike) -> bool:
     """True when ``folder`` directly holds at least one DICOM file (``.dcm`` or the DICM preamble)."""
     folder = Path(folder)
-    return folder.is_dir() and any(p.is_file() and _is_dicom_file(p) for p in folder.iterdir())
+    return folder.is_dir() and any(p.is_file() and is_dicom_file(p) for p in folder.iterdir())
 
 
 def list_image_inputs(path: str | os.PathLike) -> list[str]:
@@ -70,7 +72,7 @@ def list_image_inputs(path: str | os.PathLike) -> list[str]:
     """
     p = Path(path)
     if p.is_file():
-        if not p.name.lower().endswith(IMAGE_SUFFIXES) and not _is_dicom_file(p):
+        if not p.name.lower().endswith(IMAGE_SUFFIXES) and not is_dicom_file(p):
             raise ValueError(f"{p} is not a supported image file ({', '.join(IMAGE_SUFFIXES)} or DICOM).")
         return [str(p)]
     if not p.is_dir():

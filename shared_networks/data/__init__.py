@@ -1,10 +1,12 @@
 """Datalists and synthetic data sets for the MAE bundles.
 
 * :mod:`shared_networks.data.btcv`: BTCV abdominal CT datalists (Synapse and tutorial layouts).
-* :mod:`shared_networks.data.phantoms`: synthetic CT phantoms written in the BTCV tutorial layout.
+* :mod:`shared_networks.data.cxr14`: NIH ChestX-ray14 datalists (14 findings, patient-wise validation split).
+* :mod:`shared_networks.data.phantoms`: synthetic CT phantoms in the BTCV tutorial layout and synthetic chest
+  radiographs in the ChestX-ray14 layout.
 
-The names below are imported lazily so that ``python -m shared_networks.data.btcv`` (or ``.phantoms``) does not
-import its own module twice.
+The names below are imported lazily so that ``python -m shared_networks.data.btcv`` (or ``.cxr14``, ``.phantoms``)
+does not import its own module twice.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ _EXPORTS: dict[str, str] = {
     "write_btcv_datalist": "shared_networks.data.btcv",
     "make_ct_phantom": "shared_networks.data.phantoms",
     "write_btcv_phantom_dataset": "shared_networks.data.phantoms",
+    "CXR14_FINDINGS": "shared_networks.data.cxr14",
+    "cxr14_datalist": "shared_networks.data.cxr14",
+    "find_cxr14_images": "shared_networks.data.cxr14",
+    "list_xray_inputs": "shared_networks.data.cxr14",
+    "read_cxr14_labels": "shared_networks.data.cxr14",
+    "write_cxr14_datalist": "shared_networks.data.cxr14",
+    "make_cxr_phantom": "shared_networks.data.phantoms",
+    "write_cxr14_phantom_dataset": "shared_networks.data.phantoms",
+    "MODALITIES": "shared_networks.data.brats",
+    "brats_datalist": "shared_networks.data.brats",
+    "brats_inference_inputs": "shared_networks.data.brats",
+    "find_brats_cases": "shared_networks.data.brats",
+    "write_brats_datalist": "shared_networks.data.brats",
+    "make_brain_phantom": "shared_networks.data.brats_phantoms",
+    "write_brats2021_phantom_dataset": "shared_networks.data.brats_phantoms",
+    "write_msd_phantom_dataset": "shared_networks.data.brats_phantoms",
 }
 
 __all__ = sorted(_EXPORTS)

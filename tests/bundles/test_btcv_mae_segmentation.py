@@ -109,7 +109,7 @@ def test_pretrain_finetune_evaluate_infer(phantoms, tmp_path):
 @pytest.mark.slow
 def test_finetune_from_scratch(phantoms, tmp_path):
     wf = workflow("train", "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path), output_dir=str(tmp_path),
-                  max_epochs=1, val_interval=1, pretrained_ckpt=None)  # fmt: skip
+                  max_epochs=1, val_interval=1, pretrained_ckpt="none")  # fmt: skip
     wf.run()
     assert wf.parser.get_parsed_content("train#handlers")[0].report is False  # logged as a from-scratch baseline
     assert (tmp_path / "model.pt").is_file()

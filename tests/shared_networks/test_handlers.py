@@ -123,9 +123,10 @@ def test_pretrained_encoder_loader(tmp_path, caplog):
     engine.run([0], max_epochs=1)
     assert len(loader.report.loaded) == len(net.encoder.state_dict())
     assert torch.equal(net.encoder.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
-    scratch = PretrainedEncoderLoader(net, None)
-    scratch()
-    assert scratch.report is False
+    for value in (None, "", "none", "None"):  # a command line can only say "none"
+        scratch = PretrainedEncoderLoader(net, value)
+        scratch()
+        assert scratch.report is False
     with pytest.raises(FileNotFoundError, match="typo.pt"):
         PretrainedEncoderLoader(net, tmp_path / "typo.pt")()
 
