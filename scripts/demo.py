@@ -1,9 +1,10 @@
-"""The demo: synthetic abdominal CTs -> MAE pre-training -> UNETR fine-tuning -> evaluation -> inference.
+"""The demo: synthetic data -> MAE pre-training -> fine-tuning -> evaluation -> inference, for each bundle.
 
-Every stage is the BTCV bundle's own workflow, run with ``python -m monai.bundle run`` and ``configs/quick.yaml``,
-exactly as a user runs it on real data. Run through ``bash scripts/demo.sh`` (which sets up ``.venv`` first):
+Every stage is a bundle's own workflow, run with ``python -m monai.bundle run`` and ``configs/quick.yaml``, exactly
+as a user runs it on real data. Run through ``bash scripts/demo.sh`` (which sets up ``.venv`` first):
 
-    bash scripts/demo.sh                      # writes demo_output/
+    bash scripts/demo.sh                      # all parts, writes demo_output/
+    bash scripts/demo.sh --parts ct           # the abdominal CT part only
     bash scripts/demo.sh --output /tmp/demo   # elsewhere
 """
 
@@ -20,12 +21,25 @@ from pathlib import Path
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-BTCV = REPO / "bundles" / "btcv_mae_segmentation"
-EPOCH_DONE = re.compile(r"Epoch\[(\d+)\] Complete")
+BUNDLES = REPO / "bundles"
+EPOCH_DONE = re.compile(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete")
 
 
-def run_workflow(bundle: Path, workflow: str, log: Path, desc: str, epochs: int | None, **overrides) -> float:
-    """Runs one bundle workflow in a subprocess, logging to ``log`` and showing a progress bar; returns seconds."""
+class Stages:
+    """Numbers the stages of the whole demo and times them."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.timings = total, 0, {}
+
+    def label(self, text: str) -> str:
+        self.done += 1
+        return f"[{self.done}/{self.total}] {text}"
+
+
+def run_workflow(
+    bundle: str, workflow: str, log: Path, desc: str, epochs: int | None, stages: Stages, **overrides
+) -> None:
+    """Runs one bundle workflow in a subprocess, logging to ``log`` with a progress bar; exits on failure."""
     configs = [f"configs/{name}.yaml" for name in ("common", workflow, "quick")]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs)]
     cmd += ["--logging_file", "configs/logging.conf"]
@@ -33,76 +47,124 @@ def run_workflow(bundle: Path, workflow: str, log: Path, desc: str, epochs: int 
         cmd += [f"--{key}", str(value)]
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out, tqdm(total=epochs, desc=desc, unit="epoch", leave=True, dynamic_ncols=True) as bar:
+    label = stages.label(desc)
+    with open(log, "w") as out, tqdm(total=epochs or 1, desc=label, unit="epoch", dynamic_ncols=True) as bar:
         out.write(" ".join(cmd) + "\n")
-        proc = subprocess.Popen(cmd, cwd=bundle, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=BUNDLES / bundle, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             out.write(line)
             m = EPOCH_DONE.search(line)
-            if m and epochs and "SupervisedTrainer" in line:
+            if m and epochs:
                 bar.update(int(m.group(1)) - bar.n)
         if proc.wait() != 0:
             bar.close()
-            sys.exit(f"{desc} failed (exit code {proc.returncode}); see the full log in {log}")
-        if epochs is None:
-            bar.total = bar.n = 1
-    return time.time() - start
+            sys.exit(f"{label} failed (exit code {proc.returncode}); see the full log in {log}")
+        bar.update(bar.total - bar.n)
+    stages.timings[f"{bundle}/{workflow}"] = time.time() - start
+
+
+def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
+    """BTCV bundle on synthetic abdominal CTs; returns the lines of its summary."""
+    from shared_networks.data.phantoms import write_btcv_phantom_dataset
+
+    data, models, runs = out / "data", out / "models", out / "runs"
+    tqdm.write(stages.label(f"CT: generating {args.ct_cases} synthetic abdominal CTs (13 organs, BTCV layout)"))
+    write_btcv_phantom_dataset(data, num_cases=args.ct_cases, seed=0)
+    common = dict(dataset_dir=data, ckpt_dir=models)
+    b = "btcv_mae_segmentation"
+    run_workflow(b, "pretrain", runs / "pretrain.log", "CT: MAE pre-training", args.ct_pretrain_epochs, stages,
+                 output_dir=runs / "pretrain", max_epochs=args.ct_pretrain_epochs,
+                 recon_interval=args.ct_pretrain_epochs, **common)  # fmt: skip
+    run_workflow(b, "train", runs / "train.log", "CT: UNETR fine-tuning from the MAE encoder", args.ct_train_epochs,
+                 stages, output_dir=runs / "train", max_epochs=args.ct_train_epochs, **common)  # fmt: skip
+    run_workflow(b, "evaluate", runs / "evaluate.log", "CT: evaluation on the test split (native resolution)", None,
+                 stages, output_dir=runs / "evaluate", **common)  # fmt: skip
+    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
+    unseen = out / "test_images"  # the test split's CTs, never seen in training or model selection
+    unseen.mkdir(exist_ok=True)
+    for case in summary["cases"]:
+        if not (unseen / case).exists():
+            (unseen / case).symlink_to(data / "imagesTr" / case)
+    run_workflow(b, "inference", runs / "inference.log", "CT: inference on the test CTs", None, stages,
+                 dataset_dir=unseen, ckpt_dir=models, output_dir=runs / "inference")  # fmt: skip
+
+    lines = [f"CT, 13 organs (test cases: {', '.join(summary['cases'])})", f"  {'organ':<26}{'Dice':>8}{'HD95 mm':>10}"]
+    for organ, d in summary["dice"]["per_class"].items():
+        hd = summary["hd95"]["per_class"][organ]["mean"]
+        dice = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
+        lines.append(f"  {organ:<26}{dice:>8}{'n/a' if hd is None else f'{hd:.1f}':>10}")
+    lines.append(f"  {'mean':<26}{summary['dice']['mean']:>8.3f}")
+    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
+    lines += [
+        f"  MAE reconstruction (input | masked | reconstruction): {recon[-1] if recon else 'none'}",
+        f"  metrics: {runs / 'evaluate' / 'summary.json'} and per_case.csv",
+        f"  predicted label maps: {runs / 'inference'}",
+        f"  weights: {models / 'mae.pt'} (MAE), {models / 'model.pt'} (fine-tuned); logs: {runs}/*.log",
+    ]
+    return lines
+
+
+def cxr_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
+    """ChestX-ray14 bundle on synthetic chest radiographs; returns the lines of its summary."""
+    from shared_networks.data.phantoms import write_cxr14_phantom_dataset
+
+    data, models, runs = out / "data", out / "models", out / "runs"
+    tqdm.write(stages.label(f"CXR: generating radiographs of {args.cxr_patients} patients (NIH layout, 14 findings)"))
+    write_cxr14_phantom_dataset(data, num_patients=args.cxr_patients, size=128, seed=0)
+    common = dict(dataset_dir=data, ckpt_dir=models)
+    b = "cxr14_mae_classification"
+    run_workflow(b, "pretrain", runs / "pretrain.log", "CXR: MAE pre-training", args.cxr_pretrain_epochs, stages,
+                 output_dir=runs / "pretrain", max_epochs=args.cxr_pretrain_epochs,
+                 recon_interval=args.cxr_pretrain_epochs, **common)  # fmt: skip
+    run_workflow(b, "train", runs / "train.log", "CXR: ViT fine-tuning from the MAE encoder", args.cxr_train_epochs,
+                 stages, output_dir=runs / "train", max_epochs=args.cxr_train_epochs, **common)  # fmt: skip
+    run_workflow(b, "evaluate", runs / "evaluate.log", "CXR: evaluation on test_list.txt", None, stages,
+                 output_dir=runs / "evaluate", **common)  # fmt: skip
+    run_workflow(b, "inference", runs / "inference.log", "CXR: inference on the image folder", None, stages,
+                 dataset_dir=data / "images", ckpt_dir=models, output_dir=runs / "inference")  # fmt: skip
+
+    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
+    lines = [f"Chest X-ray, 14 findings ({summary.get('n_images', '?')} test images)", f"  {'finding':<26}{'AUC':>8}"]
+    for finding, d in summary["per_class"].items():
+        lines.append(f"  {finding:<26}{'undefined' if d['auc'] is None else format(d['auc'], '.3f'):>8}")
+    mean = summary["mean_auc"]
+    lines.append(f"  {'mean (defined)':<26}{'n/a' if mean is None else format(mean, '.3f'):>8}")
+    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
+    lines += [
+        f"  MAE reconstruction: {recon[-1] if recon else 'none'}",
+        f"  metrics: {runs / 'evaluate' / 'summary.json'}; probabilities: {runs / 'inference'}",
+    ]
+    return lines
+
+
+PARTS = {"ct": (ct_part, 5), "cxr": (cxr_part, 5)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=REPO / "demo_output", help="folder for data, weights, results")
-    parser.add_argument("--cases", type=int, default=8, help="synthetic CT cases to generate")
-    parser.add_argument("--pretrain_epochs", type=int, default=100)
-    parser.add_argument("--train_epochs", type=int, default=60)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
+    parser.add_argument("--ct_cases", type=int, default=8, help="synthetic CT cases")
+    parser.add_argument("--ct_pretrain_epochs", type=int, default=100)
+    parser.add_argument("--ct_train_epochs", type=int, default=50)
+    parser.add_argument("--cxr_patients", type=int, default=200, help="synthetic chest X-ray patients")
+    parser.add_argument("--cxr_pretrain_epochs", type=int, default=40)
+    parser.add_argument("--cxr_train_epochs", type=int, default=40)
     args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        parser.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
 
-    from shared_networks.data.phantoms import write_btcv_phantom_dataset
-
-    out = args.output.resolve() / "btcv"
-    data, models, runs = out / "data", out / "models", out / "runs"
     t0 = time.time()
-    print(f"[1/5] generating {args.cases} synthetic abdominal CTs (13 organs, BTCV layout) in {data}")
-    write_btcv_phantom_dataset(data, num_cases=args.cases, seed=0)
-    common = dict(dataset_dir=data, ckpt_dir=models)
-    timings = {}
-    timings["pretrain"] = run_workflow(
-        BTCV, "pretrain", runs / "pretrain.log", "[2/5] MAE pre-training", args.pretrain_epochs,
-        output_dir=runs / "pretrain", max_epochs=args.pretrain_epochs, recon_interval=args.pretrain_epochs, **common,
-    )  # fmt: skip
-    timings["train"] = run_workflow(
-        BTCV, "train", runs / "train.log", "[3/5] UNETR fine-tuning from the MAE encoder", args.train_epochs,
-        output_dir=runs / "train", max_epochs=args.train_epochs, **common,
-    )  # fmt: skip
-    timings["evaluate"] = run_workflow(
-        BTCV, "evaluate", runs / "evaluate.log", "[4/5] evaluation on the test split (native resolution)", None,
-        output_dir=runs / "evaluate", **common,
-    )  # fmt: skip
-    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
-    unseen = out / "test_images"  # the test split's CTs, never seen in training or model selection
-    unseen.mkdir(exist_ok=True)
-    for case in summary["cases"]:
-        link = unseen / case
-        if not link.exists():
-            link.symlink_to(data / "imagesTr" / case)
-    timings["inference"] = run_workflow(
-        BTCV, "inference", runs / "inference.log", "[5/5] inference on the test CTs, in each input's geometry", None,
-        dataset_dir=unseen, ckpt_dir=models, output_dir=runs / "inference",
-    )  # fmt: skip
-
-    print(f"\ndone in {time.time() - t0:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")")
-    print(f"test cases: {', '.join(summary['cases'])}")
-    print(f"{'organ':<26}{'Dice':>8}{'HD95 mm':>10}")
-    for organ, d in summary["dice"]["per_class"].items():
-        hd = summary["hd95"]["per_class"][organ]["mean"]
-        dice = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
-        print(f"{organ:<26}{dice:>8}{'n/a' if hd is None else f'{hd:.1f}':>10}")
-    print(f"{'mean':<26}{summary['dice']['mean']:>8.3f}")
-    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
-    print(f"\nMAE reconstruction (input | masked | reconstruction): {recon[-1] if recon else 'none'}")
-    print(f"metrics: {runs / 'evaluate' / 'summary.json'} and per_case.csv")
-    print(f"predicted label maps: {runs / 'inference'}")
-    print(f"weights: {models / 'mae.pt'} (MAE), {models / 'model.pt'} (fine-tuned); logs: {runs}/*.log")
+    stages = Stages(sum(PARTS[p][1] for p in parts))
+    report = []
+    for p in parts:
+        report += PARTS[p][0](args.output.resolve() / p, stages, args) + [""]
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in stages.timings.items())
+    print(f"\ndemo done in {time.time() - t0:.0f} s ({times})\n")
+    print("\n".join(report))
+    print("The quick variant shows the whole chain working on synthetic data; it says nothing about real results.")
 
 
 if __name__ == "__main__":
