@@ -4,7 +4,7 @@ Every stage is a bundle's own workflow, run with ``python -m monai.bundle run`` 
 as a user runs it on real data. Run through ``bash scripts/demo.sh`` (which sets up ``.venv`` first):
 
     bash scripts/demo.sh                      # all parts, writes demo_output/
-    bash scripts/demo.sh --parts ct           # the abdominal CT part only
+    bash scripts/demo.sh --parts ct,cxr       # the abdominal CT and chest X-ray parts only
     bash scripts/demo.sh --output /tmp/demo   # elsewhere
 """
 
@@ -104,6 +104,43 @@ def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def mri_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
+    """BraTS bundle on synthetic 4-channel brain MRI (MSD Task01 layout); returns the lines of its summary."""
+    from shared_networks.data.brats_phantoms import write_msd_phantom_dataset
+
+    data, models, runs = out / "data", out / "models", out / "runs"
+    tqdm.write(stages.label(f"MRI: generating {args.mri_cases} synthetic 4-channel brain MRIs with tumours (MSD)"))
+    write_msd_phantom_dataset(data, num_cases=args.mri_cases, num_unlabelled=2, seed=0)
+    common = dict(dataset_dir=data, ckpt_dir=models)
+    b = "brats_mae_segmentation"
+    run_workflow(b, "pretrain", runs / "pretrain.log", "MRI: MAE pre-training (4 channels)", args.mri_pretrain_epochs,
+                 stages, output_dir=runs / "pretrain", max_epochs=args.mri_pretrain_epochs,
+                 recon_interval=args.mri_pretrain_epochs, **common)  # fmt: skip
+    run_workflow(b, "train", runs / "train.log", "MRI: UNETR fine-tuning from the MAE encoder", args.mri_train_epochs,
+                 stages, output_dir=runs / "train", max_epochs=args.mri_train_epochs, **common)  # fmt: skip
+    run_workflow(b, "evaluate", runs / "evaluate.log", "MRI: evaluation on the test fold (native resolution)", None,
+                 stages, output_dir=runs / "evaluate", **common)  # fmt: skip
+    run_workflow(b, "inference", runs / "inference.log", "MRI: inference on the unlabelled MRIs", None, stages,
+                 dataset_dir=data / "imagesTs", ckpt_dir=models, output_dir=runs / "inference")  # fmt: skip
+
+    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
+    lines = [
+        f"MRI, tumour regions (test cases: {', '.join(summary['cases'])})",
+        f"  {'region':<26}{'Dice':>8}{'HD95 mm':>10}",
+    ]
+    for region, d in summary["dice"]["per_class"].items():
+        hd = summary["hd95"]["per_class"][region]["mean"]
+        dice = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
+        lines.append(f"  {region:<26}{dice:>8}{'n/a' if hd is None else f'{hd:.1f}':>10}")
+    lines.append(f"  {'mean':<26}{summary['dice']['mean']:>8.3f}")
+    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
+    lines += [
+        f"  MAE reconstruction (FLAIR): {recon[-1] if recon else 'none'}",
+        f"  metrics: {runs / 'evaluate' / 'summary.json'}; label maps (MSD numbering): {runs / 'inference'}",
+    ]
+    return lines
+
+
 def cxr_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
     """ChestX-ray14 bundle on synthetic chest radiographs; returns the lines of its summary."""
     from shared_networks.data.phantoms import write_cxr14_phantom_dataset
@@ -137,7 +174,7 @@ def cxr_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
     return lines
 
 
-PARTS = {"ct": (ct_part, 5), "cxr": (cxr_part, 5)}
+PARTS = {"ct": (ct_part, 5), "mri": (mri_part, 5), "cxr": (cxr_part, 5)}
 
 
 def main() -> None:
@@ -147,6 +184,9 @@ def main() -> None:
     parser.add_argument("--ct_cases", type=int, default=8, help="synthetic CT cases")
     parser.add_argument("--ct_pretrain_epochs", type=int, default=100)
     parser.add_argument("--ct_train_epochs", type=int, default=50)
+    parser.add_argument("--mri_cases", type=int, default=8, help="synthetic labelled brain MRI cases")
+    parser.add_argument("--mri_pretrain_epochs", type=int, default=40)
+    parser.add_argument("--mri_train_epochs", type=int, default=40)
     parser.add_argument("--cxr_patients", type=int, default=200, help="synthetic chest X-ray patients")
     parser.add_argument("--cxr_pretrain_epochs", type=int, default=40)
     parser.add_argument("--cxr_train_epochs", type=int, default=40)

@@ -1,0 +1,566 @@
+"""Brain tumour MRI datalists in the two public layouts: MSD Task01 and BraTS 2021 (4 modalities, tumour labels).
+
+Two layouts are recognised under a ``dataset_dir``:
+
+* the Medical Segmentation Decathlon, ``Task01_BrainTumour``::
+
+      imagesTr/BRATS_001.nii.gz    4-D: (X, Y, Z, 4), channels FLAIR, T1w, t1gd, T2w
+      labelsTr/BRATS_001.nii.gz    3-D: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour
+      imagesTs/BRATS_485.nii.gz    (unlabelled)
+      dataset.json                 (optional)
+
+* the BraTS 2021 challenge (also 2018-2020) folders, directly under ``dataset_dir`` or one level deeper (the
+  release folder, e.g. ``RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021/``)::
+
+      BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2}.nii.gz
+      BraTS2021_00000/BraTS2021_00000_seg.nii.gz   0 background, 1 necrotic core, 2 edema, 4 enhancing tumour
+      BraTS2021_01001/...                          (no seg: unlabelled)
+
+Whatever the layout, the image of an item has the 4 modalities as channels in one order, :data:`MODALITIES`
+(FLAIR, T1w, T1gd, T2w: the MSD order). For BraTS 2021 the item's ``image`` is the list of the 4 files in that order,
+which MONAI's ``LoadImaged`` stacks as channels. Every item carries its ``layout`` (``"msd"`` or ``"brats2021"``),
+which selects the label convention of :mod:`shared_networks.regions`.
+
+Headers are checked when a datalist is built (nibabel reads only the header): an MSD image that is not 4-D with 4
+channels, BraTS modalities of different shapes or affines, a missing modality, or a label on another grid is refused
+with an error naming the file.
+
+Split (:func:`brats_datalist`): the labelled cases are shuffled with ``seed`` and dealt round-robin into
+``num_folds`` folds; ``fold`` k is the test split, fold (k + 1) mod ``num_folds`` the validation split, the others
+training. Unlabelled images join the pre-training list, which never holds a validation or test image.
+
+Command line (writes the datalist JSON)::
+
+    python -m shared_networks.data.brats --dataset_dir DIR --output_json FILE [--fold 0] [--num_folds 5] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from shared_networks.data.btcv import _check_disjoint, _is_nifti, _read_json, _relative_to, _resolve, _stem
+from shared_networks.io import write_json_atomic
+
+__all__ = [
+    "BRATS2021_SUFFIXES", "LAYOUTS", "LIST_KEYS", "MODALITIES", "brats_datalist", "brats_inference_inputs",
+    "case_name_formatter", "check_case", "find_brats_cases", "fold_split", "write_brats_datalist",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("FLAIR", "T1w", "T1gd", "T2w")
+"""Channel order of every image, whatever the layout (the MSD Task01 order)."""
+
+BRATS2021_SUFFIXES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+"""BraTS 2021 file suffixes of the modalities, in :data:`MODALITIES` order."""
+
+BRATS2021_LABEL_SUFFIX = "seg"
+LAYOUTS: tuple[str, ...] = ("msd", "brats2021")
+LIST_KEYS: tuple[str, ...] = ("training", "validation", "test", "pretrain")
+
+_BRATS2021_FILE = re.compile(r"^(?P<case>.+)_(?P<suffix>flair|t1|t1ce|t2|seg)\.nii(\.gz)?$")
+_LAYOUT_HELP = (
+    "Expected the MSD Task01 layout (imagesTr/BRATS_001.nii.gz as 4-D FLAIR, T1w, t1gd, T2w; labelsTr/BRATS_001.nii.gz;"
+    " optional unlabelled imagesTs/) or BraTS 2021 case folders (BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}"
+    ".nii.gz, seg optional), directly under the folder or in one release sub-folder."
+)
+
+PathLike = str | os.PathLike[str]
+Item = dict[str, Any]
+
+
+# ---- headers ----
+
+
+def _header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a NIfTI file, from its header only.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if nibabel cannot read it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"image file '{path}' does not exist.")
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises several types for unreadable files
+        raise ValueError(f"'{path}' is not a readable NIfTI file: {err}") from err
+    return tuple(int(s) for s in img.shape), np.asarray(img.affine)
+
+
+def _check_same_grid(
+    path: Path,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    ref: Path,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+) -> None:
+    """Raise ``ValueError`` naming ``path`` when its spatial grid differs from the reference file's."""
+    if shape[:3] != ref_shape[:3]:
+        raise ValueError(f"'{path}' has spatial shape {shape[:3]} but '{ref}' has {ref_shape[:3]}; they must match.")
+    if not np.allclose(affine, ref_affine):  # the tolerance of MONAI's channel stacking
+        raise ValueError(
+            f"'{path}' has affine {affine.tolist()} but '{ref}' has {ref_affine.tolist()}; they must be on one grid."
+        )
+
+
+def check_case(item: Mapping[str, Any]) -> None:
+    """Check an item's files from their headers: 4 modalities on one grid, and the label on that grid.
+
+    An MSD image must be 4-D with 4 channels on its last axis; BraTS 2021 modalities must be 4 3-D files of one
+    shape and affine. A label must be 3-D on the image's grid.
+
+    Args:
+        item: datalist item with ``image`` (a path, or the list of 4 modality paths) and optionally ``label``.
+
+    Raises:
+        ValueError: naming the offending file.
+        FileNotFoundError: if a file is missing.
+    """
+    image = item["image"]
+    if isinstance(image, (str, os.PathLike)):
+        ref = Path(image)
+        ref_shape, ref_affine = _header(ref)
+        if len(ref_shape) != 4 or ref_shape[3] != len(MODALITIES):
+            raise ValueError(
+                f"'{ref}' has shape {ref_shape}: an MSD Task01 image must be 4-D with {len(MODALITIES)} channels "
+                f"({', '.join(MODALITIES)}) on its last axis."
+            )
+    else:
+        paths = [Path(p) for p in image]
+        if len(paths) != len(MODALITIES):
+            raise ValueError(
+                f"an image of {len(paths)} files ({', '.join(map(str, paths))}) was given; {len(MODALITIES)} are "
+                f"needed ({', '.join(MODALITIES)})."
+            )
+        ref = paths[0]
+        ref_shape, ref_affine = _header(ref)
+        for path in paths:
+            shape, affine = (ref_shape, ref_affine) if path == ref else _header(path)
+            if len(shape) != 3:
+                raise ValueError(f"'{path}' has shape {shape}: each BraTS modality file must be 3-D.")
+            _check_same_grid(path, shape, affine, ref, ref_shape, ref_affine)
+    if item.get("label") is not None:
+        label = Path(item["label"])
+        shape, affine = _header(label)
+        if len(shape) != 3:
+            raise ValueError(f"label '{label}' has shape {shape}; a label map must be 3-D.")
+        _check_same_grid(label, shape, affine, ref, ref_shape, ref_affine)
+
+
+# ---- layouts ----
+
+
+def _brats2021_case(folder: Path) -> Item | None:
+    """The item of a BraTS 2021 case folder, or None when the folder holds no BraTS 2021 file.
+
+    Raises:
+        ValueError: if the folder mixes cases or lacks a modality (the message names the missing file).
+    """
+    found: dict[str, Path] = {}
+    cases: set[str] = set()
+    for path in sorted(folder.iterdir()):
+        match = _BRATS2021_FILE.match(path.name) if _is_nifti(path) else None
+        if match:
+            cases.add(match["case"])
+            found[match["suffix"]] = path
+    if not found:
+        return None
+    if len(cases) > 1:
+        raise ValueError(f"BraTS case folder '{folder}' holds files of several cases {sorted(cases)}; keep one.")
+    case = cases.pop()
+    missing = [f"{case}_{s}.nii.gz" for s in BRATS2021_SUFFIXES if s not in found]
+    if missing:
+        raise ValueError(
+            f"BraTS case folder '{folder}' lacks {', '.join(missing)}: the 4 modalities "
+            f"({', '.join(BRATS2021_SUFFIXES)}) are all needed."
+        )
+    item: Item = {"image": [str(found[s]) for s in BRATS2021_SUFFIXES], "case": case, "layout": "brats2021"}
+    if BRATS2021_LABEL_SUFFIX in found:
+        item["label"] = str(found[BRATS2021_LABEL_SUFFIX])
+    return item
+
+
+def _brats2021_cases(root: Path) -> list[Item]:
+    """Case items of the BraTS 2021 folders directly under ``root``, else under its one release sub-folder."""
+    for base in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+        items = [c for c in (_brats2021_case(p) for p in sorted(base.iterdir()) if p.is_dir()) if c is not None]
+        if items:
+            return items
+    return []
+
+
+def _msd_cases(root: Path) -> tuple[list[Item], list[Item]]:
+    """Labelled and unlabelled items of the MSD Task01 layout (images and labels paired by file name).
+
+    Raises:
+        FileNotFoundError: if ``imagesTr`` holds images but ``labelsTr`` is missing.
+        ValueError: if an image has no label or a label no image.
+    """
+    images_tr, labels_tr = root / "imagesTr", root / "labelsTr"
+    images = {p.name: p for p in sorted(images_tr.iterdir()) if _is_nifti(p)} if images_tr.is_dir() else {}
+    labels = {p.name: p for p in sorted(labels_tr.iterdir()) if _is_nifti(p)} if labels_tr.is_dir() else {}
+    if images and not labels_tr.is_dir():
+        raise FileNotFoundError(f"label folder '{labels_tr}' is missing for the images in '{images_tr}'.")
+    for name, path in images.items():
+        if name not in labels:
+            raise ValueError(f"image '{path}' has no label: expected '{labels_tr / name}'.")
+    for name, path in labels.items():
+        if name not in images:
+            raise ValueError(f"label '{path}' has no image: expected '{images_tr / name}'.")
+    labelled = [
+        {"image": str(images[n]), "label": str(labels[n]), "case": _stem(n), "layout": "msd"} for n in sorted(images)
+    ]
+    images_ts = root / "imagesTs"
+    unlabelled = (
+        [{"image": str(p), "case": _stem(p), "layout": "msd"} for p in sorted(images_ts.iterdir()) if _is_nifti(p)]
+        if images_ts.is_dir()
+        else []
+    )
+    return labelled, unlabelled
+
+
+def _as_dir(dataset_dir: PathLike) -> Path:
+    """``dataset_dir`` as an absolute folder path; raises ``FileNotFoundError`` / ``ValueError`` naming it."""
+    root = Path(dataset_dir).expanduser().resolve()
+    if not root.exists():
+        raise FileNotFoundError(f"brain tumour dataset folder '{root}' does not exist. {_LAYOUT_HELP}")
+    if not root.is_dir():
+        raise ValueError(f"brain tumour dataset_dir '{root}' is not a folder. {_LAYOUT_HELP}")
+    return root
+
+
+def find_brats_cases(dataset_dir: PathLike) -> tuple[list[Item], list[Item], str]:
+    """Find the labelled and unlabelled cases of an MSD Task01 or BraTS 2021 folder, and check their headers.
+
+    Args:
+        dataset_dir: folder of either layout (MSD is used when ``imagesTr`` or ``imagesTs`` exists).
+
+    Returns:
+        ``(labelled, unlabelled, layout)``: labelled items ``{"image", "label", "case", "layout"}`` and unlabelled
+        items ``{"image", "case", "layout"}`` with absolute paths, sorted by case; ``layout`` is ``"msd"`` or
+        ``"brats2021"``. ``image`` is one 4-D file (MSD) or the list of the 4 modality files (BraTS 2021).
+
+    Raises:
+        FileNotFoundError: if the folder does not exist or holds no case of either layout.
+        ValueError: unpaired MSD files, an incomplete BraTS case folder, or headers that do not fit (naming the file).
+    """
+    root = _as_dir(dataset_dir)
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+        layout = "msd"
+        labelled, unlabelled = _msd_cases(root)
+    else:
+        layout = "brats2021"
+        cases = _brats2021_cases(root)
+        labelled = [c for c in cases if "label" in c]
+        unlabelled = [c for c in cases if "label" not in c]
+    if not labelled and not unlabelled:
+        raise FileNotFoundError(f"no brain tumour case found in '{root}'. {_LAYOUT_HELP}")
+    for item in labelled + unlabelled:
+        check_case(item)
+    logger.info("%s layout in '%s': %d labelled, %d unlabelled cases.", layout, root, len(labelled), len(unlabelled))
+    return labelled, unlabelled, layout
+
+
+# ---- split ----
+
+
+def _check_fold(fold: int, num_folds: int, seed: int) -> None:
+    """Raise ``ValueError`` naming the bad split argument."""
+    for name, value in (("fold", fold), ("num_folds", num_folds), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}.")
+    if num_folds < 3:
+        raise ValueError(f"num_folds must be at least 3 (test, validation and training folds), got {num_folds}.")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1}, got {fold}.")
+
+
+def fold_split(cases: Sequence[Item], fold: int = 0, num_folds: int = 5, seed: int = 0) -> tuple[list, list, list]:
+    """Seeded k-fold split into training, validation and test.
+
+    The cases are shuffled with ``numpy.random.default_rng(seed)`` and dealt round-robin into
+    ``k = min(num_folds, n)`` folds: test is fold ``fold mod k``, validation fold ``(fold + 1) mod k``, training the
+    rest. So with ``n >= num_folds`` every case is a test case in exactly one fold. Small sets degrade gracefully:
+    3 or 4 cases give folds of one case; 2 cases give 1 validation and 1 training case and no test; 1 case is
+    training only.
+
+    Args:
+        cases: labelled items, in a fixed order.
+        fold: the test fold, ``0 <= fold < num_folds``.
+        num_folds: number of folds, at least 3.
+        seed: seed of the shuffle.
+
+    Returns:
+        ``(training, validation, test)``, each in the order of ``cases``.
+    """
+    _check_fold(fold, num_folds, seed)
+    n = len(cases)
+    order = np.random.default_rng(int(seed)).permutation(n)
+    if n >= 3:
+        k = min(int(num_folds), n)
+        fold_of = {int(case): i % k for i, case in enumerate(order)}
+        test_fold, val_fold = fold % k, (fold + 1) % k
+    elif n == 2:
+        logger.warning("Only two labelled cases: one validation case, one training case, no test case.")
+        fold_of = {int(order[fold % 2]): 1, int(order[(fold + 1) % 2]): 2}
+        test_fold, val_fold = 0, 1
+    else:
+        if n == 1:
+            logger.warning("Only one labelled case: it is the training case; validation and test are empty.")
+        fold_of = dict.fromkeys(range(n), 2)
+        test_fold, val_fold = 0, 1
+    test = [c for i, c in enumerate(cases) if fold_of[i] == test_fold]
+    validation = [c for i, c in enumerate(cases) if fold_of[i] == val_fold]
+    training = [c for i, c in enumerate(cases) if fold_of[i] not in (test_fold, val_fold)]
+    return training, validation, test
+
+
+def _image_key(image: str | Sequence[str]) -> str:
+    """A hashable, readable key of an item's image (one path, or the modality paths joined)."""
+    return image if isinstance(image, str) else " + ".join(image)
+
+
+def _pretrain_items(*groups: Sequence[Item]) -> list[Item]:
+    """Image-only items (``image``, ``case``, ``layout``) of ``groups`` in order, each image once."""
+    seen: set[str] = set()
+    items = []
+    for group in groups:
+        for item in group:
+            if _image_key(item["image"]) not in seen:
+                seen.add(_image_key(item["image"]))
+                items.append({k: item[k] for k in ("image", "case", "layout")})
+    return items
+
+
+def _check_disjoint_lists(source: str, datalist: Mapping[str, list[Item]]) -> None:
+    """No image in two of training/validation/test, none of validation/test in pretrain (raises ``ValueError``)."""
+    _check_disjoint(source, {k: [{"image": _image_key(i["image"])} for i in datalist[k]] for k in LIST_KEYS})
+
+
+def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool) -> list[Item]:
+    """Parse one list of a datalist file into items with absolute paths and a layout.
+
+    ``image`` is a path (MSD 4-D file) or a list of 4 paths (BraTS 2021 modalities, in :data:`MODALITIES` order);
+    ``layout`` defaults to ``"brats2021"`` for a list and ``"msd"`` for a path. Image-only lists may hold plain paths.
+
+    Raises:
+        ValueError: naming the file, the list and the entry when an entry is malformed.
+    """
+    if not isinstance(entries, list):
+        raise ValueError(f"datalist '{source}': '{key}' must be a list, got {type(entries).__name__}.")
+    items = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, (str, list)) and not labelled:
+            entry = {"image": entry}
+        image = entry.get("image") if isinstance(entry, dict) else None
+        ok = isinstance(image, str) or (isinstance(image, list) and all(isinstance(p, str) for p in image))
+        ok = ok and (not labelled or isinstance(entry.get("label"), str))
+        layout = entry.get("layout", "brats2021" if isinstance(image, list) else "msd") if ok else None
+        if not ok or layout not in LAYOUTS:
+            wanted = "'image' (a path or 4 paths) and 'label'" if labelled else "an 'image' (a path or 4 paths)"
+            raise ValueError(
+                f"datalist '{source}': entry {index} of '{key}' must be an object with {wanted}"
+                f" and an optional 'layout' in {LAYOUTS}, got {entry!r}."
+            )
+        paths = str(_resolve(root, image)) if isinstance(image, str) else [str(_resolve(root, p)) for p in image]
+        first = paths if isinstance(paths, str) else paths[0]
+        case = entry.get("case")
+        if not (isinstance(case, str) and case):
+            case = _stem(first) if isinstance(paths, str) else Path(first).parent.name
+        item: Item = {"image": paths, "case": case, "layout": layout}
+        if labelled:
+            item["label"] = str(_resolve(root, entry["label"]))
+        items.append(item)
+    return items
+
+
+def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[Item]]:
+    """Load a user's datalist JSON (keys training/validation/test/pretrain), check its files and lists."""
+    source = Path(datalist_file).expanduser().resolve()
+    if not source.is_file():
+        raise FileNotFoundError(f"datalist file '{source}' does not exist.")
+    content = _read_json(source)
+    datalist = {k: _file_items(source, k, content.get(k, []), root, True) for k in ("training", "validation", "test")}
+    if "pretrain" in content:
+        datalist["pretrain"] = _file_items(source, "pretrain", content["pretrain"], root, False)
+    else:
+        datalist["pretrain"] = _pretrain_items(datalist["training"])
+    for key in LIST_KEYS:
+        for item in datalist[key]:
+            check_case(item)
+    _check_disjoint_lists(f"datalist '{source}'", datalist)
+    return datalist
+
+
+def brats_datalist(
+    dataset_dir: PathLike,
+    fold: int = 0,
+    num_folds: int = 5,
+    seed: int = 0,
+    datalist_file: PathLike | None = None,
+) -> dict[str, list[Item]]:
+    """Build the datalist of an MSD Task01 or BraTS 2021 folder: a seeded k-fold split plus a pre-training list.
+
+    See :func:`fold_split` for the split rule. ``pretrain`` holds the training images and every unlabelled image
+    (MSD ``imagesTs``, BraTS folders without ``seg``), never a validation or test image.
+
+    Args:
+        dataset_dir: folder of either layout; relative paths of ``datalist_file`` are resolved against it.
+        fold: test fold; validation is the next fold.
+        num_folds: number of folds, at least 3.
+        seed: seed of the shuffle.
+        datalist_file: a JSON datalist to use instead of the split (keys ``training``, ``validation``, ``test``,
+            ``pretrain``; items ``{"image": path or [flair, t1, t1ce, t2], "label": path, "layout": optional}``; a
+            missing ``pretrain`` is the training images).
+
+    Returns:
+        ``{"training", "validation", "test", "pretrain"}`` lists of items with absolute paths, ``case`` and
+        ``layout``; the same inputs give the same output.
+
+    Raises:
+        ValueError: bad split arguments, malformed or overlapping lists, files whose headers do not fit.
+        FileNotFoundError: missing folder or files, or no case found.
+    """
+    _check_fold(fold, num_folds, seed)
+    if datalist_file is not None:
+        logger.info("Loading datalist '%s' (fold=%s is ignored).", datalist_file, fold)
+        return _load_datalist_file(Path(dataset_dir).expanduser().resolve(), datalist_file)
+    root = _as_dir(dataset_dir)
+    labelled, unlabelled, layout = find_brats_cases(root)
+    training, validation, test = fold_split(labelled, fold, num_folds, seed)
+    datalist = {
+        "training": training,
+        "validation": validation,
+        "test": test,
+        "pretrain": _pretrain_items(training, unlabelled),
+    }
+    _check_disjoint_lists(f"{layout} fold {fold} of '{root}'", datalist)
+    logger.info(
+        "%s fold %d/%d: %d training, %d validation, %d test, %d pretrain images.",
+        layout, fold, num_folds, len(training), len(validation), len(test), len(datalist["pretrain"]),
+    )  # fmt: skip
+    return datalist
+
+
+def write_brats_datalist(
+    dataset_dir: PathLike,
+    output_json: PathLike,
+    fold: int = 0,
+    num_folds: int = 5,
+    seed: int = 0,
+    datalist_file: PathLike | None = None,
+) -> Path:
+    """Write the datalist JSON (training/validation/test/pretrain) of an MSD Task01 or BraTS 2021 folder.
+
+    The folder may hold the MSD Task01 layout (imagesTr/ 4-D FLAIR, T1w, t1gd, T2w files, labelsTr/, optional
+    unlabelled imagesTs/) or BraTS 2021 case folders (BraTS2021_NNNNN/BraTS2021_NNNNN_{flair,t1,t1ce,t2,seg}.nii.gz;
+    folders without seg are unlabelled). The labelled cases are shuffled with the seed and dealt into num_folds
+    folds: test is fold `fold`, validation the next fold, training the rest. Paths under the folder are written
+    relative to it; the file is written atomically.
+
+    Args:
+        dataset_dir: folder of the data set (either layout).
+        output_json: JSON file to write.
+        fold: test fold (validation is fold + 1 mod num_folds).
+        num_folds: number of folds.
+        seed: seed of the split.
+        datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+
+    Returns:
+        The absolute path of the written file.
+    """
+    datalist = brats_datalist(dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file)
+    root = Path(dataset_dir).expanduser().resolve()
+
+    def rel(value: Any) -> Any:
+        return [_relative_to(root, v) for v in value] if isinstance(value, list) else _relative_to(root, value)
+
+    content = {
+        key: [{k: (rel(v) if k in ("image", "label") else v) for k, v in item.items()} for item in items]
+        for key, items in datalist.items()
+    }
+    target = write_json_atomic(content, output_json)
+    logger.info("Wrote datalist '%s'.", target)
+    return target
+
+
+# ---- inference ----
+
+
+def brats_inference_inputs(path: PathLike) -> list[Item]:
+    """The cases to segment under ``path``, each checked from its headers.
+
+    ``path`` may be an MSD 4-D NIfTI file, a BraTS 2021 case folder (the 4 modality files; a ``seg`` file there is
+    ignored), or a folder holding either kind (one level, e.g. MSD ``imagesTs/`` or a BraTS release folder).
+
+    Returns:
+        Items ``{"image", "case", "layout"}``: ``layout`` decides the label numbering of the written label map.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist or holds no case.
+        ValueError: a file that is not NIfTI, an incomplete case folder, or headers that do not fit (naming the file).
+    """
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise FileNotFoundError(f"inference input '{p}' does not exist.")
+    if p.is_file():
+        if not _is_nifti(p):
+            raise ValueError(f"inference input '{p}' is not a NIfTI file (.nii or .nii.gz).")
+        items: list[Item] = [{"image": str(p), "case": _stem(p), "layout": "msd"}]
+    elif (case := _brats2021_case(p)) is not None:
+        items = [case]
+    else:
+        items = [{"image": str(c), "case": _stem(c), "layout": "msd"} for c in sorted(p.iterdir()) if _is_nifti(c)]
+        items += [c for c in (_brats2021_case(d) for d in sorted(p.iterdir()) if d.is_dir()) if c is not None]
+    if not items:
+        raise FileNotFoundError(
+            f"no case found in '{p}': expected MSD 4-D NIfTI files or BraTS 2021 case folders "
+            "(<case>_{flair,t1,t1ce,t2}.nii.gz)."
+        )
+    for item in items:
+        item.pop("label", None)
+        check_case(item)
+    return items
+
+
+def case_name_formatter(metadict: Mapping[str, Any] | None, saver: Any) -> dict[str, Any]:
+    """``SaveImaged(output_name_formatter=...)``: name outputs after the case, not the first modality file.
+
+    ``BraTS2021_00000_flair.nii.gz`` -> ``BraTS2021_00000``; other names lose only their extension
+    (``BRATS_001.nii.gz`` -> ``BRATS_001``).
+    """
+    from monai.data.folder_layout import default_name_formatter
+
+    names = default_name_formatter(metadict, saver)
+    subject = _stem(names["subject"])
+    match = _BRATS2021_FILE.match(f"{subject}.nii.gz")
+    names["subject"] = match["case"] if match else subject
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line entry point: ``python -m shared_networks.data.brats --dataset_dir DIR --output_json FILE``.
+
+    Args:
+        argv: command line arguments; ``None`` reads ``sys.argv``.
+    """
+    import fire
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    fire.Fire(
+        write_brats_datalist, serialize=str, name="shared_networks.data.brats", command=None if argv is None else argv
+    )
+
+
+if __name__ == "__main__":
+    main()
