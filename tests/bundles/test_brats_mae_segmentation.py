@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from bundle_configs import BundleConfigs
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
 from shared_networks.data.brats_phantoms import write_brats2021_phantom_dataset, write_msd_phantom_dataset
@@ -17,30 +18,10 @@ from shared_networks.data.brats_phantoms import write_brats2021_phantom_dataset,
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brats_mae_segmentation"
 CONFIGS = BUNDLE / "configs"
+BUNDLE_CONFIGS = BundleConfigs("brats_mae_segmentation")
+workflow = BUNDLE_CONFIGS.workflow
+parser = BUNDLE_CONFIGS.parser
 PHANTOM = dict(shape=(56, 64, 48), spacing=(3.0, 3.0, 3.0))  # already on quick.yaml's 3 mm grid
-
-
-def workflow(name: str, workflow_type: str, quick: bool = True, **override) -> ConfigWorkflow:
-    files = [str(CONFIGS / "common.yaml"), str(CONFIGS / f"{name}.yaml")] + ([str(CONFIGS / "quick.yaml")] * quick)
-    wf = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(BUNDLE),
-        num_workers=0,
-        **override,
-    )
-    wf.initialize()
-    return wf
-
-
-def parser(name: str, quick: bool = True, **override) -> ConfigParser:
-    p = ConfigParser()
-    files = [CONFIGS / "common.yaml", CONFIGS / f"{name}.yaml"] + ([CONFIGS / "quick.yaml"] * quick)
-    p.read_config([str(f) for f in files])
-    p.update({"bundle_root": str(BUNDLE), "num_workers": 0, **override})
-    return p
 
 
 def save_constant_model(path: Path, region_logits: tuple[float, float, float], **override) -> None:

@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from bundle_configs import BundleConfigs
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
@@ -19,29 +20,9 @@ from shared_networks.io import nifti_to_dicom_series
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "btcv_mae_segmentation"
 CONFIGS = BUNDLE / "configs"
-
-
-def workflow(name: str, workflow_type: str, quick: bool = True, **override) -> ConfigWorkflow:
-    files = [str(CONFIGS / "common.yaml"), str(CONFIGS / f"{name}.yaml")] + ([str(CONFIGS / "quick.yaml")] * quick)
-    wf = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(BUNDLE),
-        num_workers=0,
-        **override,
-    )
-    wf.initialize()
-    return wf
-
-
-def parser(name: str, quick: bool = True, **override) -> ConfigParser:
-    p = ConfigParser()
-    files = [CONFIGS / "common.yaml", CONFIGS / f"{name}.yaml"] + ([CONFIGS / "quick.yaml"] * quick)
-    p.read_config([str(f) for f in files])
-    p.update({"bundle_root": str(BUNDLE), "num_workers": 0, **override})
-    return p
+BUNDLE_CONFIGS = BundleConfigs("btcv_mae_segmentation")
+workflow = BUNDLE_CONFIGS.workflow
+parser = BUNDLE_CONFIGS.parser
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from bundle_configs import BundleConfigs
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS
 from shared_networks.data.phantoms import write_cxr14_phantom_dataset
@@ -25,32 +25,9 @@ WORKFLOW_FILES = {
     "evaluate": ["evaluate"],
     "inference": ["inference"],
 }
-
-
-def _files(name: str, quick: bool) -> list[str]:
-    names = ["common", *WORKFLOW_FILES[name]] + (["quick"] if quick else [])
-    return [str(CONFIGS / f"{n}.yaml") for n in names]
-
-
-def workflow(name: str, workflow_type: str, quick: bool = True, **override) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=_files(name, quick),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(BUNDLE),
-        num_workers=0,
-        **override,
-    )
-    wf.initialize()
-    return wf
-
-
-def parser(name: str, quick: bool = True, **override) -> ConfigParser:
-    p = ConfigParser()
-    p.read_config(_files(name, quick))
-    p.update({"bundle_root": str(BUNDLE), "num_workers": 0, **override})
-    return p
+BUNDLE_CONFIGS = BundleConfigs("cxr14_mae_classification", WORKFLOW_FILES)
+workflow = BUNDLE_CONFIGS.workflow
+parser = BUNDLE_CONFIGS.parser
 
 
 @pytest.fixture(scope="module")
