@@ -30,10 +30,10 @@ def phantoms(tmp_path_factory):
     return write_btcv_phantom_dataset(tmp_path_factory.mktemp("btcv_phantoms"), num_cases=5, seed=3)
 
 
-def test_required_properties(phantoms):
+def test_required_properties(phantoms, tmp_path):
     for name, kind in (("pretrain", "train"), ("train", "train"), ("evaluate", "infer"), ("inference", "infer")):
         data = phantoms / "imagesTr" if name == "inference" else phantoms
-        wf = workflow(name, kind, dataset_dir=str(data))
+        wf = workflow(name, kind, dataset_dir=str(data), output_dir=str(tmp_path / name), ckpt_dir=str(tmp_path))
         assert not wf.check_properties(), name
 
 
