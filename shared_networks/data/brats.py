@@ -46,6 +46,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from shared_networks.cli import run_fire
 from shared_networks.data.btcv import _check_disjoint, _is_nifti, _read_json, _relative_to, _resolve, _stem
 from shared_networks.io import write_json_atomic
 
@@ -554,12 +555,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    import fire
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(
-        write_brats_datalist, serialize=str, name="shared_networks.data.brats", command=None if argv is None else argv
-    )
+    run_fire(write_brats_datalist, "shared_networks.data.brats", argv, serialize=str)
 
 
 if __name__ == "__main__":

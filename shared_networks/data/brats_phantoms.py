@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from shared_networks.cli import run_fire
 from shared_networks.data.brats import BRATS2021_LABEL_SUFFIX, BRATS2021_SUFFIXES, MODALITIES
 from shared_networks.data.phantoms import _case_seed, _check_geometry, _interp_matrix, _save_nifti
 from shared_networks.io import write_json_atomic
@@ -322,12 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    import fire
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(
-        BrainPhantomCommands, name="shared_networks.data.brats_phantoms", command=None if argv is None else list(argv)
-    )
+    run_fire(BrainPhantomCommands, "shared_networks.data.brats_phantoms", argv)
 
 
 if __name__ == "__main__":

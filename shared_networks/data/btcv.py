@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from shared_networks.cli import run_fire
 from shared_networks.io import write_json_atomic
 
 __all__ = [
@@ -690,15 +691,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    import fire
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(
-        write_btcv_datalist,
-        serialize=str,
-        name="shared_networks.data.btcv",
-        command=None if argv is None else list(argv),
-    )
+    run_fire(write_btcv_datalist, "shared_networks.data.btcv", argv, serialize=str)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared_networks.cli import run_fire
 from shared_networks.io import is_dicom_file, write_json_atomic
 
 __all__ = [
@@ -391,15 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    import fire
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(
-        write_cxr14_datalist,
-        serialize=str,
-        name="shared_networks.data.cxr14",
-        command=None if argv is None else list(argv),
-    )
+    run_fire(write_cxr14_datalist, "shared_networks.data.cxr14", argv, serialize=str)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.ndimage import gaussian_filter
 
+from shared_networks.cli import run_fire
 from shared_networks.data.btcv import BTCV_LABELS, DATASET_JSON_NAME
 from shared_networks.data.cxr14 import CXR14_FINDINGS, TEST_LIST, TRAIN_VAL_LIST
 from shared_networks.io import atomic_write_text, write_json_atomic
@@ -1102,10 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    import fire
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(PhantomCommands, name="shared_networks.data.phantoms", command=None if argv is None else list(argv))
+    run_fire(PhantomCommands, "shared_networks.data.phantoms", argv)
 
 
 if __name__ == "__main__":
