@@ -63,115 +63,109 @@ def run_workflow(
     stages.timings[f"{bundle}/{workflow}"] = time.time() - start
 
 
+def pretrain_train_evaluate(
+    bundle: str, tag: str, out: Path, stages: Stages, pretrain_epochs: int, train_epochs: int, what: dict[str, str]
+) -> dict:
+    """Runs a bundle's pretrain, train (from the MAE encoder) and evaluate on ``out/data``; returns the summary JSON.
+
+    ``what`` describes the stages for the progress lines: keys ``pretrain``, ``train``, ``evaluate``.
+    """
+    runs, common = out / "runs", dict(dataset_dir=out / "data", ckpt_dir=out / "models")
+    run_workflow(bundle, "pretrain", runs / "pretrain.log", f"{tag}: {what['pretrain']}", pretrain_epochs, stages,
+                 output_dir=runs / "pretrain", max_epochs=pretrain_epochs, recon_interval=pretrain_epochs,
+                 **common)  # fmt: skip
+    run_workflow(bundle, "train", runs / "train.log", f"{tag}: {what['train']}", train_epochs, stages,
+                 output_dir=runs / "train", max_epochs=train_epochs, **common)  # fmt: skip
+    run_workflow(bundle, "evaluate", runs / "evaluate.log", f"{tag}: {what['evaluate']}", None, stages,
+                 output_dir=runs / "evaluate", **common)  # fmt: skip
+    return json.loads((runs / "evaluate" / "summary.json").read_text())
+
+
+def infer(bundle: str, tag: str, out: Path, stages: Stages, inputs: Path, what: str) -> None:
+    """Runs a bundle's inference on ``inputs`` with the fine-tuned ``out/models/model.pt``."""
+    run_workflow(bundle, "inference", out / "runs" / "inference.log", f"{tag}: {what}", None, stages,
+                 dataset_dir=inputs, ckpt_dir=out / "models", output_dir=out / "runs" / "inference")  # fmt: skip
+
+
+def segmentation_lines(title: str, column: str, summary: dict) -> list[str]:
+    """Per-class Dice / HD95 table of a segmentation bundle's evaluation summary."""
+    lines = [f"{title} (test cases: {', '.join(summary['cases'])})", f"  {column:<26}{'Dice':>8}{'HD95 mm':>10}"]
+    for name, d in summary["dice"]["per_class"].items():
+        hd = summary["hd95"]["per_class"][name]["mean"]
+        dice = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
+        lines.append(f"  {name:<26}{dice:>8}{'n/a' if hd is None else f'{hd:.1f}':>10}")
+    lines.append(f"  {'mean':<26}{summary['dice']['mean']:>8.3f}")
+    return lines
+
+
+def last_reconstruction(out: Path) -> Path | str:
+    recon = sorted((out / "runs" / "pretrain").glob("reconstruction_epoch*.png"), key=lambda p: p.stat().st_mtime)
+    return recon[-1] if recon else "none"
+
+
 def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
     """BTCV bundle on synthetic abdominal CTs; returns the lines of its summary."""
     from shared_networks.data.phantoms import write_btcv_phantom_dataset
 
-    data, models, runs = out / "data", out / "models", out / "runs"
+    data, runs = out / "data", out / "runs"
     tqdm.write(stages.label(f"CT: generating {args.ct_cases} synthetic abdominal CTs (13 organs, BTCV layout)"))
     write_btcv_phantom_dataset(data, num_cases=args.ct_cases, seed=0)
-    common = dict(dataset_dir=data, ckpt_dir=models)
     b = "btcv_mae_segmentation"
-    run_workflow(b, "pretrain", runs / "pretrain.log", "CT: MAE pre-training", args.ct_pretrain_epochs, stages,
-                 output_dir=runs / "pretrain", max_epochs=args.ct_pretrain_epochs,
-                 recon_interval=args.ct_pretrain_epochs, **common)  # fmt: skip
-    run_workflow(b, "train", runs / "train.log", "CT: UNETR fine-tuning from the MAE encoder", args.ct_train_epochs,
-                 stages, output_dir=runs / "train", max_epochs=args.ct_train_epochs, **common)  # fmt: skip
-    run_workflow(b, "evaluate", runs / "evaluate.log", "CT: evaluation on the test split (native resolution)", None,
-                 stages, output_dir=runs / "evaluate", **common)  # fmt: skip
-    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
+    what = {"pretrain": "MAE pre-training", "train": "UNETR fine-tuning from the MAE encoder",
+            "evaluate": "evaluation on the test split (native resolution)"}  # fmt: skip
+    summary = pretrain_train_evaluate(b, "CT", out, stages, args.ct_pretrain_epochs, args.ct_train_epochs, what)
     unseen = out / "test_images"  # the test split's CTs, never seen in training or model selection
     unseen.mkdir(exist_ok=True)
     for case in summary["cases"]:
         if not (unseen / case).exists():
             (unseen / case).symlink_to(data / "imagesTr" / case)
-    run_workflow(b, "inference", runs / "inference.log", "CT: inference on the test CTs", None, stages,
-                 dataset_dir=unseen, ckpt_dir=models, output_dir=runs / "inference")  # fmt: skip
-
-    lines = [f"CT, 13 organs (test cases: {', '.join(summary['cases'])})", f"  {'organ':<26}{'Dice':>8}{'HD95 mm':>10}"]
-    for organ, d in summary["dice"]["per_class"].items():
-        hd = summary["hd95"]["per_class"][organ]["mean"]
-        dice = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
-        lines.append(f"  {organ:<26}{dice:>8}{'n/a' if hd is None else f'{hd:.1f}':>10}")
-    lines.append(f"  {'mean':<26}{summary['dice']['mean']:>8.3f}")
-    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
-    lines += [
-        f"  MAE reconstruction (input | masked | reconstruction): {recon[-1] if recon else 'none'}",
+    infer(b, "CT", out, stages, unseen, "inference on the test CTs")
+    return segmentation_lines("CT, 13 organs", "organ", summary) + [
+        f"  MAE reconstruction (input | masked | reconstruction): {last_reconstruction(out)}",
         f"  metrics: {runs / 'evaluate' / 'summary.json'} and per_case.csv",
         f"  predicted label maps: {runs / 'inference'}",
-        f"  weights: {models / 'mae.pt'} (MAE), {models / 'model.pt'} (fine-tuned); logs: {runs}/*.log",
+        f"  weights: {out / 'models' / 'mae.pt'} (MAE), {out / 'models' / 'model.pt'} (fine-tuned); logs: {runs}/*.log",
     ]
-    return lines
 
 
 def mri_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
     """BraTS bundle on synthetic 4-channel brain MRI (MSD Task01 layout); returns the lines of its summary."""
     from shared_networks.data.brats_phantoms import write_msd_phantom_dataset
 
-    data, models, runs = out / "data", out / "models", out / "runs"
     tqdm.write(stages.label(f"MRI: generating {args.mri_cases} synthetic 4-channel brain MRIs with tumours (MSD)"))
-    write_msd_phantom_dataset(data, num_cases=args.mri_cases, num_unlabelled=2, seed=0)
-    common = dict(dataset_dir=data, ckpt_dir=models)
+    write_msd_phantom_dataset(out / "data", num_cases=args.mri_cases, num_unlabelled=2, seed=0)
     b = "brats_mae_segmentation"
-    run_workflow(b, "pretrain", runs / "pretrain.log", "MRI: MAE pre-training (4 channels)", args.mri_pretrain_epochs,
-                 stages, output_dir=runs / "pretrain", max_epochs=args.mri_pretrain_epochs,
-                 recon_interval=args.mri_pretrain_epochs, **common)  # fmt: skip
-    run_workflow(b, "train", runs / "train.log", "MRI: UNETR fine-tuning from the MAE encoder", args.mri_train_epochs,
-                 stages, output_dir=runs / "train", max_epochs=args.mri_train_epochs, **common)  # fmt: skip
-    run_workflow(b, "evaluate", runs / "evaluate.log", "MRI: evaluation on the test fold (native resolution)", None,
-                 stages, output_dir=runs / "evaluate", **common)  # fmt: skip
-    run_workflow(b, "inference", runs / "inference.log", "MRI: inference on the unlabelled MRIs", None, stages,
-                 dataset_dir=data / "imagesTs", ckpt_dir=models, output_dir=runs / "inference")  # fmt: skip
-
-    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
-    lines = [
-        f"MRI, tumour regions (test cases: {', '.join(summary['cases'])})",
-        f"  {'region':<26}{'Dice':>8}{'HD95 mm':>10}",
+    what = {"pretrain": "MAE pre-training (4 channels)", "train": "UNETR fine-tuning from the MAE encoder",
+            "evaluate": "evaluation on the test fold (native resolution)"}  # fmt: skip
+    summary = pretrain_train_evaluate(b, "MRI", out, stages, args.mri_pretrain_epochs, args.mri_train_epochs, what)
+    infer(b, "MRI", out, stages, out / "data" / "imagesTs", "inference on the unlabelled MRIs")
+    return segmentation_lines("MRI, tumour regions", "region", summary) + [
+        f"  MAE reconstruction (FLAIR): {last_reconstruction(out)}",
+        f"  metrics: {out / 'runs' / 'evaluate' / 'summary.json'}; label maps (MSD numbering): "
+        f"{out / 'runs' / 'inference'}",
     ]
-    for region, d in summary["dice"]["per_class"].items():
-        hd = summary["hd95"]["per_class"][region]["mean"]
-        dice = "n/a" if d["mean"] is None else f"{d['mean']:.3f}"
-        lines.append(f"  {region:<26}{dice:>8}{'n/a' if hd is None else f'{hd:.1f}':>10}")
-    lines.append(f"  {'mean':<26}{summary['dice']['mean']:>8.3f}")
-    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
-    lines += [
-        f"  MAE reconstruction (FLAIR): {recon[-1] if recon else 'none'}",
-        f"  metrics: {runs / 'evaluate' / 'summary.json'}; label maps (MSD numbering): {runs / 'inference'}",
-    ]
-    return lines
 
 
 def cxr_part(out: Path, stages: Stages, args: argparse.Namespace) -> list[str]:
     """ChestX-ray14 bundle on synthetic chest radiographs; returns the lines of its summary."""
     from shared_networks.data.phantoms import write_cxr14_phantom_dataset
 
-    data, models, runs = out / "data", out / "models", out / "runs"
     tqdm.write(stages.label(f"CXR: generating radiographs of {args.cxr_patients} patients (NIH layout, 14 findings)"))
-    write_cxr14_phantom_dataset(data, num_patients=args.cxr_patients, size=128, seed=0)
-    common = dict(dataset_dir=data, ckpt_dir=models)
+    write_cxr14_phantom_dataset(out / "data", num_patients=args.cxr_patients, size=128, seed=0)
     b = "cxr14_mae_classification"
-    run_workflow(b, "pretrain", runs / "pretrain.log", "CXR: MAE pre-training", args.cxr_pretrain_epochs, stages,
-                 output_dir=runs / "pretrain", max_epochs=args.cxr_pretrain_epochs,
-                 recon_interval=args.cxr_pretrain_epochs, **common)  # fmt: skip
-    run_workflow(b, "train", runs / "train.log", "CXR: ViT fine-tuning from the MAE encoder", args.cxr_train_epochs,
-                 stages, output_dir=runs / "train", max_epochs=args.cxr_train_epochs, **common)  # fmt: skip
-    run_workflow(b, "evaluate", runs / "evaluate.log", "CXR: evaluation on test_list.txt", None, stages,
-                 output_dir=runs / "evaluate", **common)  # fmt: skip
-    run_workflow(b, "inference", runs / "inference.log", "CXR: inference on the image folder", None, stages,
-                 dataset_dir=data / "images", ckpt_dir=models, output_dir=runs / "inference")  # fmt: skip
-
-    summary = json.loads((runs / "evaluate" / "summary.json").read_text())
+    what = {"pretrain": "MAE pre-training", "train": "ViT fine-tuning from the MAE encoder",
+            "evaluate": "evaluation on test_list.txt"}  # fmt: skip
+    summary = pretrain_train_evaluate(b, "CXR", out, stages, args.cxr_pretrain_epochs, args.cxr_train_epochs, what)
+    infer(b, "CXR", out, stages, out / "data" / "images", "inference on the image folder")
     lines = [f"Chest X-ray, 14 findings ({summary.get('n_images', '?')} test images)", f"  {'finding':<26}{'AUC':>8}"]
     for finding, d in summary["per_class"].items():
         lines.append(f"  {finding:<26}{'undefined' if d['auc'] is None else format(d['auc'], '.3f'):>8}")
     mean = summary["mean_auc"]
     lines.append(f"  {'mean (defined)':<26}{'n/a' if mean is None else format(mean, '.3f'):>8}")
-    recon = sorted((runs / "pretrain").glob("reconstruction_epoch*.png"))
-    lines += [
-        f"  MAE reconstruction: {recon[-1] if recon else 'none'}",
-        f"  metrics: {runs / 'evaluate' / 'summary.json'}; probabilities: {runs / 'inference'}",
+    return lines + [
+        f"  MAE reconstruction: {last_reconstruction(out)}",
+        f"  metrics: {out / 'runs' / 'evaluate' / 'summary.json'}; probabilities: {out / 'runs' / 'inference'}",
     ]
-    return lines
 
 
 PARTS = {"ct": (ct_part, 5), "mri": (mri_part, 5), "cxr": (cxr_part, 5)}
