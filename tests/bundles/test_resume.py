@@ -1,0 +1,99 @@
+"""Exact resume and seeded repeatability of the bundles' training workflows (CPU, configs/quick.yaml, tiny runs).
+
+A run stopped by an error right after epoch 2's checkpoint and resumed with ``resume=True`` must end with the very
+weights (and best model) of an uninterrupted run with the same seed; two runs with the same seed must be identical and
+a run with another seed must differ (random crops, flips, affine transforms, MAE masks and shuffles included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_configs import BundleConfigs
+from ignite.engine import Events
+
+from shared_networks.data.brats_phantoms import write_msd_phantom_dataset
+from shared_networks.data.phantoms import write_btcv_phantom_dataset, write_cxr14_phantom_dataset
+
+BTCV = BundleConfigs("btcv_mae_segmentation")
+BRATS = BundleConfigs("brats_mae_segmentation")
+CXR14 = BundleConfigs("cxr14_mae_classification", {"linear_probe": ["train", "linear_probe"]})
+MAX_EPOCHS = 3
+
+
+class Crash(RuntimeError):
+    """Stands for a killed run."""
+
+
+@pytest.fixture(scope="module")
+def btcv_data(tmp_path_factory) -> Path:
+    return write_btcv_phantom_dataset(tmp_path_factory.mktemp("btcv"), num_cases=3, shape=(40, 40, 24), seed=1)
+
+
+@pytest.fixture(scope="module")
+def cxr14_data(tmp_path_factory) -> Path:
+    return write_cxr14_phantom_dataset(tmp_path_factory.mktemp("cxr14"), num_patients=10, size=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def brats_data(tmp_path_factory) -> Path:
+    return write_msd_phantom_dataset(tmp_path_factory.mktemp("brats"), num_cases=3, num_unlabelled=1,
+                                     shape=(40, 40, 32), seed=1)  # fmt: skip
+
+
+def _run(configs: BundleConfigs, name: str, data: Path, ckpt: Path, crash_after: int | None = None, **override):
+    """Runs a training workflow for MAX_EPOCHS (or until the crash); returns its network's weights and workflow."""
+    wf = configs.workflow(name, "train", dataset_dir=str(data), ckpt_dir=str(ckpt), output_dir=str(ckpt / "runs"),
+                          max_epochs=MAX_EPOCHS, ckpt_interval=1, **override)  # fmt: skip
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    if crash_after is not None:
+
+        def crash(engine):
+            raise Crash(f"stopped after epoch {engine.state.epoch}")
+
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=crash_after), crash)
+        with pytest.raises(RuntimeError) as err:  # monai.bundle wraps the error of a config expression
+            wf.run()
+        cause = err.value
+        while cause is not None and not isinstance(cause, Crash):
+            cause = cause.__cause__
+        assert isinstance(cause, Crash), err.value
+    else:
+        wf.run()
+    network = trainer.network
+    weights = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    wf.finalize()
+    return weights, trainer
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def _resume_matches(configs, name, data, tmp_path, **override):
+    whole, _ = _run(configs, name, data, tmp_path / "whole", **override)
+    _run(configs, name, data, tmp_path / "cut", crash_after=2, **override)
+    files = sorted(p.name for p in (tmp_path / "cut").glob("*_checkpoint_epoch=*.pt"))
+    prefix = files[0].split("_checkpoint_")[0]
+    assert files == [f"{prefix}_checkpoint_epoch=1.pt", f"{prefix}_checkpoint_epoch=2.pt"]
+    resumed, trainer = _run(configs, name, data, tmp_path / "cut", resume=True, **override)
+    assert trainer.state.epoch == MAX_EPOCHS and trainer.state.iteration == MAX_EPOCHS * trainer.state.epoch_length
+    _assert_same(whole, resumed)
+    # the last ckpt_n_saved (2) checkpoints are kept, the oldest deleted as in the uninterrupted run
+    assert sorted(p.name for p in (tmp_path / "cut").glob("*_checkpoint_epoch=*.pt")) == sorted(
+        p.name for p in (tmp_path / "whole").glob("*_checkpoint_epoch=*.pt")
+    ) == [f"{prefix}_checkpoint_epoch=2.pt", f"{prefix}_checkpoint_epoch={MAX_EPOCHS}.pt"]
+    return whole
+
+
+@pytest.mark.slow
+def test_btcv_train_resumes_exactly(btcv_data, tmp_path):
+    whole = _resume_matches(BTCV, "train", btcv_data, tmp_path, val_interval=1, pretrained_ckpt="none")
+    best_whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    best_resumed = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    _assert_same(best_whole, best_resumed)  # the best model is selected as in the uninterrupted run
+    assert whole.keys() == best_whole.keys()
