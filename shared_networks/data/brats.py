@@ -47,7 +47,16 @@ import nibabel as nib
 import numpy as np
 
 from shared_networks.cli import run_fire
-from shared_networks.data.btcv import _check_disjoint, _is_nifti, _read_json, _relative_to, _resolve, _stem
+from shared_networks.data.files import (
+    Issues,
+    check_disjoint,
+    is_nifti,
+    nifti_stem,
+    raise_or_collect,
+    read_json_object,
+    relative_to,
+    resolve_path,
+)
 from shared_networks.io import write_json_atomic
 
 __all__ = [
@@ -161,8 +170,9 @@ def check_case(item: Mapping[str, Any]) -> None:
 # ---- layouts ----
 
 
-def _brats2021_case(folder: Path) -> Item | None:
-    """The item of a BraTS 2021 case folder, or None when the folder holds no BraTS 2021 file.
+def _brats2021_case(folder: Path, issues: Issues | None = None) -> Item | None:
+    """The item of a BraTS 2021 case folder, or None when the folder holds no BraTS 2021 file (or, collecting
+    ``issues``, when it is incomplete).
 
     Raises:
         ValueError: if the folder mixes cases or lacks a modality (the message names the missing file).
@@ -170,37 +180,41 @@ def _brats2021_case(folder: Path) -> Item | None:
     found: dict[str, Path] = {}
     cases: set[str] = set()
     for path in sorted(folder.iterdir()):
-        match = _BRATS2021_FILE.match(path.name) if _is_nifti(path) else None
+        match = _BRATS2021_FILE.match(path.name) if is_nifti(path) else None
         if match:
             cases.add(match["case"])
             found[match["suffix"]] = path
     if not found:
         return None
     if len(cases) > 1:
-        raise ValueError(f"BraTS case folder '{folder}' holds files of several cases {sorted(cases)}; keep one.")
+        error = ValueError(f"BraTS case folder '{folder}' holds files of several cases {sorted(cases)}; keep one.")
+        raise_or_collect(issues, folder, error)
+        return None
     case = cases.pop()
     missing = [f"{case}_{s}.nii.gz" for s in BRATS2021_SUFFIXES if s not in found]
     if missing:
-        raise ValueError(
+        raise_or_collect(issues, folder / missing[0], ValueError(
             f"BraTS case folder '{folder}' lacks {', '.join(missing)}: the 4 modalities "
             f"({', '.join(BRATS2021_SUFFIXES)}) are all needed."
-        )
+        ))  # fmt: skip
+        return None
     item: Item = {"image": [str(found[s]) for s in BRATS2021_SUFFIXES], "case": case, "layout": "brats2021"}
     if BRATS2021_LABEL_SUFFIX in found:
         item["label"] = str(found[BRATS2021_LABEL_SUFFIX])
     return item
 
 
-def _brats2021_cases(root: Path) -> list[Item]:
+def _brats2021_cases(root: Path, issues: Issues | None = None) -> list[Item]:
     """Case items of the BraTS 2021 folders directly under ``root``, else under its one release sub-folder."""
     for base in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        items = [c for c in (_brats2021_case(p) for p in sorted(base.iterdir()) if p.is_dir()) if c is not None]
-        if items:
-            return items
+        folders = [p for p in sorted(base.iterdir()) if p.is_dir()]
+        if not any(_BRATS2021_FILE.match(f.name) for d in folders for f in d.iterdir()):
+            continue
+        return [c for c in (_brats2021_case(p, issues) for p in folders) if c is not None]
     return []
 
 
-def _msd_cases(root: Path) -> tuple[list[Item], list[Item]]:
+def _msd_cases(root: Path, issues: Issues | None = None) -> tuple[list[Item], list[Item]]:
     """Labelled and unlabelled items of the MSD Task01 layout (images and labels paired by file name).
 
     Raises:
@@ -208,22 +222,24 @@ def _msd_cases(root: Path) -> tuple[list[Item], list[Item]]:
         ValueError: if an image has no label or a label no image.
     """
     images_tr, labels_tr = root / "imagesTr", root / "labelsTr"
-    images = {p.name: p for p in sorted(images_tr.iterdir()) if _is_nifti(p)} if images_tr.is_dir() else {}
-    labels = {p.name: p for p in sorted(labels_tr.iterdir()) if _is_nifti(p)} if labels_tr.is_dir() else {}
+    images = {p.name: p for p in sorted(images_tr.iterdir()) if is_nifti(p)} if images_tr.is_dir() else {}
+    labels = {p.name: p for p in sorted(labels_tr.iterdir()) if is_nifti(p)} if labels_tr.is_dir() else {}
     if images and not labels_tr.is_dir():
-        raise FileNotFoundError(f"label folder '{labels_tr}' is missing for the images in '{images_tr}'.")
+        error = FileNotFoundError(f"label folder '{labels_tr}' is missing for the images in '{images_tr}'.")
+        raise_or_collect(issues, labels_tr, error)
     for name, path in images.items():
-        if name not in labels:
-            raise ValueError(f"image '{path}' has no label: expected '{labels_tr / name}'.")
+        if name not in labels and labels_tr.is_dir():
+            raise_or_collect(issues, path, ValueError(f"image '{path}' has no label: expected '{labels_tr / name}'."))
     for name, path in labels.items():
         if name not in images:
-            raise ValueError(f"label '{path}' has no image: expected '{images_tr / name}'.")
+            raise_or_collect(issues, path, ValueError(f"label '{path}' has no image: expected '{images_tr / name}'."))
     labelled = [
-        {"image": str(images[n]), "label": str(labels[n]), "case": _stem(n), "layout": "msd"} for n in sorted(images)
+        {"image": str(images[n]), "label": str(labels[n]), "case": nifti_stem(n), "layout": "msd"}
+        for n in sorted(set(images) & set(labels))
     ]
     images_ts = root / "imagesTs"
     unlabelled = (
-        [{"image": str(p), "case": _stem(p), "layout": "msd"} for p in sorted(images_ts.iterdir()) if _is_nifti(p)]
+        [{"image": str(p), "case": nifti_stem(p), "layout": "msd"} for p in sorted(images_ts.iterdir()) if is_nifti(p)]
         if images_ts.is_dir()
         else []
     )
@@ -240,11 +256,16 @@ def _as_dir(dataset_dir: PathLike) -> Path:
     return root
 
 
-def find_brats_cases(dataset_dir: PathLike) -> tuple[list[Item], list[Item], str]:
+def find_brats_cases(
+    dataset_dir: PathLike, issues: Issues | None = None, check_headers: bool = True
+) -> tuple[list[Item], list[Item], str]:
     """Find the labelled and unlabelled cases of an MSD Task01 or BraTS 2021 folder, and check their headers.
 
     Args:
         dataset_dir: folder of either layout (MSD is used when ``imagesTr`` or ``imagesTs`` exists).
+        issues: ``None`` to raise at the first unpaired file or incomplete case; a list to append every such problem
+            to as ``(path, exception)`` and return the cases that are fine (:mod:`shared_networks.validation`).
+        check_headers: check each case's headers with :func:`check_case` (raising at the first bad one).
 
     Returns:
         ``(labelled, unlabelled, layout)``: labelled items ``{"image", "label", "case", "layout"}`` and unlabelled
@@ -258,16 +279,17 @@ def find_brats_cases(dataset_dir: PathLike) -> tuple[list[Item], list[Item], str
     root = _as_dir(dataset_dir)
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         layout = "msd"
-        labelled, unlabelled = _msd_cases(root)
+        labelled, unlabelled = _msd_cases(root, issues)
     else:
         layout = "brats2021"
-        cases = _brats2021_cases(root)
+        cases = _brats2021_cases(root, issues)
         labelled = [c for c in cases if "label" in c]
         unlabelled = [c for c in cases if "label" not in c]
-    if not labelled and not unlabelled:
+    if not labelled and not unlabelled and not issues:
         raise FileNotFoundError(f"no brain tumour case found in '{root}'. {_LAYOUT_HELP}")
-    for item in labelled + unlabelled:
-        check_case(item)
+    if check_headers:
+        for item in labelled + unlabelled:
+            check_case(item)
     logger.info("%s layout in '%s': %d labelled, %d unlabelled cases.", layout, root, len(labelled), len(unlabelled))
     return labelled, unlabelled, layout
 
@@ -345,7 +367,7 @@ def _pretrain_items(*groups: Sequence[Item]) -> list[Item]:
 
 def _check_disjoint_lists(source: str, datalist: Mapping[str, list[Item]]) -> None:
     """No image in two of training/validation/test, none of validation/test in pretrain (raises ``ValueError``)."""
-    _check_disjoint(source, {k: [{"image": _image_key(i["image"])} for i in datalist[k]] for k in LIST_KEYS})
+    check_disjoint(source, {k: [{"image": _image_key(i["image"])} for i in datalist[k]] for k in LIST_KEYS})
 
 
 def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool) -> list[Item]:
@@ -373,14 +395,17 @@ def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool
                 f"datalist '{source}': entry {index} of '{key}' must be an object with {wanted}"
                 f" and an optional 'layout' in {LAYOUTS}, got {entry!r}."
             )
-        paths = str(_resolve(root, image)) if isinstance(image, str) else [str(_resolve(root, p)) for p in image]
+        if isinstance(image, str):
+            paths: str | list[str] = str(resolve_path(root, image))
+        else:
+            paths = [str(resolve_path(root, p)) for p in image]
         first = paths if isinstance(paths, str) else paths[0]
         case = entry.get("case")
         if not (isinstance(case, str) and case):
-            case = _stem(first) if isinstance(paths, str) else Path(first).parent.name
+            case = nifti_stem(first) if isinstance(paths, str) else Path(first).parent.name
         item: Item = {"image": paths, "case": case, "layout": layout}
         if labelled:
-            item["label"] = str(_resolve(root, entry["label"]))
+            item["label"] = str(resolve_path(root, entry["label"]))
         items.append(item)
     return items
 
@@ -390,7 +415,7 @@ def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[I
     source = Path(datalist_file).expanduser().resolve()
     if not source.is_file():
         raise FileNotFoundError(f"datalist file '{source}' does not exist.")
-    content = _read_json(source)
+    content = read_json_object(source)
     datalist = {k: _file_items(source, k, content.get(k, []), root, True) for k in ("training", "validation", "test")}
     if "pretrain" in content:
         datalist["pretrain"] = _file_items(source, "pretrain", content["pretrain"], root, False)
@@ -484,7 +509,7 @@ def write_brats_datalist(
     root = Path(dataset_dir).expanduser().resolve()
 
     def rel(value: Any) -> Any:
-        return [_relative_to(root, v) for v in value] if isinstance(value, list) else _relative_to(root, value)
+        return [relative_to(root, v) for v in value] if isinstance(value, list) else relative_to(root, value)
 
     content = {
         key: [{k: (rel(v) if k in ("image", "label") else v) for k, v in item.items()} for item in items]
@@ -515,13 +540,13 @@ def brats_inference_inputs(path: PathLike) -> list[Item]:
     if not p.exists():
         raise FileNotFoundError(f"inference input '{p}' does not exist.")
     if p.is_file():
-        if not _is_nifti(p):
+        if not is_nifti(p):
             raise ValueError(f"inference input '{p}' is not a NIfTI file (.nii or .nii.gz).")
-        items: list[Item] = [{"image": str(p), "case": _stem(p), "layout": "msd"}]
+        items: list[Item] = [{"image": str(p), "case": nifti_stem(p), "layout": "msd"}]
     elif (case := _brats2021_case(p)) is not None:
         items = [case]
     else:
-        items = [{"image": str(c), "case": _stem(c), "layout": "msd"} for c in sorted(p.iterdir()) if _is_nifti(c)]
+        items = [{"image": str(c), "case": nifti_stem(c), "layout": "msd"} for c in sorted(p.iterdir()) if is_nifti(c)]
         items += [c for c in (_brats2021_case(d) for d in sorted(p.iterdir()) if d.is_dir()) if c is not None]
     if not items:
         raise FileNotFoundError(
@@ -543,7 +568,7 @@ def case_name_formatter(metadict: Mapping[str, Any] | None, saver: Any) -> dict[
     from monai.data.folder_layout import default_name_formatter
 
     names = default_name_formatter(metadict, saver)
-    subject = _stem(names["subject"])
+    subject = nifti_stem(names["subject"])
     match = _BRATS2021_FILE.match(f"{subject}.nii.gz")
     names["subject"] = match["case"] if match else subject
     return names

@@ -28,7 +28,8 @@ from scipy.ndimage import gaussian_filter
 
 from shared_networks.cli import run_fire
 from shared_networks.data.brats import BRATS2021_LABEL_SUFFIX, BRATS2021_SUFFIXES, MODALITIES
-from shared_networks.data.phantoms import _case_seed, _check_geometry, _interp_matrix, _save_nifti
+from shared_networks.data.files import save_nifti
+from shared_networks.data.phantoms import case_seed, check_geometry, interp_matrix
 from shared_networks.io import write_json_atomic
 from shared_networks.regions import LABEL_CONVENTIONS
 
@@ -62,7 +63,7 @@ TISSUE_INTENSITY = np.array(
 def _smooth_field(shape: Sequence[int], rng: np.random.Generator, knots: int = 5) -> np.ndarray:
     """A smooth random field of ``shape`` with values of about unit size (knots interpolated linearly)."""
     grid = rng.normal(0.0, 1.0, (knots,) * 3)
-    field = np.einsum("ia,jb,kc,abc->ijk", *(_interp_matrix(n, knots) for n in shape), grid, optimize=True)
+    field = np.einsum("ia,jb,kc,abc->ijk", *(interp_matrix(n, knots) for n in shape), grid, optimize=True)
     return field.astype(np.float32)
 
 
@@ -95,7 +96,7 @@ def make_brain_phantom(
     """
     if layout not in LABEL_CONVENTIONS:
         raise ValueError(f"layout must be one of {sorted(LABEL_CONVENTIONS)}, got {layout!r}.")
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = check_geometry(shape, spacing)
     rng = np.random.default_rng(seed)
     extent = np.array(shape) * np.array(spacing)
     axes = [(np.arange(n) + 0.5) * s - e / 2 for n, s, e in zip(shape, spacing, extent, strict=True)]  # mm from centre
@@ -188,18 +189,18 @@ def write_msd_phantom_dataset(
         ValueError: if a count, ``shape`` or ``spacing`` is malformed, or ``output_dir`` is a file.
     """
     _check_counts(num_cases, num_unlabelled, seed)
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = check_geometry(shape, spacing)
     root = _output_root(output_dir)
     training, test = [], []
     for case in range(1, num_cases + num_unlabelled + 1):
-        image, label, affine = make_brain_phantom(shape, spacing, _case_seed(seed, case), layout="msd")
+        image, label, affine = make_brain_phantom(shape, spacing, case_seed(seed, case), layout="msd")
         name = f"BRATS_{case:03d}.nii.gz"
         folder = "imagesTr" if case <= num_cases else "imagesTs"
         (root / folder).mkdir(exist_ok=True)
-        _save_nifti(image, affine, root / folder / name)
+        save_nifti(image, affine, root / folder / name)
         if case <= num_cases:
             (root / "labelsTr").mkdir(exist_ok=True)
-            _save_nifti(label, affine, root / "labelsTr" / name)
+            save_nifti(label, affine, root / "labelsTr" / name)
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         else:
             test.append(f"./imagesTs/{name}")
@@ -250,17 +251,17 @@ def write_brats2021_phantom_dataset(
         ValueError: if a count, ``shape`` or ``spacing`` is malformed, or ``output_dir`` is a file.
     """
     _check_counts(num_cases, num_unlabelled, seed)
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = check_geometry(shape, spacing)
     root = _output_root(output_dir)
     for index in range(num_cases + num_unlabelled):
-        image, label, affine = make_brain_phantom(shape, spacing, _case_seed(seed, index + 1), layout="brats2021")
+        image, label, affine = make_brain_phantom(shape, spacing, case_seed(seed, index + 1), layout="brats2021")
         case = f"BraTS2021_{index:05d}"
         folder = root / case
         folder.mkdir(exist_ok=True)
         for c, suffix in enumerate(BRATS2021_SUFFIXES):
-            _save_nifti(np.round(image[..., c]).astype(np.int16), affine, folder / f"{case}_{suffix}.nii.gz")
+            save_nifti(np.round(image[..., c]).astype(np.int16), affine, folder / f"{case}_{suffix}.nii.gz")
         if index < num_cases:
-            _save_nifti(label, affine, folder / f"{case}_{BRATS2021_LABEL_SUFFIX}.nii.gz")
+            save_nifti(label, affine, folder / f"{case}_{BRATS2021_LABEL_SUFFIX}.nii.gz")
     logger.info("Wrote %d labelled and %d unlabelled BraTS 2021 phantoms to '%s'.", num_cases, num_unlabelled, root)
     return root
 

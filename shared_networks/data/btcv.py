@@ -26,7 +26,6 @@ Command line (writes the datalist JSON)::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -39,6 +38,16 @@ from typing import Any
 import numpy as np
 
 from shared_networks.cli import run_fire
+from shared_networks.data.files import (
+    Issues,
+    check_disjoint,
+    is_nifti,
+    nifti_stem,
+    raise_or_collect,
+    read_json_object,
+    relative_to,
+    resolve_path,
+)
 from shared_networks.io import write_json_atomic
 
 __all__ = [
@@ -79,7 +88,7 @@ SPLITS: tuple[str, ...] = ("seeded", "transunet", "dataset_json")
 DATASET_JSON_NAME = "dataset_0.json"
 LIST_KEYS: tuple[str, ...] = ("training", "validation", "test", "pretrain")
 
-_NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 _LAYOUT_HELP = (
     "Expected one of two BTCV layouts: the Synapse download "
     "'RawData/Training/img/img0001.nii.gz' + 'RawData/Training/label/label0001.nii.gz' "
@@ -139,34 +148,24 @@ def _candidate_layouts(root: Path) -> list[_Layout]:
     return layouts
 
 
-def _is_nifti(path: Path) -> bool:
-    """Whether ``path`` is a visible NIfTI file (``.nii`` or ``.nii.gz``)."""
-    return path.is_file() and not path.name.startswith(".") and path.name.endswith(_NIFTI_SUFFIXES)
-
-
-def _stem(path: Path | str) -> str:
-    """File name without the NIfTI suffix (``img0001.nii.gz`` -> ``img0001``)."""
-    name = Path(path).name
-    for suffix in _NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
 def _case_number(path: Path) -> int:
     """Case number of a BTCV file: the last group of digits of its name (``label0007.nii.gz`` -> 7).
 
     Raises:
         ValueError: if the file name holds no digits.
     """
-    digits = re.findall(r"\d+", _stem(path))
+    digits = re.findall(r"\d+", nifti_stem(path))
     if not digits:
         raise ValueError(f"Cannot tell the case number of '{path}': its file name holds no digits. {_LAYOUT_HELP}")
     return int(digits[-1])
 
 
-def _nifti_by_case(folder: Path) -> dict[int, Path]:
+def _nifti_by_case(folder: Path, issues: Issues | None = None) -> dict[int, Path]:
     """Map case number -> NIfTI file for the files directly inside ``folder`` (empty if it does not exist).
+
+    Args:
+        folder: folder to list.
+        issues: where to collect problems instead of raising (see :func:`find_btcv_cases`).
 
     Raises:
         ValueError: if two files share a case number or a file name holds no digits.
@@ -175,19 +174,26 @@ def _nifti_by_case(folder: Path) -> dict[int, Path]:
         return {}
     found: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not _is_nifti(path):
+        if not is_nifti(path):
             continue
-        number = _case_number(path)
+        try:
+            number = _case_number(path)
+        except ValueError as err:
+            raise_or_collect(issues, path, err)
+            continue
         if number in found:
-            raise ValueError(
+            raise_or_collect(issues, path, ValueError(
                 f"Files '{found[number]}' and '{path}' in '{folder}' have the same case number {number}; "
                 "keep one file per case."
-            )
+            ))  # fmt: skip
+            continue
         found[number] = path
     return found
 
 
-def find_btcv_cases(dataset_dir: PathLike) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def find_btcv_cases(
+    dataset_dir: PathLike, issues: Issues | None = None
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Find the labelled and unlabelled BTCV cases under ``dataset_dir``.
 
     Both the Synapse layout (``[RawData/]Training/img``, ``[RawData/]Training/label``, ``[RawData/]Testing/img``) and
@@ -196,6 +202,9 @@ def find_btcv_cases(dataset_dir: PathLike) -> tuple[list[dict[str, str]], list[d
 
     Args:
         dataset_dir: folder holding one of the two layouts.
+        issues: ``None`` to raise at the first unpaired or ambiguous file; a list to append every such problem to
+            as ``(path, exception)`` and return the cases that are fine (what :mod:`shared_networks.validation`
+            does to report every problem at once).
 
     Returns:
         ``(labelled, unlabelled)``: ``labelled`` is ``[{"image": abs_path, "label": abs_path, "case": "img0001"}]``
@@ -217,38 +226,38 @@ def find_btcv_cases(dataset_dir: PathLike) -> tuple[list[dict[str, str]], list[d
             "'%s' holds more than one BTCV layout; using %s, ignoring '%s'.", root, layout.name, other.image_dir
         )
 
-    images = _nifti_by_case(layout.image_dir)
+    images = _nifti_by_case(layout.image_dir, issues)
     if images and not layout.label_dir.is_dir():
-        raise FileNotFoundError(
+        raise_or_collect(issues, layout.label_dir, FileNotFoundError(
             f"Label folder '{layout.label_dir}' is missing for the images in '{layout.image_dir}'. {_LAYOUT_HELP}"
-        )
-    labels = _nifti_by_case(layout.label_dir)
+        ))  # fmt: skip
+    labels = _nifti_by_case(layout.label_dir, issues)
     for number, image in sorted(images.items()):
-        if number not in labels:
-            raise ValueError(
+        if number not in labels and layout.label_dir.is_dir():
+            raise_or_collect(issues, image, ValueError(
                 f"Image '{image}' has no label: expected a file with case number {number} in '{layout.label_dir}'."
-            )
+            ))  # fmt: skip
     for number, label in sorted(labels.items()):
         if number not in images:
-            raise ValueError(
+            raise_or_collect(issues, label, ValueError(
                 f"Label '{label}' has no image: expected a file with case number {number} in '{layout.image_dir}'."
-            )
-    labelled = [{"image": str(images[n]), "label": str(labels[n]), "case": _stem(images[n])} for n in sorted(images)]
+            ))  # fmt: skip
+    paired = sorted(set(images) & set(labels))
+    labelled = [{"image": str(images[n]), "label": str(labels[n]), "case": nifti_stem(images[n])} for n in paired]
 
     unlabelled_by_case: dict[int, Path] = {}
     for folder in layout.unlabelled_dirs:
-        for number, image in _nifti_by_case(folder).items():
+        for number, image in _nifti_by_case(folder, issues).items():
             if number in unlabelled_by_case:
-                raise ValueError(
+                raise_or_collect(issues, image, ValueError(
                     f"Unlabelled images '{unlabelled_by_case[number]}' and '{image}' have the same case number "
                     f"{number}; keep one file per case."
-                )
+                ))  # fmt: skip
+                continue
             unlabelled_by_case[number] = image
-    unlabelled = [
-        {"image": str(unlabelled_by_case[n]), "case": _stem(unlabelled_by_case[n])} for n in sorted(unlabelled_by_case)
-    ]
+    unlabelled = [{"image": str(path), "case": nifti_stem(path)} for _, path in sorted(unlabelled_by_case.items())]
 
-    if not labelled and not unlabelled:
+    if not labelled and not unlabelled and not (issues and images):
         searched = ", ".join(f"'{d}'" for d in (layout.image_dir, *layout.unlabelled_dirs))
         raise FileNotFoundError(f"No BTCV case (.nii or .nii.gz file) found in {searched}. {_LAYOUT_HELP}")
     logger.info(
@@ -360,30 +369,6 @@ def _transunet_split(
     return [pool[i] for i in train_idx], [pool[i] for i in val_idx], test
 
 
-def _resolve(root: Path, value: str) -> Path:
-    """Resolve a datalist path: absolute paths stay, relative ones are taken from ``root``; ``..`` is folded."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = root / path
-    return Path(os.path.normpath(path))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object from ``path``.
-
-    Raises:
-        ValueError: if the file is not valid JSON or does not hold a JSON object.
-    """
-    try:
-        with path.open(encoding="utf-8") as handle:
-            content = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Datalist '{path}' is not valid JSON: {err}.") from err
-    if not isinstance(content, dict):
-        raise ValueError(f"Datalist '{path}' must hold a JSON object with list keys, got {type(content).__name__}.")
-    return content
-
-
 def _labelled_items(source: Path, key: str, entries: Any, root: Path) -> list[dict[str, str]]:
     """Parse a list of ``{"image", "label"}`` entries of a datalist file into items with absolute paths.
 
@@ -403,13 +388,13 @@ def _labelled_items(source: Path, key: str, entries: Any, root: Path) -> list[di
                 f"Datalist '{source}': entry {index} of '{key}' must be an object with 'image' and 'label' paths, "
                 f"got {entry!r}."
             )
-        image = _resolve(root, entry["image"])
+        image = resolve_path(root, entry["image"])
         case = entry.get("case")
         items.append(
             {
                 "image": str(image),
-                "label": str(_resolve(root, entry["label"])),
-                "case": case if isinstance(case, str) and case else _stem(image),
+                "label": str(resolve_path(root, entry["label"])),
+                "case": case if isinstance(case, str) and case else nifti_stem(image),
             }
         )
     return items
@@ -432,9 +417,9 @@ def _image_items(source: Path, key: str, entries: Any, root: Path) -> list[dict[
                 f"Datalist '{source}': entry {index} of '{key}' must be an image path or an object with an 'image' "
                 f"path, got {entry!r}."
             )
-        image = _resolve(root, entry["image"])
+        image = resolve_path(root, entry["image"])
         case = entry.get("case")
-        items.append({"image": str(image), "case": case if isinstance(case, str) and case else _stem(image)})
+        items.append({"image": str(image), "case": case if isinstance(case, str) and case else nifti_stem(image)})
     return items
 
 
@@ -450,27 +435,6 @@ def _check_exist(source: Path, items: Iterable[dict[str, str]]) -> None:
     if missing:
         listed = "\n  ".join(missing)
         raise FileNotFoundError(f"Datalist '{source}' references {len(missing)} missing file(s):\n  {listed}")
-
-
-def _check_disjoint(source: str, datalist: dict[str, list[dict[str, str]]]) -> None:
-    """Check that no image is in two of training/validation/test and that pretrain holds no evaluation image.
-
-    Raises:
-        ValueError: naming ``source``, the two lists and the shared image.
-    """
-    pairs = (
-        ("training", "validation"),
-        ("training", "test"),
-        ("validation", "test"),
-        ("pretrain", "validation"),
-        ("pretrain", "test"),
-    )
-    for first, second in pairs:
-        shared = sorted({i["image"] for i in datalist[first]} & {i["image"] for i in datalist[second]})
-        if shared:
-            raise ValueError(
-                f"{source}: image '{shared[0]}' is in both '{first}' and '{second}'; the lists must be disjoint."
-            )
 
 
 def _pretrain_items(*groups: Sequence[dict[str, str]]) -> list[dict[str, str]]:
@@ -495,7 +459,7 @@ def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[d
     source = Path(datalist_file).expanduser().resolve()
     if not source.is_file():
         raise FileNotFoundError(f"Datalist file '{source}' does not exist.")
-    content = _read_json(source)
+    content = read_json_object(source)
     unknown = sorted(set(content) - set(LIST_KEYS))
     if unknown:
         logger.debug("Datalist '%s': ignoring keys %s.", source, unknown)
@@ -507,7 +471,7 @@ def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[d
     else:
         datalist["pretrain"] = _pretrain_items(datalist["training"])
     _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
-    _check_disjoint(f"Datalist '{source}'", datalist)
+    check_disjoint(f"Datalist '{source}'", datalist)
     return datalist
 
 
@@ -530,7 +494,7 @@ def _dataset_json_split(
             f"split='dataset_json' needs '{source}', which does not exist; use split='seeded' or 'transunet', "
             "or pass datalist_file."
         )
-    content = _read_json(source)
+    content = read_json_object(source)
     training = _labelled_items(source, "training", content.get("training", []), root)
     validation = _labelled_items(source, "validation", content.get("validation", []), root)
     _check_exist(source, training + validation)
@@ -615,7 +579,7 @@ def btcv_datalist(
         "test": test,
         "pretrain": [i for i in _pretrain_items(training, unlabelled) if i["image"] not in evaluation],
     }
-    _check_disjoint(f"BTCV split {split!r} of '{root}'", datalist)
+    check_disjoint(f"BTCV split {split!r} of '{root}'", datalist)
     logger.info(
         "BTCV %s split: %d training, %d validation, %d test, %d pretrain images.",
         split,
@@ -625,12 +589,6 @@ def btcv_datalist(
         len(datalist["pretrain"]),
     )
     return datalist
-
-
-def _relative_to(root: Path, value: str) -> str:
-    """``value`` relative to ``root`` (POSIX separators) when it lies under it, else unchanged."""
-    path = Path(value)
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else value
 
 
 def write_btcv_datalist(
@@ -677,7 +635,7 @@ def write_btcv_datalist(
     )
     root = Path(dataset_dir).expanduser().resolve()
     content = {
-        key: [{k: (_relative_to(root, v) if k in ("image", "label") else v) for k, v in item.items()} for item in items]
+        key: [{k: (relative_to(root, v) if k in ("image", "label") else v) for k, v in item.items()} for item in items]
         for key, items in datalist.items()
     }
     target = write_json_atomic(content, output_json)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_networks.cli import run_fire
+from shared_networks.data.files import Issues, raise_or_collect
 from shared_networks.io import is_dicom_file, write_json_atomic
 
 __all__ = [
@@ -101,8 +102,13 @@ def find_cxr14_images(dataset_dir: PathLike) -> dict[str, Path]:
     return found
 
 
-def read_cxr14_labels(csv_path: PathLike) -> dict[str, tuple[list[float], str]]:
+def read_cxr14_labels(csv_path: PathLike, issues: Issues | None = None) -> dict[str, tuple[list[float], str]]:
     """Image name -> (14 labels in :data:`CXR14_FINDINGS` order, patient ID) from a ``Data_Entry_2017*.csv``.
+
+    Args:
+        csv_path: the label file.
+        issues: ``None`` to raise at the first bad row; a list to append every bad row to as ``(path, exception)``
+            and leave those rows out (:mod:`shared_networks.validation`).
 
     Raises:
         FileNotFoundError: if the file is missing.
@@ -124,19 +130,23 @@ def read_cxr14_labels(csv_path: PathLike) -> dict[str, tuple[list[float], str]]:
             name = (row["Image Index"] or "").strip()
             findings = [s.strip() for s in (row["Finding Labels"] or "").split("|") if s.strip()]
             where = f"'{path}' row {row_number} ({name or 'no image name'})"
+            problem = None
             if not name or not findings:
-                raise ValueError(f"{where}: empty image name or finding labels.")
-            if name in entries:
-                raise ValueError(f"{where}: image listed twice.")
-            if NO_FINDING in findings and len(findings) > 1:
-                raise ValueError(f"{where}: '{NO_FINDING}' together with findings {findings}.")
+                problem = "empty image name or finding labels"
+            elif name in entries:
+                problem = "image listed twice"
+            elif NO_FINDING in findings and len(findings) > 1:
+                problem = f"'{NO_FINDING}' together with findings {findings}"
+            unknown = [f for f in findings if f != NO_FINDING and f not in index]
+            if problem is None and unknown:
+                problem = f"unknown finding {unknown[0]!r}; expected {list(CXR14_FINDINGS)}"
+            if problem is not None:
+                raise_or_collect(issues, path, ValueError(f"{where}: {problem}."))
+                continue
             label = [0.0] * len(CXR14_FINDINGS)
             for finding in findings:
-                if finding == NO_FINDING:
-                    continue
-                if finding not in index:
-                    raise ValueError(f"{where}: unknown finding {finding!r}; expected {list(CXR14_FINDINGS)}.")
-                label[index[finding]] = 1.0
+                if finding != NO_FINDING:
+                    label[index[finding]] = 1.0
             entries[name] = (label, (row["Patient ID"] or "").strip())
     return entries
 

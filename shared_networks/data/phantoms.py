@@ -30,7 +30,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.ndimage import gaussian_filter
@@ -38,6 +37,7 @@ from scipy.ndimage import gaussian_filter
 from shared_networks.cli import run_fire
 from shared_networks.data.btcv import BTCV_LABELS, DATASET_JSON_NAME
 from shared_networks.data.cxr14 import CXR14_FINDINGS, TEST_LIST, TRAIN_VAL_LIST
+from shared_networks.data.files import save_nifti
 from shared_networks.io import atomic_write_text, write_json_atomic
 
 __all__ = [
@@ -81,7 +81,7 @@ ORGAN_HU: dict[int, float] = {
 Region = tuple[slice, slice, slice]
 
 
-def _check_geometry(
+def check_geometry(
     shape: Sequence[int], spacing: Sequence[float]
 ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Validate and normalise ``shape`` and ``spacing``.
@@ -115,7 +115,7 @@ def _rotation(yaw_deg: float, tilt_deg: float) -> np.ndarray:
     return rz @ rx
 
 
-def _interp_matrix(n: int, k: int) -> np.ndarray:
+def interp_matrix(n: int, k: int) -> np.ndarray:
     """``(n, k)`` matrix interpolating ``k`` evenly spread knots linearly onto ``n`` points."""
     positions = np.linspace(0.0, k - 1.0, n)
     knots = np.arange(k, dtype=float)
@@ -502,7 +502,7 @@ def make_ct_phantom(
     Raises:
         ValueError: if ``shape`` or ``spacing`` is malformed.
     """
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = check_geometry(shape, spacing)
     rng = np.random.default_rng(seed)
     extent = [n * s for n, s in zip(shape, spacing, strict=True)]
     canvas = _Canvas(
@@ -525,7 +525,7 @@ def make_ct_phantom(
     knots = rng.normal(0.0, 1.0, (6, 6, 5))
     texture = np.einsum(
         "ia,jb,kc,abc->ijk",
-        *(_interp_matrix(n, k) for n, k in zip(shape, knots.shape, strict=True)),
+        *(interp_matrix(n, k) for n, k in zip(shape, knots.shape, strict=True)),
         knots,
         optimize=True,
     )
@@ -544,25 +544,7 @@ def make_ct_phantom(
     return image.astype(np.float32, copy=False), canvas.label, affine
 
 
-def _save_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Save ``data`` as NIfTI (RAS affine, mm units) through a temporary file in the same folder."""
-    image = nib.Nifti1Image(data, affine)
-    image.header.set_data_dtype(data.dtype)
-    image.header.set_xyzt_units(xyz="mm")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
-    os.close(handle)
-    try:
-        nib.save(image, tmp_name)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _case_seed(seed: int, case: int) -> int:
+def case_seed(seed: int, case: int) -> int:
     """Independent seed of case ``case`` of a data set generated with ``seed``."""
     return int(np.random.SeedSequence([seed, case]).generate_state(1)[0])
 
@@ -598,7 +580,7 @@ def write_btcv_phantom_dataset(
         raise ValueError(f"num_cases must be a positive integer, got {num_cases!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = check_geometry(shape, spacing)
     root = Path(output_dir).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ValueError(f"output_dir '{root}' exists and is not a folder.")
@@ -607,10 +589,10 @@ def write_btcv_phantom_dataset(
 
     entries = []
     for case in range(1, int(num_cases) + 1):
-        image, label, affine = make_ct_phantom(shape, spacing, seed=_case_seed(int(seed), case))
+        image, label, affine = make_ct_phantom(shape, spacing, seed=case_seed(int(seed), case))
         entry = {"image": f"imagesTr/img{case:04d}.nii.gz", "label": f"labelsTr/label{case:04d}.nii.gz"}
-        _save_nifti(image, affine, root / entry["image"])
-        _save_nifti(label, affine, root / entry["label"])
+        save_nifti(image, affine, root / entry["image"])
+        save_nifti(label, affine, root / entry["label"])
         entries.append(entry)
     stale = sorted(
         p.name
