@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from shared_networks.data.files import (
     resolve_path,
 )
 from shared_networks.io import write_json_atomic
+from shared_networks.validation import DatasetError, require_valid, validate_brats
 
 __all__ = [
     "BRATS2021_SUFFIXES", "LAYOUTS", "LIST_KEYS", "MODALITIES", "brats_datalist", "brats_inference_inputs",
@@ -410,7 +412,7 @@ def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool
     return items
 
 
-def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[Item]]:
+def _load_datalist_file(root: Path, datalist_file: PathLike, check_headers: bool = True) -> dict[str, list[Item]]:
     """Load a user's datalist JSON (keys training/validation/test/pretrain), check its files and lists."""
     source = Path(datalist_file).expanduser().resolve()
     if not source.is_file():
@@ -421,7 +423,7 @@ def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[I
         datalist["pretrain"] = _file_items(source, "pretrain", content["pretrain"], root, False)
     else:
         datalist["pretrain"] = _pretrain_items(datalist["training"])
-    for key in LIST_KEYS:
+    for key in LIST_KEYS if check_headers else ():
         for item in datalist[key]:
             check_case(item)
     _check_disjoint_lists(f"datalist '{source}'", datalist)
@@ -434,6 +436,7 @@ def brats_datalist(
     num_folds: int = 5,
     seed: int = 0,
     datalist_file: PathLike | None = None,
+    check_headers: bool = True,
 ) -> dict[str, list[Item]]:
     """Build the datalist of an MSD Task01 or BraTS 2021 folder: a seeded k-fold split plus a pre-training list.
 
@@ -448,6 +451,8 @@ def brats_datalist(
         datalist_file: a JSON datalist to use instead of the split (keys ``training``, ``validation``, ``test``,
             ``pretrain``; items ``{"image": path or [flair, t1, t1ce, t2], "label": path, "layout": optional}``; a
             missing ``pretrain`` is the training images).
+        check_headers: check every case's headers (:func:`check_case`); :mod:`shared_networks.validation` turns this
+            off to read every file itself and report every problem.
 
     Returns:
         ``{"training", "validation", "test", "pretrain"}`` lists of items with absolute paths, ``case`` and
@@ -460,9 +465,9 @@ def brats_datalist(
     _check_fold(fold, num_folds, seed)
     if datalist_file is not None:
         logger.info("Loading datalist '%s' (fold=%s is ignored).", datalist_file, fold)
-        return _load_datalist_file(Path(dataset_dir).expanduser().resolve(), datalist_file)
+        return _load_datalist_file(Path(dataset_dir).expanduser().resolve(), datalist_file, check_headers)
     root = _as_dir(dataset_dir)
-    labelled, unlabelled, layout = find_brats_cases(root)
+    labelled, unlabelled, layout = find_brats_cases(root, check_headers=check_headers)
     training, validation, test = fold_split(labelled, fold, num_folds, seed)
     datalist = {
         "training": training,
@@ -485,6 +490,9 @@ def write_brats_datalist(
     num_folds: int = 5,
     seed: int = 0,
     datalist_file: PathLike | None = None,
+    validate: bool = True,
+    read_data: bool = True,
+    num_workers: int = 2,
 ) -> Path:
     """Write the datalist JSON (training/validation/test/pretrain) of an MSD Task01 or BraTS 2021 folder.
 
@@ -501,10 +509,18 @@ def write_brats_datalist(
         num_folds: number of folds.
         seed: seed of the split.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+        validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt
+            files, wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
+            there is an error; warnings are logged.
+        read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
+            unnoticed).
+        num_workers: threads reading files for the check.
 
     Returns:
         The absolute path of the written file.
     """
+    if validate:
+        require_valid(validate_brats(dataset_dir, datalist_file, read_data, num_workers))
     datalist = brats_datalist(dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file)
     root = Path(dataset_dir).expanduser().resolve()
 
@@ -580,7 +596,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    run_fire(write_brats_datalist, "shared_networks.data.brats", argv, serialize=str)
+    try:
+        run_fire(write_brats_datalist, "shared_networks.data.brats", argv, serialize=str)
+    except DatasetError as err:  # the report, without a traceback
+        print(err, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from shared_networks.data.files import (
     resolve_path,
 )
 from shared_networks.io import write_json_atomic
+from shared_networks.validation import DatasetError, require_valid, validate_btcv
 
 __all__ = [
     "BTCV_LABELS",
@@ -600,6 +602,9 @@ def write_btcv_datalist(
     test_fraction: float = 0.2,
     num_val: int | None = None,
     datalist_file: PathLike | None = None,
+    validate: bool = True,
+    read_data: bool = True,
+    num_workers: int = 2,
 ) -> Path:
     """Write a BTCV datalist JSON (training/validation/test/pretrain) for a BTCV folder.
 
@@ -620,10 +625,18 @@ def write_btcv_datalist(
         test_fraction: fraction of cases for test ("seeded" only).
         num_val: number of validation cases; overrides val_fraction.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+        validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt
+            files, wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
+            there is an error; warnings are logged.
+        read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
+            unnoticed).
+        num_workers: threads reading files for the check.
 
     Returns:
         The absolute path of the written JSON file.
     """
+    if validate:
+        require_valid(validate_btcv(dataset_dir, datalist_file, read_data, num_workers))
     datalist = btcv_datalist(
         dataset_dir,
         split=split,
@@ -649,7 +662,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    run_fire(write_btcv_datalist, "shared_networks.data.btcv", argv, serialize=str)
+    try:
+        run_fire(write_btcv_datalist, "shared_networks.data.btcv", argv, serialize=str)
+    except DatasetError as err:  # the report, without a traceback
+        print(err, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

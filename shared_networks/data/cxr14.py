@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from shared_networks.cli import run_fire
 from shared_networks.data.files import Issues, raise_or_collect
 from shared_networks.io import is_dicom_file, write_json_atomic
+from shared_networks.validation import DatasetError, require_valid, validate_cxr14
 
 __all__ = [
     "CSV_NAMES",
@@ -338,9 +340,16 @@ def write_cxr14_datalist(
     num_val: int | None = None,
     missing: str = "error",
     labels_csv: PathLike | None = None,
+    validate: bool = True,
+    read_data: bool = True,
+    num_workers: int = 2,
 ) -> Path:
     """Write the ChestX-ray14 datalist JSON (training/validation/test/pretrain) of a folder in the NIH layout.
 
+    The NIH layout: images/00000001_000.png ... (or the download's images_001/images/ ... images_012/images/),
+    Data_Entry_2017.csv or Data_Entry_2017_v2020.csv (columns "Image Index", "Finding Labels", "Patient ID"; findings
+    separated by '|', "No Finding" for none), train_val_list.txt and test_list.txt (one image name per line, the
+    official patient-wise split). test is test_list.txt; pretrain is the training images.
     Image paths under the dataset folder are written relative to it; the file is written atomically. The
     arguments are those of cxr14_datalist: the validation split is val_fraction of the train_val_list.txt
     patients (or num_val patients), drawn with seed; missing="skip" leaves out listed images absent from disk.
@@ -353,10 +362,18 @@ def write_cxr14_datalist(
         num_val: number of validation patients; overrides val_fraction.
         missing: "error" or "skip" for listed images absent from disk.
         labels_csv: label file; default Data_Entry_2017_v2020.csv or Data_Entry_2017.csv.
+        validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt
+            files, wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
+            there is an error; warnings are logged.
+        read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
+            unnoticed).
+        num_workers: threads reading files for the check.
 
     Returns:
         The absolute path of the written file.
     """
+    if validate:
+        require_valid(validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers))
     datalist = cxr14_datalist(dataset_dir, val_fraction, seed, num_val, missing, labels_csv)
     root = Path(dataset_dir).expanduser().resolve()
 
@@ -402,7 +419,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    run_fire(write_cxr14_datalist, "shared_networks.data.cxr14", argv, serialize=str)
+    try:
+        run_fire(write_cxr14_datalist, "shared_networks.data.cxr14", argv, serialize=str)
+    except DatasetError as err:  # the report, without a traceback
+        print(err, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

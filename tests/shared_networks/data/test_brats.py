@@ -26,9 +26,10 @@ AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _nifti(path: Path, shape: tuple[int, ...] = (6, 6, 5), affine: np.ndarray = AFFINE, dtype=np.float32) -> Path:
-    """Write a small NIfTI file of ``shape`` (values 1 so that it is not empty)."""
+    """Write a small NIfTI file of ``shape`` (values 0, 1, 2: not constant, valid labels in both conventions)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.ones(shape, dtype=dtype), affine), path)
+    data = (np.arange(int(np.prod(shape))) % 3).reshape(shape).astype(dtype)
+    nib.save(nib.Nifti1Image(data, affine), path)
     return path
 
 

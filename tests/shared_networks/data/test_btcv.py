@@ -27,9 +27,10 @@ LABELLED_BTCV_CASES = (*range(1, 11), *range(21, 41))  # the 30 labelled cases o
 
 
 def _nifti(path: Path, value: int = 0) -> Path:
-    """Write a tiny 4x4x4 NIfTI file."""
+    """Write a tiny 4x4x4 NIfTI file (not constant, values in the BTCV label set: it passes validation)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.full((4, 4, 4), value, dtype=np.uint8), np.eye(4)), path)
+    data = ((np.arange(64) + value) % 14).reshape(4, 4, 4).astype(np.uint8)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
     return path
 
 
