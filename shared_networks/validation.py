@@ -75,7 +75,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = "" if self.path in self.message else f"{self.path}: "
+        where = "" if f"'{self.path}'" in self.message else f"{self.path}: "  # messages that quote their file
         return f"{self.severity.upper()}: {where}{self.message}"
 
 
