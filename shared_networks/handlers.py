@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.data.utils import set_rnd
 from monai.handlers import CheckpointSaver, HausdorffDistance, ValidationHandler
 from monai.utils import set_determinism
@@ -132,13 +133,39 @@ class _BestModelState:
             self.best_saver.load_state_dict(state_dict["best_saver"])
 
 
+class _RemoveAfterSave(BaseSaveHandler):
+    """Save handler that deletes the checkpoints ignite drops only after the next one is completely written.
+
+    ignite's ``Checkpoint`` deletes the oldest of its ``n_saved`` files before writing the new one; a crash while
+    writing would then leave one checkpoint fewer than asked for.
+    """
+
+    def __init__(self, inner: BaseSaveHandler) -> None:
+        self.inner = inner
+        self.pending: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        self.inner(checkpoint, filename, metadata)
+        for old in self.pending:
+            if old != filename:
+                self.inner.remove(old)
+        self.pending.clear()
+
+    def remove(self, filename: str) -> None:
+        self.pending.append(filename)
+
+
 class ResumableCheckpointSaver(AtomicCheckpointSaver):
     """Training checkpoints for resuming: every ``save_interval`` epochs, atomically, the last ``n_saved`` kept.
 
     A checkpoint ``{file_prefix}_checkpoint_epoch={N}.pt`` in ``save_dir`` holds the objects of ``save_dict``
     (network, optimizer, lr scheduler), the state of the engine this saver is attached to (``trainer``: epoch and
     iteration) and, when ``validator`` is given, the best validation metric so far and the record of ``best_saver``
-    (``validation``), so that a resumed run selects the same best model as an uninterrupted one.
+    (``validation``), so that a resumed run selects the same best model as an uninterrupted one. The oldest file is
+    deleted only once the newest is completely written.
 
     With ``resume=True`` the checkpoint of the latest epoch (or ``load_path``) is loaded when the engine starts,
     with ``torch.load(weights_only=True)``, and training continues at the next epoch. A run with ``resume=True`` and
@@ -192,6 +219,8 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         )  # fmt: skip
         self.file_prefix = file_prefix
         self.n_saved = int(n_saved)
+        if self._interval_checkpoint is not None:
+            self._interval_checkpoint.save_handler = _RemoveAfterSave(self._interval_checkpoint.save_handler)
         self.resume = _as_bool(resume, "resume")
         self.load_path = None if load_path is None or str(load_path).strip().lower() in ("", "none") else load_path
         self.map_location = map_location
