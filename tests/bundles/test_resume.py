@@ -92,8 +92,31 @@ def _resume_matches(configs, name, data, tmp_path, **override):
 
 @pytest.mark.slow
 def test_btcv_train_resumes_exactly(btcv_data, tmp_path):
-    whole = _resume_matches(BTCV, "train", btcv_data, tmp_path, val_interval=1, pretrained_ckpt="none")
+    whole = _resume_matches(BTCV, "train", btcv_data, tmp_path, val_interval=1, pretrained_ckpt="none", num_samples=1)
     best_whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
     best_resumed = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
     _assert_same(best_whole, best_resumed)  # the best model is selected as in the uninterrupted run
     assert whole.keys() == best_whole.keys()
+
+
+@pytest.mark.slow
+def test_cxr14_pretrain_resumes_exactly_and_repeats(cxr14_data, tmp_path):
+    """MAE masks and random affine transforms included: resumed = uninterrupted = a second run with the same seed."""
+    whole = _resume_matches(CXR14, "pretrain", cxr14_data, tmp_path)
+    again, _ = _run(CXR14, "pretrain", cxr14_data, tmp_path / "again")
+    _assert_same(whole, again)
+    assert torch.load(tmp_path / "cut" / "mae.pt", weights_only=True).keys() == whole.keys()  # mae.pt still written
+
+
+@pytest.mark.slow
+def test_brats_pretrain_resumes_exactly(brats_data, tmp_path):
+    _resume_matches(BRATS, "pretrain", brats_data, tmp_path)
+
+
+def test_linear_probe_checkpoints_apart_from_fine_tuning():
+    assert CXR14.parser("linear_probe")["ckpt_prefix"] == "linear_probe"
+    assert CXR14.parser("train")["ckpt_prefix"] == "train" and CXR14.parser("pretrain")["ckpt_prefix"] == "pretrain"
+    for configs in (BTCV, BRATS, CXR14):
+        for name in ("pretrain", "train"):
+            p = configs.parser(name, quick=False)
+            assert p["resume"] is False and p["ckpt_interval"] >= 1 and p["ckpt_n_saved"] == 2
