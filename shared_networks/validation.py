@@ -43,7 +43,7 @@ from shared_networks.io import atomic_write_text
 
 __all__ = [
     "ERROR", "WARNING", "DatasetError", "Problem", "ValidationReport", "VolumeSpec", "check_png", "check_volume_item",
-    "require_valid", "validate_brats", "validate_btcv", "validate_cxr14", "validate_volume_items",
+    "as_bool", "require_valid", "validate_brats", "validate_btcv", "validate_cxr14", "validate_volume_items",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,20 @@ class ValidationReport:
     def write_json(self, path: PathLike) -> Path:
         """Write every problem as JSON (atomically)."""
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=4) + "\n")
+
+
+def as_bool(value: object, name: str) -> bool:
+    """A command-line flag as a bool: ``True``/``False`` and the strings ``true``/``false``/``yes``/``no``/``1``/``0``.
+
+    Raises:
+        ValueError: naming ``name`` for anything else (``fire`` passes ``--flag false`` as the string ``"false"``).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "false", "no", "0"):
+        return text in ("true", "yes", "1")
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def require_valid(report: ValidationReport, max_shown: int | None = 100) -> None:
@@ -455,6 +469,8 @@ def validate_btcv(
     """
     from shared_networks.data.btcv import BTCV_LABELS, btcv_datalist, find_btcv_cases
 
+    read_data = as_bool(read_data, "read_data")
+
     root = Path(dataset_dir).expanduser().resolve()
     report = ValidationReport("BTCV", str(root))
     spec = VolumeSpec("BTCV", label_values=tuple(BTCV_LABELS))
@@ -488,6 +504,8 @@ def validate_brats(
     """
     from shared_networks.data.brats import MODALITIES, brats_datalist, find_brats_cases
     from shared_networks.regions import LABEL_CONVENTIONS
+
+    read_data = as_bool(read_data, "read_data")
 
     root = Path(dataset_dir).expanduser().resolve()
     report = ValidationReport("brain tumour", str(root))
@@ -576,6 +594,7 @@ def validate_cxr14(
     """
     from shared_networks.data import cxr14
 
+    read_data = as_bool(read_data, "read_data")
     root = Path(dataset_dir).expanduser().resolve()
     report = ValidationReport("ChestX-ray14", str(root))
     issues: list[tuple[str, Exception]] = []

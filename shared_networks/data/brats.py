@@ -59,7 +59,7 @@ from shared_networks.data.files import (
     resolve_path,
 )
 from shared_networks.io import write_json_atomic
-from shared_networks.validation import DatasetError, require_valid, validate_brats
+from shared_networks.validation import DatasetError, as_bool, require_valid, validate_brats
 
 __all__ = [
     "BRATS2021_SUFFIXES", "LAYOUTS", "LIST_KEYS", "MODALITIES", "brats_datalist", "brats_inference_inputs",
@@ -519,7 +519,7 @@ def write_brats_datalist(
     Returns:
         The absolute path of the written file.
     """
-    if validate:
+    if as_bool(validate, "validate"):
         require_valid(validate_brats(dataset_dir, datalist_file, read_data, num_workers))
     datalist = brats_datalist(dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file)
     root = Path(dataset_dir).expanduser().resolve()

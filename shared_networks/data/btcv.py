@@ -50,7 +50,7 @@ from shared_networks.data.files import (
     resolve_path,
 )
 from shared_networks.io import write_json_atomic
-from shared_networks.validation import DatasetError, require_valid, validate_btcv
+from shared_networks.validation import DatasetError, as_bool, require_valid, validate_btcv
 
 __all__ = [
     "BTCV_LABELS",
@@ -635,7 +635,7 @@ def write_btcv_datalist(
     Returns:
         The absolute path of the written JSON file.
     """
-    if validate:
+    if as_bool(validate, "validate"):
         require_valid(validate_btcv(dataset_dir, datalist_file, read_data, num_workers))
     datalist = btcv_datalist(
         dataset_dir,

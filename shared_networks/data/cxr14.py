@@ -31,7 +31,7 @@ import numpy as np
 from shared_networks.cli import run_fire
 from shared_networks.data.files import Issues, raise_or_collect
 from shared_networks.io import is_dicom_file, write_json_atomic
-from shared_networks.validation import DatasetError, require_valid, validate_cxr14
+from shared_networks.validation import DatasetError, as_bool, require_valid, validate_cxr14
 
 __all__ = [
     "CSV_NAMES",
@@ -372,7 +372,7 @@ def write_cxr14_datalist(
     Returns:
         The absolute path of the written file.
     """
-    if validate:
+    if as_bool(validate, "validate"):
         require_valid(validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers))
     datalist = cxr14_datalist(dataset_dir, val_fraction, seed, num_val, missing, labels_csv)
     root = Path(dataset_dir).expanduser().resolve()
