@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
@@ -304,7 +305,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 class EpochSeeder:
-    """Re-seeds every source of randomness at the start of each epoch from ``(seed, epoch)`` alone.
+    """Re-seeds every source of randomness at the start of each epoch from ``(seed, epoch)`` (and the process rank).
 
     ``monai.utils.set_determinism`` seeds torch, numpy and ``random`` once, and leaves the random state of MONAI's
     transforms alone; a run resumed from a checkpoint would then draw different crops, flips and masks from the
@@ -330,9 +331,11 @@ class EpochSeeder:
             self.dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
-    def epoch_seed(self, epoch: int) -> int:
-        """The seed of ``epoch``: a hash of ``(seed, epoch)`` below 2**32 (distinct runs do not share epochs)."""
-        return int(np.random.SeedSequence([self.seed, int(epoch)]).generate_state(1)[0])
+    def epoch_seed(self, epoch: int, rank: int | None = None) -> int:
+        """The seed of ``epoch``: a hash of ``(seed, epoch, rank)`` below 2**32, so distinct runs share no epoch seed
+        and the processes of a distributed run (``rank``, default: this process's) draw different augmentations."""
+        rank = idist.get_rank() if rank is None else rank
+        return int(np.random.SeedSequence([self.seed, int(epoch), int(rank)]).generate_state(1)[0])
 
     def __call__(self, engine: Engine) -> None:
         seed = self.epoch_seed(engine.state.epoch)

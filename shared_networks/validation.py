@@ -599,7 +599,7 @@ def validate_cxr14(
     report = ValidationReport("ChestX-ray14", str(root))
     issues: list[tuple[str, Exception]] = []
     try:
-        csv_path = cxr14._find_csv(root, labels_csv)
+        csv_path = cxr14.find_labels_csv(root, labels_csv)
         labels = cxr14.read_cxr14_labels(csv_path, issues)
         images = cxr14.find_cxr14_images(root)
     except (FileNotFoundError, ValueError) as err:
@@ -609,7 +609,7 @@ def validate_cxr14(
     listed: list[str] = []
     for name in (cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST):
         try:
-            listed += cxr14._read_list(root / name)
+            listed += cxr14.read_split_list(root / name)
         except (FileNotFoundError, ValueError) as err:
             report.error(root / name, str(err))
     for name in listed:

@@ -39,8 +39,10 @@ __all__ = [
     "MISSING_POLICIES",
     "cxr14_datalist",
     "find_cxr14_images",
+    "find_labels_csv",
     "list_xray_inputs",
     "read_cxr14_labels",
+    "read_split_list",
     "write_cxr14_datalist",
 ]
 
@@ -153,7 +155,8 @@ def read_cxr14_labels(csv_path: PathLike, issues: Issues | None = None) -> dict[
     return entries
 
 
-def _read_list(path: Path) -> list[str]:
+def read_split_list(path: Path) -> list[str]:
+    """Image names of a split file (``train_val_list.txt``, ``test_list.txt``); raises naming a duplicate or absence."""
     if not path.is_file():
         raise FileNotFoundError(f"ChestX-ray14 split file '{path}' does not exist (NIH layout: {TRAIN_VAL_LIST}, "
                                 f"{TEST_LIST} beside the images).")  # fmt: skip
@@ -164,7 +167,8 @@ def _read_list(path: Path) -> list[str]:
     return names
 
 
-def _find_csv(root: Path, labels_csv: PathLike | None) -> Path:
+def find_labels_csv(root: Path, labels_csv: PathLike | None) -> Path:
+    """``labels_csv`` (relative to ``root`` or absolute), or the first of :data:`CSV_NAMES` in ``root``."""
     if labels_csv is not None:
         path = Path(labels_csv)
         return path if path.is_absolute() else root / path
@@ -281,9 +285,9 @@ def cxr14_datalist(
         logger.info("Loading ChestX-ray14 datalist '%s'.", datalist_file)
         return _load_datalist_file(root, datalist_file)
 
-    csv_path = _find_csv(root, labels_csv)
+    csv_path = find_labels_csv(root, labels_csv)
     labels = read_cxr14_labels(csv_path)
-    train_val, test = _read_list(root / TRAIN_VAL_LIST), _read_list(root / TEST_LIST)
+    train_val, test = read_split_list(root / TRAIN_VAL_LIST), read_split_list(root / TEST_LIST)
     both = sorted(set(train_val) & set(test))
     if both:
         raise ValueError(f"'{root / TRAIN_VAL_LIST}' and '{root / TEST_LIST}' share images: {_some(both)}.")

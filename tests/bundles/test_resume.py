@@ -7,6 +7,7 @@ a run with another seed must differ (random crops, flips, affine transforms, MAE
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ BTCV = BundleConfigs("btcv_mae_segmentation")
 BRATS = BundleConfigs("brats_mae_segmentation")
 CXR14 = BundleConfigs("cxr14_mae_classification", {"linear_probe": ["train", "linear_probe"]})
 MAX_EPOCHS = 3
+
+
+LOCALE = locale.setlocale(locale.LC_CTYPE)  # at collection, before any test ran
+
+
+@pytest.fixture(autouse=True)
+def _text_locale():
+    """ITK's DICOM writer (other tests) switches the process to the C locale: MONAI reads metadata.json (UTF-8) with
+    the locale's encoding."""
+    locale.setlocale(locale.LC_CTYPE, LOCALE)
 
 
 class Crash(RuntimeError):

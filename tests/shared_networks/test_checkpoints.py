@@ -18,12 +18,12 @@ class Crash(RuntimeError):
     """Stands for a killed run."""
 
 
-def _parts(seed: int = 0):
+def _parts(seed: int = 0, num_workers: int = 0):
     """Data with random transforms, a shuffling loader, a network with dropout, an optimizer and a schedule."""
     torch.manual_seed(seed)
     data = [{"x": np.full((1, 4), float(i), dtype=np.float32), "y": np.float32(i % 2)} for i in range(6)]
     transform = Compose([RandFlipd("x", prob=0.5, spatial_axis=0), RandGaussianNoised("x", prob=1.0, std=0.1)])
-    loader = DataLoader(Dataset(data, transform), batch_size=2, shuffle=True, num_workers=0)
+    loader = DataLoader(Dataset(data, transform), batch_size=2, shuffle=True, num_workers=num_workers)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1))
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
@@ -46,8 +46,8 @@ def _trainer(net, opt, sched, record: list | None = None) -> Engine:
 
 
 def _run(folder: Path, max_epochs: int, crash_after: int | None = None, resume: bool = False, seeder: bool = True,
-         load_path=None, seed: int = 0, record: list | None = None):  # fmt: skip
-    loader, net, opt, sched = _parts(seed=123 if resume else seed)  # a resumed run starts from other weights
+         load_path=None, seed: int = 0, record: list | None = None, num_workers: int = 0):  # fmt: skip
+    loader, net, opt, sched = _parts(123 if resume else seed, num_workers)  # a resumed run starts from other weights
     engine = _trainer(net, opt, sched, record)
     if seeder:
         EpochSeeder(seed, loader.dataset).attach(engine)
@@ -77,6 +77,17 @@ def test_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
     # the last 2 checkpoints are kept, as in the uninterrupted run
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [f"train_checkpoint_epoch={e}.pt" for e in (3, 4)]
+
+
+def test_resume_is_exact_with_loader_workers(tmp_path):
+    """Worker processes take their transforms' seeds from torch's generator, which the epoch's seed fixes."""
+    net_a, *_ = _run(tmp_path / "a", 3, num_workers=2)
+    _run(tmp_path / "b", 3, crash_after=2, num_workers=2)
+    net_b, *_ = _run(tmp_path / "b", 3, resume=True, num_workers=2)
+    for (name, a), b in zip(net_a.state_dict().items(), net_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    net_c, *_ = _run(tmp_path / "c", 3, num_workers=0)  # in-process transforms draw other numbers
+    assert not all(torch.equal(a, c) for a, c in zip(net_a.state_dict().values(), net_c.state_dict().values(), strict=True))
 
 
 def test_without_epoch_seeding_a_resumed_run_differs(tmp_path):
