@@ -87,7 +87,8 @@ def test_resume_is_exact_with_loader_workers(tmp_path):
     for (name, a), b in zip(net_a.state_dict().items(), net_b.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     net_c, *_ = _run(tmp_path / "c", 3, num_workers=0)  # in-process transforms draw other numbers
-    assert not all(torch.equal(a, c) for a, c in zip(net_a.state_dict().values(), net_c.state_dict().values(), strict=True))
+    pairs = zip(net_a.state_dict().values(), net_c.state_dict().values(), strict=True)
+    assert not all(torch.equal(a, c) for a, c in pairs)
 
 
 def test_without_epoch_seeding_a_resumed_run_differs(tmp_path):
