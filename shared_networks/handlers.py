@@ -122,8 +122,8 @@ class _BestModelState:
             state["best_metric"] = float(getattr(self.validator.state, "best_metric", -1))
             state["best_metric_epoch"] = int(getattr(self.validator.state, "best_metric_epoch", -1))
         saver = getattr(self.best_saver, "_key_metric_checkpoint", None)
-        if saver is not None:
-            state["best_saver"] = dict(saver.state_dict())
+        if saver is not None:  # plain floats and strings: a metric may be a numpy scalar, which weights_only refuses
+            state["best_saver"] = {k: [(float(p), str(f)) for p, f in v] for k, v in saver.state_dict().items()}
         return state
 
     def load_state_dict(self, state_dict: Mapping) -> None:

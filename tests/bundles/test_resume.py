@@ -131,3 +131,12 @@ def test_linear_probe_checkpoints_apart_from_fine_tuning():
         for name in ("pretrain", "train"):
             p = configs.parser(name, quick=False)
             assert p["resume"] is False and p["ckpt_interval"] >= 1 and p["ckpt_n_saved"] == 2
+
+
+@pytest.mark.slow
+def test_cxr14_linear_probe_resumes_exactly(cxr14_data, tmp_path):
+    """Fine-tuning workflow with its own checkpoint prefix, a frozen encoder and the best model on validation AUC."""
+    _resume_matches(CXR14, "linear_probe", cxr14_data, tmp_path, val_interval=1, pretrained_ckpt="none")
+    assert sorted(p.name for p in (tmp_path / "cut").glob("linear_probe_checkpoint_*.pt"))
+    _assert_same(torch.load(tmp_path / "whole" / "linear_probe.pt", weights_only=True),
+                 torch.load(tmp_path / "cut" / "linear_probe.pt", weights_only=True))  # fmt: skip
