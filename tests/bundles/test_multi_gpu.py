@@ -1,4 +1,4 @@
-"""configs/multi_gpu.yaml of every bundle: merged config checks, and real 2-process runs with torchrun on the CPU (gloo).
+"""configs/multi_gpu.yaml of every bundle: merged config checks, and real 2-process torchrun runs on the CPU (gloo).
 
 The runs are `python -m torch.distributed.run --standalone --nproc_per_node 2 -m monai.bundle run` from the bundle
 folder, as the docs give them, with configs/quick.yaml and tiny generated data sets. A test-only override appended to
@@ -49,7 +49,8 @@ def rank_state_override(path: Path, workflow: str) -> Path:
             "'val_len': len(@validate#dataloader.sampler)",
             "'metrics': dict(@validate#evaluator.state.metrics)",
         ]
-    save = "$torch.save({%s}, os.path.join(@rank_dir, 'rank%%d.pt' %% torch.distributed.get_rank()))" % ", ".join(fields)
+    target = "os.path.join(@rank_dir, f'rank{torch.distributed.get_rank()}.pt')"
+    save = f"$torch.save({{{', '.join(fields)}}}, {target})"
     path.write_text(f'+run:\n  - "{save}"\n')
     return path
 
@@ -64,9 +65,10 @@ def torchrun(bundle: str, workflow: str, rank_dir: Path, **override) -> tuple[li
     for key, value in override.items():
         cmd += [f"--{key}", str(value)]
     proc = subprocess.run(cmd, cwd=REPO / "bundles" / bundle, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{workflow} failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-6000:]}"
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{workflow} failed (rc {proc.returncode}):\n{output[-8000:]}"
     ranks = [torch.load(rank_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
-    return ranks, proc.stdout + proc.stderr
+    return ranks, output
 
 
 def assert_same_weights(states: list[dict], reference: dict | None = None) -> None:
@@ -118,7 +120,8 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     loader, base_loader = merged["validate"]["dataloader"], base["validate"]["dataloader"]
     assert loader == {**base_loader, "sampler": "@validate#sampler", "shuffle": False}
     evaluator, base_evaluator = merged["validate"]["evaluator"], base["validate"]["evaluator"]
-    assert evaluator == {**base_evaluator, "val_handlers": "$shared_networks.distributed.rank0_only(@validate#handlers)"}
+    rank0_handlers = "$shared_networks.distributed.rank0_only(@validate#handlers)"
+    assert evaluator == {**base_evaluator, "val_handlers": rank0_handlers}
     assert merged["validate"]["sampler"]["even_divisible"] is False  # each image validated once
 
 
