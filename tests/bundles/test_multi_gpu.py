@@ -64,7 +64,8 @@ def torchrun(bundle: str, workflow: str, rank_dir: Path, **override) -> tuple[li
            "--num_workers", "0"]  # fmt: skip
     for key, value in override.items():
         cmd += [f"--{key}", str(value)]
-    proc = subprocess.run(cmd, cwd=REPO / "bundles" / bundle, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO / "bundles" / bundle, capture_output=True, encoding="utf-8", errors="replace",
+                          timeout=600)  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{workflow} failed (rc {proc.returncode}):\n{output[-8000:]}"
     ranks = [torch.load(rank_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
