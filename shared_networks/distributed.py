@@ -130,8 +130,10 @@ def rank0_only(handlers: Sequence | None, rank: int | None = None) -> list:
     """The handlers this process attaches: all on rank 0; on the other ranks, those that write nothing.
 
     Handlers of :data:`RANK0_ONLY_TYPES` are left out on ranks above 0 (the others: lr schedules, validation,
-    weight loading, ... run everywhere, so every rank stays in step). A left-out TensorBoard handler has already
-    opened an (empty) event file when it was built; it is closed and removed, so rank 0's file is the only one.
+    weight loading, ... run everywhere, so every rank stays in step), except a checkpoint saver that resumes a run
+    (``resume`` true): it loads the state on every rank, and ignite saves its files on rank 0 only. A left-out
+    TensorBoard handler has already opened an (empty) event file when it was built; it is closed and removed, so
+    rank 0's file is the only one.
 
     Args:
         handlers: the handler list of a trainer or evaluator (None: no handlers).
@@ -144,11 +146,19 @@ def rank0_only(handlers: Sequence | None, rank: int | None = None) -> list:
         return handlers
     kept = []
     for h in handlers:
-        if not isinstance(h, RANK0_ONLY_TYPES):
+        if not isinstance(h, RANK0_ONLY_TYPES) or _restores_state(h):
             kept.append(h)
         elif isinstance(h, TensorBoardHandler) and h.internal_writer:
             _discard_event_file(h)
     return kept
+
+
+def _restores_state(handler: object) -> bool:
+    """A checkpoint saver that also resumes (``resume`` true) loads the training state every rank needs.
+
+    It stays on every rank; ignite's ``DiskSaver`` behind MONAI's ``CheckpointSaver`` writes on rank 0 only.
+    """
+    return isinstance(handler, CheckpointSaver) and bool(getattr(handler, "resume", False))
 
 
 def _discard_event_file(handler: TensorBoardHandler) -> None:

@@ -112,6 +112,22 @@ def test_rank0_only_keeps_the_writers_on_rank_0(tmp_path):
     assert rank0_only(handlers) == handlers  # no process group: rank 0
 
 
+class _ResumingSaver(CheckpointSaver):
+    """A checkpoint saver that also restores the last checkpoint when ``resume`` is true."""
+
+    def __init__(self, resume: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.resume = resume
+
+
+def test_rank0_only_keeps_a_resuming_saver_on_every_rank(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    saving = _ResumingSaver(False, save_dir=str(tmp_path), save_dict={"net": net}, save_interval=1)
+    resuming = _ResumingSaver(True, save_dir=str(tmp_path), save_dict={"net": net}, save_interval=1)
+    assert rank0_only([saving, resuming], rank=1) == [resuming]  # every rank must load the state it resumes from
+    assert rank0_only([saving, resuming], rank=0) == [saving, resuming]
+
+
 def test_distributed_trainer_trains_the_network_in_ddp(single_process_group):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
