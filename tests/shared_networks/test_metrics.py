@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -105,3 +107,41 @@ def test_classification_report_checks_the_class_count(tmp_path):
     report = ClassificationReport(tmp_path, ["A", "B"])
     with pytest.raises(ValueError, match="4 values for 2 classes"):
         _engine([_items(["p.png"], P[:1], Y[:1])], report)
+
+
+RANK_WORKER = """
+import json, sys
+import torch, torch.distributed as dist
+from ignite.engine import Engine
+from monai.handlers import from_engine
+from shared_networks.metrics import MeanROCAUC
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+probs, labels = torch.tensor(json.loads(sys.argv[1])), torch.tensor(json.loads(sys.argv[2]))
+items = [{"pred": probs[i], "label": labels[i]} for i in range(rank, len(probs), world)]  # this rank's share
+engine = Engine(lambda e, batch: batch)
+MeanROCAUC(output_transform=from_engine(["pred", "label"])).attach(engine, name="auc")
+engine.run([items[:1], items[1:]], max_epochs=1)
+with open(f"{sys.argv[3]}/rank{rank}.json", "w") as f:
+    json.dump(engine.state.metrics["auc"], f)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_mean_roc_auc_gathers_all_ranks(tmp_path):
+    """On 2 processes (torchrun, gloo), each evaluating its share of 5 images (3 and 2), both ranks get the mean AUC
+    of all 5 images, not of their own share."""
+    probs, labels = P[:5], Y[:5]
+    expected = mean_defined(roc_auc_per_class(probs, labels))
+    own = [mean_defined(roc_auc_per_class(probs[r::2], labels[r::2])) for r in range(2)]
+    assert all(o is None or abs(o - expected) > 0.05 for o in own)  # a metric that did not gather would differ
+    script = tmp_path / "worker.py"
+    script.write_text(RANK_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           json.dumps(probs.tolist()), json.dumps(labels.tolist()), str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    values = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert values == pytest.approx([expected, expected])
