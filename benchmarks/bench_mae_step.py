@@ -162,9 +162,10 @@ def check_monai_patchify(net: nn.Module, imgs: torch.Tensor, patch_size: int) ->
     conv = net.patch_embedding.patch_embeddings
     w = conv.weight  # (D, C, p, p[, p])
     w_lin = w.permute(0, *range(2, w.ndim), 1).reshape(w.shape[0], -1)  # (D, P * C), patch laid out (voxels, C)
-    with torch.no_grad():
-        expected = conv(imgs).flatten(2).transpose(1, 2)  # (B, L, D)
-        got = monai_patchify(imgs, patch_size) @ w_lin.T + conv.bias
+    with torch.no_grad():  # in float64, so that TF32 on a GPU does not blur the comparison
+        x, w64, b64 = imgs.double(), conv.weight.double(), conv.bias.double()
+        expected = conv._conv_forward(x, w64, b64).flatten(2).transpose(1, 2)  # (B, L, D)
+        got = monai_patchify(x, patch_size) @ w_lin.double().T + b64
     if not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
         raise AssertionError("monai_patchify does not match the token order of MONAI's patch embedding.")
 
