@@ -467,11 +467,12 @@ def cuda_memory(arm: Arm, imgs: torch.Tensor, steps: int, start: int) -> dict[st
 
 
 def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_steps: int, count_flops: bool) -> dict:
-    """Benchmark one case; returns the JSON record."""
+    """Benchmark one case; returns the JSON record (``mem_steps=0``: no peak-memory measurement)."""
     load_start = os.getloadavg()[0]
     device = torch.device(settings.device)
     on_cuda = device.type == "cuda"
-    mem = {} if on_cuda else {arm: measure_memory(arm, case, settings, mem_steps) for arm in ARMS}
+    measure = mem_steps > 0
+    mem = {} if on_cuda or not measure else {arm: measure_memory(arm, case, settings, mem_steps) for arm in ARMS}
 
     imgs = make_input(case, device)
     arms = {}
@@ -480,7 +481,7 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
         arms[arm] = build_arm(
             arm, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer, device
         )  # fmt: skip
-        if on_cuda:  # each arm's peak right after it is built, in this process
+        if on_cuda and measure:  # each arm's peak right after it is built, in this process
             mem[arm] = cuda_memory(arms[arm], imgs, mem_steps, start)
     check_monai_patchify(arms["monai"].net, imgs, case.patch_size)
     counted = {arm: counted_flops(arms[arm], imgs) for arm in ARMS} if count_flops else {}
@@ -515,8 +516,8 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
         "ours_s": round(ours_s, 4),
         "monai_s": round(monai_s, 4),
         "ratio": round(monai_s / ours_s, 3),
-        "ours_peak_mb": round(mem["ours"]["peak_mb"], 1),
-        "monai_peak_mb": round(mem["monai"]["peak_mb"], 1),
+        "ours_peak_mb": round(mem["ours"]["peak_mb"], 1) if measure else None,
+        "monai_peak_mb": round(mem["monai"]["peak_mb"], 1) if measure else None,
         "gflops_per_s": round(ours_gflops, 2),
         "peak_fraction": round(ours_gflops / peak_gflops, 3),
         "monai_gflops_per_s": round(monai_gflops, 2),
@@ -529,11 +530,13 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
         "monai_params": arms["monai"].num_params,
         "ours_min_s": round(min(times["ours"]), 4),
         "monai_min_s": round(min(times["monai"]), 4),
-        "ours_peak_total_mb": round(mem["ours"]["peak_total_mb"], 1),
-        "monai_peak_total_mb": round(mem["monai"]["peak_total_mb"], 1),
-        "hwm_reset": bool(mem["ours"]["hwm_reset"] and mem["monai"]["hwm_reset"]),
+        "ours_peak_total_mb": round(mem["ours"]["peak_total_mb"], 1) if measure else None,
+        "monai_peak_total_mb": round(mem["monai"]["peak_total_mb"], 1) if measure else None,
+        "hwm_reset": bool(mem["ours"]["hwm_reset"] and mem["monai"]["hwm_reset"]) if measure else None,
         "batch": case.batch,
         "threads": settings.threads,
+        "ours_times_s": [round(t, 3) for t in times["ours"]],
+        "monai_times_s": [round(t, 3) for t in times["monai"]],
         "ours_cv": round(statistics.stdev(times["ours"]) / ours_s, 3) if repeats > 1 else None,
         "monai_cv": round(statistics.stdev(times["monai"]) / monai_s, 3) if repeats > 1 else None,
         "repeats": repeats,
@@ -552,7 +555,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="timed A,B rounds per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per arm before the rounds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    parser.add_argument("--mem-steps", type=int, default=2, help="steps measured in each peak-memory child")
+    parser.add_argument("--mem-steps", type=int, default=2, help="steps per peak-memory measurement; 0: skip it")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the FlopCounterMode cross-check")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: forward under autocast")
@@ -564,8 +567,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 1:
-        raise SystemExit("--repeats, --threads and --mem-steps must be >= 1 and --warmup >= 0.")
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 0:
+        raise SystemExit("--repeats and --threads must be >= 1, --warmup and --mem-steps >= 0.")
     settings = Settings(args.device, args.precision, args.ours_optimizer, args.monai_optimizer, args.threads)
     if args.child:
         print(json.dumps(child_memory(args.child, CASES[args.cases[0]], settings, args.mem_steps)), flush=True)
