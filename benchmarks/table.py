@@ -11,7 +11,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-COLUMNS = ("target", "ours", "anchor", "ratio (anchor / ours)", "fraction of peak", "memory ours / anchor", "machine")
+COLUMNS = (
+    "measurement", "ours", "anchor (MONAI)", "ratio anchor / ours: median (of minima)", "fraction of peak",
+    "memory ours / anchor", "load (1 min)", "machine",
+)  # fmt: skip
 
 
 def row(rec: dict) -> list[str]:
@@ -25,6 +28,7 @@ def row(rec: dict) -> list[str]:
             f"{rec['ratio']}",
             "-",
             f"cache {rec['cache_mb']} MiB ({rec['cache_mb_per_volume']} MiB/volume)",
+            f"{rec['loadavg_1m']}",
             rec["device"],
         ]
     frac = "-"
@@ -40,10 +44,11 @@ def row(rec: dict) -> list[str]:
         name,
         f"{rec['ours_s']} {unit}{extra}",
         f"{rec['monai_s']} {unit}",
-        f"{rec['ratio']}",
+        f"{rec['ratio']} ({rec['monai_min_s'] / rec['ours_min_s']:.2f})",
         frac,
-        f"{rec['ours_peak_mb']} / {rec['monai_peak_mb']} MiB",
-        rec["device"],
+        "-" if rec["ours_peak_mb"] is None else f"{rec['ours_peak_mb']} / {rec['monai_peak_mb']} MiB",
+        "-".join(str(v) for v in load) if isinstance(load := rec["loadavg_1m"], list) else str(load),
+        rec["device"] + (f", {rec['precision']}" if "precision" in rec else ""),
     ]
 
 
