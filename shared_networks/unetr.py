@@ -106,9 +106,12 @@ class UNETR(nn.Module):
         self.out = UnetOutBlock(spatial_dims=spatial_dims, in_channels=feature_size, out_channels=out_channels)
 
     def tokens_to_map(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, D, h, w[, z])."""
+        """(B, L, D) -> (B, D, h, w[, z]), a view in channels-last layout (no copy), as MONAI's UNETR has it.
+
+        The decoder convolutions follow the layout of their input, and oneDNN runs them faster channels-last.
+        """
         b, _, d = tokens.shape
-        return tokens.transpose(1, 2).reshape(b, d, *self.encoder.grid_size)
+        return tokens.reshape(b, *self.encoder.grid_size, d).movedim(-1, 1)  # (B, h, w[, z], D) -> (B, D, h, w[, z])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         final, hidden = self.encoder.forward_intermediates(x, self.skip_indices)
