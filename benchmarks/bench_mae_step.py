@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -36,6 +37,8 @@ from shared_networks.mae import MaskedAutoencoderViT, MaskedPatchLoss
 
 SEED = 0
 ARMS = ("ours", "monai")
+PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("fused", "foreach", "for-loop")
 MMAP_THRESHOLD = 64 * 1024  # bytes; glibc malloc threshold pinned in the peak-memory children
 
 
@@ -78,6 +81,8 @@ CASES = {
     c.name: c
     for c in (
         Case("3d_vitb16_96_b2", spatial_dims=3, img_size=96, batch=2, decoder_hidden_size=384, decoder_num_heads=12,
+             decoder_mlp_dim=1536),
+        Case("3d_vitb16_96_b4", spatial_dims=3, img_size=96, batch=4, decoder_hidden_size=384, decoder_num_heads=12,
              decoder_mlp_dim=1536),
         Case("2d_vitb16_224_b8", spatial_dims=2, img_size=224, batch=8, decoder_hidden_size=256, decoder_num_heads=8,
              decoder_mlp_dim=1024),
@@ -157,9 +162,10 @@ def check_monai_patchify(net: nn.Module, imgs: torch.Tensor, patch_size: int) ->
     conv = net.patch_embedding.patch_embeddings
     w = conv.weight  # (D, C, p, p[, p])
     w_lin = w.permute(0, *range(2, w.ndim), 1).reshape(w.shape[0], -1)  # (D, P * C), patch laid out (voxels, C)
-    with torch.no_grad():
-        expected = conv(imgs).flatten(2).transpose(1, 2)  # (B, L, D)
-        got = monai_patchify(imgs, patch_size) @ w_lin.T + conv.bias
+    with torch.no_grad():  # in float64, so that TF32 on a GPU does not blur the comparison
+        x, w64, b64 = imgs.double(), conv.weight.double(), conv.bias.double()
+        expected = conv._conv_forward(x, w64, b64).flatten(2).transpose(1, 2)  # (B, L, D)
+        got = monai_patchify(x, patch_size) @ w_lin.double().T + b64
     if not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
         raise AssertionError("monai_patchify does not match the token order of MONAI's patch embedding.")
 
@@ -190,6 +196,13 @@ class Arm:
     net: nn.Module
     loss_fn: Callable[[tuple[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]
     opt: torch.optim.Optimizer
+    precision: str = "fp32"
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the forward pass, or nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def num_params(self) -> int:
@@ -197,41 +210,80 @@ class Arm:
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 
     def step(self, imgs: torch.Tensor) -> float:
-        """One pre-training step; returns the loss."""
-        loss = self.loss_fn(self.net(imgs), imgs)
+        """One pre-training step; returns the loss (forward under autocast in bf16, the loss in fp32)."""
+        with self.autocast(imgs.device.type):
+            pred, mask = self.net(imgs)
+        loss = self.loss_fn((pred.float(), mask), imgs)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return loss.item()
 
     def timed_step(self, imgs: torch.Tensor) -> float:
-        """One step; returns its wall time in seconds."""
+        """One step; returns its wall time in seconds (the device is synchronised before and after)."""
+        sync(imgs.device)
         t0 = time.perf_counter()
         self.step(imgs)
+        sync(imgs.device)
         return time.perf_counter() - t0
 
 
-def build_arm(arm: str, case: Case) -> Arm:
-    """Network, loss and AdamW (MAE's hyper-parameters) for ``arm`` in {"ours", "monai"}."""
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work (nothing to wait for on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_adamw(params: list[nn.Parameter], impl: str) -> torch.optim.AdamW:
+    """AdamW with MAE's pre-training hyper-parameters; ``impl`` picks torch's implementation.
+
+    "fused": one kernel over all tensors (``fused=True``, CPU and CUDA in torch >= 2.4); "foreach": multi-tensor ops;
+    "for-loop": one tensor at a time (``foreach=False``, torch's default on CPU).
+    """
+    kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+    return torch.optim.AdamW(params, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, **kwargs)
+
+
+def cast_to_float(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: return the module's output in fp32."""
+    return output.float()
+
+
+def build_arm(
+    arm: str,
+    case: Case,
+    precision: str = "fp32",
+    ours_optimizer: str = "fused",
+    monai_optimizer: str = "for-loop",
+    device: torch.device | str = "cpu",
+) -> Arm:
+    """Network, loss and AdamW (MAE's hyper-parameters) for ``arm`` in {"ours", "monai"}.
+
+    In bf16, MONAI's network needs one fix to run under autocast at all: its decoder writes the (bf16) decoder
+    embedding into a buffer of fp32 mask tokens with an index assignment, which raises a dtype error; a forward hook
+    returns ``decoder_embed``'s output in fp32 (the buffer's dtype), and everything else runs as MONAI wrote it.
+    """
     if arm == "ours":
         net = build_ours(case)
         loss_fn = MaskedPatchLoss(case.patch_size, case.spatial_dims, norm_pix_loss=True)
     elif arm == "monai":
         net = build_monai(case)
         loss_fn = make_monai_loss(case.patch_size)
+        if precision == "bf16":
+            net.decoder_embed.register_forward_hook(cast_to_float)
     else:
         raise ValueError(f"unknown arm {arm!r}, expected one of {ARMS}.")
-    net.train()
+    net.to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
-    return Arm(net, loss_fn, opt)
+    opt = make_adamw(params, ours_optimizer if arm == "ours" else monai_optimizer)
+    return Arm(net, loss_fn, opt, precision)
 
 
-def make_input(case: Case) -> torch.Tensor:
+def make_input(case: Case, device: torch.device | str = "cpu") -> torch.Tensor:
     """The fixed random batch both arms train on."""
     gen = torch.Generator().manual_seed(SEED)
     shape = (case.batch, case.in_channels, *(case.img_size,) * case.spatial_dims)
-    return torch.randn(shape, generator=gen)
+    return torch.randn(shape, generator=gen).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,17 +299,18 @@ def transformer_flops(batch: int, tokens: int, width: int, mlp: int, layers: int
     return batch * layers * (2 * tokens * (4 * width * width + 2 * width * mlp) + 4 * tokens * tokens * width)
 
 
-def step_flops(case: Case, prefix_tokens: int = 0) -> int:
+def step_flops(case: Case, prefix_tokens: int = 0, embed_visible_only: bool = False) -> int:
     """Analytic matmul FLOPs of one training step (forward + backward) of an MAE at ``case``.
 
     Forward: patch embedding on all L patches, the encoder on ``prefix + L_keep`` tokens, the decoder embedding on
     those, the decoder on ``prefix + L`` tokens and the prediction head on ``prefix + L`` tokens (ours has no prefix,
     MONAI has a class token, ``prefix_tokens=1``). Backward costs two forwards (input and weight gradients) except for
     the patch embedding, whose input (the image) needs no gradient: one forward. Step = 3 * forward - embedding.
+    ``embed_visible_only``: the patch embedding runs on the ``L_keep`` visible patches only (ours), not on all L.
     """
     b, n_all, n_vis = case.batch, case.num_patches, case.num_visible
     d, dd = case.hidden_size, case.decoder_hidden_size
-    embed = 2 * b * n_all * case.patch_dim * d
+    embed = 2 * b * (n_vis if embed_visible_only else n_all) * case.patch_dim * d
     encoder = transformer_flops(b, prefix_tokens + n_vis, d, case.mlp_dim, case.num_layers)
     decoder_embed = 2 * b * (prefix_tokens + n_vis) * d * dd
     decoder = transformer_flops(b, prefix_tokens + n_all, dd, case.decoder_mlp_dim, case.decoder_num_layers)
@@ -269,23 +322,30 @@ def step_flops(case: Case, prefix_tokens: int = 0) -> int:
 def counted_flops(arm: Arm, imgs: torch.Tensor) -> int:
     """FLOPs of one forward + backward as ``FlopCounterMode`` sees them (it misses CPU SDPA, see the README)."""
     with FlopCounterMode(display=False) as counter:
-        loss = arm.loss_fn(arm.net(imgs), imgs)
-        loss.backward()
+        with arm.autocast(imgs.device.type):
+            pred, mask = arm.net(imgs)
+        arm.loss_fn((pred.float(), mask), imgs).backward()
     arm.opt.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
-def matmul_gflops(n: int = 2048, reps: int = 7) -> list[float]:
-    """Achieved GFLOP/s of ``reps`` fp32 ``(n, n) @ (n, n)`` products, after two warm-up products."""
+def matmul_gflops(
+    n: int = 2048, reps: int = 7, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> list[float]:
+    """Achieved GFLOP/s of ``reps`` ``(n, n) @ (n, n)`` products in ``dtype``, after two warm-up products."""
+    device = torch.device(device)
     gen = torch.Generator().manual_seed(SEED)
-    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-    out = torch.empty(n, n)
+    a = torch.randn(n, n, generator=gen).to(device, dtype)
+    b = torch.randn(n, n, generator=gen).to(device, dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
     for _ in range(2):
         torch.mm(a, b, out=out)
     rates = []
     for _ in range(reps):
+        sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)
+        sync(device)
         rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return rates
 
@@ -325,7 +385,7 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def child_memory(arm_name: str, case: Case, threads: int, steps: int) -> dict[str, float | bool]:
+def child_memory(arm_name: str, case: Case, settings: Settings, steps: int) -> dict[str, float | bool]:
     """Peak-RSS figures of ``steps`` training steps of one arm, run in this (fresh) process.
 
     ``peak_mb``: peak RSS during the measured steps minus RSS just before them, after one warm-up step has allocated
@@ -334,10 +394,10 @@ def child_memory(arm_name: str, case: Case, threads: int, steps: int) -> dict[st
     RSS before the network was built, so it adds weights and optimiser state. Run it under a pinned mmap threshold
     (see :func:`measure_memory`) so that freed buffers leave the RSS.
     """
-    torch.set_num_threads(threads)
+    torch.set_num_threads(settings.threads)
     gc.collect()
     rss_start = current_rss_kb()
-    arm = build_arm(arm_name, case)
+    arm = build_arm(arm_name, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer)
     imgs = make_input(case)
     arm.step(imgs)  # allocates AdamW's exp_avg / exp_avg_sq
     gc.collect()
@@ -353,7 +413,7 @@ def child_memory(arm_name: str, case: Case, threads: int, steps: int) -> dict[st
     }
 
 
-def measure_memory(arm: str, case: Case, threads: int, steps: int) -> dict[str, float | bool]:
+def measure_memory(arm: str, case: Case, settings: Settings, steps: int) -> dict[str, float | bool]:
     """Run :func:`child_memory` for ``arm`` in a fresh interpreter and return its figures.
 
     The child runs with glibc's mmap threshold pinned (``MALLOC_MMAP_THRESHOLD_``, 64 KiB unless already set): every
@@ -362,7 +422,8 @@ def measure_memory(arm: str, case: Case, threads: int, steps: int) -> dict[str, 
     figures shift by hundreds of MB from run to run.
     """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", arm, "--cases", case.name]
-    cmd += ["--threads", str(threads), "--mem-steps", str(steps)]
+    cmd += ["--threads", str(settings.threads), "--mem-steps", str(steps), "--precision", settings.precision]
+    cmd += ["--ours-optimizer", settings.ours_optimizer, "--monai-optimizer", settings.monai_optimizer]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))}
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
@@ -374,17 +435,59 @@ def measure_memory(arm: str, case: Case, threads: int, steps: int) -> dict[str, 
 # Driver
 
 
-def run_case(case: Case, repeats: int, warmup: int, threads: int, mem_steps: int, count_flops: bool) -> dict:
-    """Benchmark one case; returns the JSON record."""
-    load_start = os.getloadavg()[0]
-    mem = {arm: measure_memory(arm, case, threads, mem_steps) for arm in ARMS}
+@dataclass(frozen=True)
+class Settings:
+    """How both arms are run: device, precision, optimiser implementations, CPU threads."""
 
-    arms = {arm: build_arm(arm, case) for arm in ARMS}
-    imgs = make_input(case)
+    device: str = "cpu"
+    precision: str = "fp32"
+    ours_optimizer: str = "fused"
+    monai_optimizer: str = "for-loop"
+    threads: int = 1
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+
+def cuda_memory(arm: Arm, imgs: torch.Tensor, steps: int, start: int) -> dict[str, float | bool]:
+    """Peak CUDA memory of ``steps`` steps after a warm-up step: above the allocation before them (step-transient)
+    and above ``start``, the allocation before the arm was built (adds weights and AdamW state)."""
+    device = imgs.device
+    sync(device)
+    arm.step(imgs)
+    sync(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(steps):
+        arm.step(imgs)
+    sync(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return {"peak_mb": (peak - before) / 2**20, "peak_total_mb": (peak - start) / 2**20, "hwm_reset": True}
+
+
+def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_steps: int, count_flops: bool) -> dict:
+    """Benchmark one case; returns the JSON record (``mem_steps=0``: no peak-memory measurement)."""
+    load_start = os.getloadavg()[0]
+    device = torch.device(settings.device)
+    on_cuda = device.type == "cuda"
+    measure = mem_steps > 0
+    mem = {} if on_cuda or not measure else {arm: measure_memory(arm, case, settings, mem_steps) for arm in ARMS}
+
+    imgs = make_input(case, device)
+    arms = {}
+    for arm in ARMS:
+        start = torch.cuda.memory_allocated(device) if on_cuda else 0
+        arms[arm] = build_arm(
+            arm, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer, device
+        )  # fmt: skip
+        if on_cuda and measure:  # each arm's peak right after it is built, in this process
+            mem[arm] = cuda_memory(arms[arm], imgs, mem_steps, start)
     check_monai_patchify(arms["monai"].net, imgs, case.patch_size)
     counted = {arm: counted_flops(arms[arm], imgs) for arm in ARMS} if count_flops else {}
 
-    rates = matmul_gflops()
+    peak_n = 8192 if on_cuda else 2048
+    rates = matmul_gflops(peak_n, dtype=settings.dtype, device=device)
     for _ in range(warmup):
         for arm in ARMS:
             arms[arm].step(imgs)
@@ -392,35 +495,50 @@ def run_case(case: Case, repeats: int, warmup: int, threads: int, mem_steps: int
     for _ in range(repeats):
         for arm in ARMS:  # A, B, A, B, ...
             times[arm].append(arms[arm].timed_step(imgs))
-    rates += matmul_gflops()
+    rates += matmul_gflops(peak_n, dtype=settings.dtype, device=device)
     peak_gflops = statistics.median(rates)
 
     ours_s, monai_s = statistics.median(times["ours"]), statistics.median(times["monai"])
-    flops = {"ours": step_flops(case, prefix_tokens=0), "monai": step_flops(case, prefix_tokens=1)}
+    flops = {
+        "ours": step_flops(case, prefix_tokens=0, embed_visible_only=True),
+        "monai": step_flops(case, prefix_tokens=1),
+    }
     ours_gflops, monai_gflops = flops["ours"] / ours_s / 1e9, flops["monai"] / monai_s / 1e9
     record = {
-        "name": case.name,
+        "name": f"mae_{case.name}_{settings.precision}" + ("_cuda" if on_cuda else ""),
+        "case": case.name,
+        "device": device_name(device),
+        "precision": settings.precision,
+        "ours_optimizer": settings.ours_optimizer,
+        "monai_optimizer": settings.monai_optimizer,
+        "ours_images_per_s": round(case.batch / ours_s, 2),
+        "monai_images_per_s": round(case.batch / monai_s, 2),
         "ours_s": round(ours_s, 4),
         "monai_s": round(monai_s, 4),
         "ratio": round(monai_s / ours_s, 3),
-        "ours_peak_mb": round(mem["ours"]["peak_mb"], 1),
-        "monai_peak_mb": round(mem["monai"]["peak_mb"], 1),
+        "ours_peak_mb": round(mem["ours"]["peak_mb"], 1) if measure else None,
+        "monai_peak_mb": round(mem["monai"]["peak_mb"], 1) if measure else None,
         "gflops_per_s": round(ours_gflops, 2),
         "peak_fraction": round(ours_gflops / peak_gflops, 3),
         "monai_gflops_per_s": round(monai_gflops, 2),
         "monai_peak_fraction": round(monai_gflops / peak_gflops, 3),
         "matmul_gflops_per_s": round(peak_gflops, 2),
+        "matmul_dtype": settings.precision,
         "flops_per_step": flops["ours"],
         "monai_flops_per_step": flops["monai"],
         "ours_params": arms["ours"].num_params,
         "monai_params": arms["monai"].num_params,
         "ours_min_s": round(min(times["ours"]), 4),
         "monai_min_s": round(min(times["monai"]), 4),
-        "ours_peak_total_mb": round(mem["ours"]["peak_total_mb"], 1),
-        "monai_peak_total_mb": round(mem["monai"]["peak_total_mb"], 1),
-        "hwm_reset": bool(mem["ours"]["hwm_reset"] and mem["monai"]["hwm_reset"]),
+        "ours_peak_total_mb": round(mem["ours"]["peak_total_mb"], 1) if measure else None,
+        "monai_peak_total_mb": round(mem["monai"]["peak_total_mb"], 1) if measure else None,
+        "hwm_reset": bool(mem["ours"]["hwm_reset"] and mem["monai"]["hwm_reset"]) if measure else None,
         "batch": case.batch,
-        "threads": threads,
+        "threads": settings.threads,
+        "ours_times_s": [round(t, 3) for t in times["ours"]],
+        "monai_times_s": [round(t, 3) for t in times["monai"]],
+        "ours_cv": round(statistics.stdev(times["ours"]) / ours_s, 3) if repeats > 1 else None,
+        "monai_cv": round(statistics.stdev(times["monai"]) / monai_s, 3) if repeats > 1 else None,
         "repeats": repeats,
         "warmup": warmup,
         "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # at the case's start and end
@@ -437,23 +555,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="timed A,B rounds per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per arm before the rounds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    parser.add_argument("--mem-steps", type=int, default=2, help="steps measured in each peak-memory child")
+    parser.add_argument("--mem-steps", type=int, default=2, help="steps per peak-memory measurement; 0: skip it")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the FlopCounterMode cross-check")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: forward under autocast")
+    parser.add_argument("--ours-optimizer", choices=OPTIMIZERS, default="fused", help="our arm's AdamW")
+    parser.add_argument("--monai-optimizer", choices=OPTIMIZERS, default="for-loop", help="MONAI arm's AdamW")
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)  # internal: peak-memory child process
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 1:
-        raise SystemExit("--repeats, --threads and --mem-steps must be >= 1 and --warmup >= 0.")
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 0:
+        raise SystemExit("--repeats and --threads must be >= 1, --warmup and --mem-steps >= 0.")
+    settings = Settings(args.device, args.precision, args.ours_optimizer, args.monai_optimizer, args.threads)
     if args.child:
-        print(json.dumps(child_memory(args.child, CASES[args.cases[0]], args.threads, args.mem_steps)), flush=True)
+        print(json.dumps(child_memory(args.child, CASES[args.cases[0]], settings, args.mem_steps)), flush=True)
         return
     torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 on a GPU: TF32 tensor cores for both arms
+        torch.backends.cudnn.allow_tf32 = True
     for name in args.cases:
-        record = run_case(CASES[name], args.repeats, args.warmup, args.threads, args.mem_steps, not args.no_flop_count)
+        record = run_case(CASES[name], args.repeats, args.warmup, settings, args.mem_steps, not args.no_flop_count)
         print(json.dumps(record), flush=True)
+
+
+def device_name(device: torch.device) -> str:
+    """The processor or GPU, in words."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    return f"{model}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

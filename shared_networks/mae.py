@@ -14,28 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shared_networks.vit import Block, ViTEncoder, init_vit_weights, sincos_pos_embed
+from shared_networks.vit import Block, ViTEncoder, init_vit_weights, patchify, sincos_pos_embed
 
-__all__ = ["patchify", "unpatchify", "random_masking", "MaskedAutoencoderViT", "MaskedPatchLoss"]
-
-
-def patchify(imgs: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
-    """(B, C, H, W[, Z]) -> (B, L, P * C), tokens in ``PatchEmbed`` order, each patch laid out (voxels, channel).
-
-    The flattening matches a convolution with kernel = stride = patch: token l covers the patch at grid position
-    ``unravel(l, grid)``, and ``patchify(x) @ w.permute(0, 2, ..., 1).reshape(D, -1).T`` equals the conv embedding.
-    """
-    b, c, *spatial = imgs.shape
-    n = len(spatial)
-    grid = [s // p for s, p in zip(spatial, patch_size, strict=True)]
-    shape = [b, c]
-    for g, p in zip(grid, patch_size, strict=True):
-        shape += [g, p]
-    x = imgs.reshape(shape)  # (B, C, h, p, w, p[, z, p])
-    grid_axes = [2 + 2 * i for i in range(n)]
-    patch_axes = [3 + 2 * i for i in range(n)]
-    x = x.permute(0, *grid_axes, *patch_axes, 1)  # (B, h, w[, z], p, p[, p], C)
-    return x.reshape(b, math.prod(grid), math.prod(patch_size) * c)
+__all__ = ["patchify", "unpatchify", "random_masking", "random_mask_ids", "MaskedAutoencoderViT", "MaskedPatchLoss"]
 
 
 def unpatchify(x: torch.Tensor, patch_size: Sequence[int], img_size: Sequence[int], channels: int) -> torch.Tensor:
@@ -51,6 +32,27 @@ def unpatchify(x: torch.Tensor, patch_size: Sequence[int], img_size: Sequence[in
     return x.reshape(b, channels, *img_size)
 
 
+def random_mask_ids(
+    batch: int,
+    length: int,
+    mask_ratio: float,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw MAE's random mask: keep ``int(length * (1 - mask_ratio))`` tokens per sample (argsort of uniform noise).
+
+    Returns:
+        ``ids_keep`` (B, L_keep) indices of the kept tokens, mask (B, L) with 1 = hidden, ``ids_restore`` (B, L) that
+        unshuffles ``cat([kept, hidden])`` back to token order.
+    """
+    len_keep = int(length * (1 - mask_ratio))
+    noise = torch.rand(batch, length, device=device)
+    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = (ids_restore >= len_keep).to(dtype or torch.get_default_dtype())  # (B, L) in the original token order
+    return ids_shuffle[:, :len_keep], mask, ids_restore
+
+
 def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep a random ``int(L * (1 - mask_ratio))`` tokens per sample (argsort of uniform noise on x's device).
 
@@ -62,15 +64,8 @@ def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, to
         kept tokens (B, L_keep, D), mask (B, L) with 1 = hidden, ``ids_restore`` (B, L) that unshuffles.
     """
     b, length, d = x.shape
-    len_keep = int(length * (1 - mask_ratio))
-    noise = torch.rand(b, length, device=x.device)
-    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :len_keep]
+    ids_keep, mask, ids_restore = random_mask_ids(b, length, mask_ratio, x.device, x.dtype)
     kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))  # (B, L_keep, D)
-    mask = torch.ones(b, length, device=x.device, dtype=x.dtype)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, 1, ids_restore)  # (B, L) in the original token order
     return kept, mask, ids_restore
 
 
@@ -166,8 +161,10 @@ class MaskedAutoencoderViT(nn.Module):
 
     def forward_encoder(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, C, *S) -> latent (B, prefix + L_keep, D), mask (B, L), ids_restore (B, L)."""
-        tokens = self.encoder.embed(imgs)  # (B, L, D)
-        kept, mask, ids_restore = random_masking(tokens, self._mask_ratio)
+        ids_keep, mask, ids_restore = random_mask_ids(
+            imgs.shape[0], self.encoder.num_patches, self._mask_ratio, imgs.device, imgs.dtype
+        )
+        kept = self.encoder.embed_subset(imgs, ids_keep)  # (B, L_keep, D): only visible patches are embedded
         return self.encoder.forward_tokens(kept), mask, ids_restore
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 
 from shared_networks.vit import ViTEncoder
 
-__all__ = ["UNETR", "default_skip_indices"]
+__all__ = ["UNETR", "default_skip_indices", "monai_unetr_state_dict"]
 
 
 def default_skip_indices(num_layers: int, num_skips: int) -> tuple[int, ...]:
@@ -106,9 +106,12 @@ class UNETR(nn.Module):
         self.out = UnetOutBlock(spatial_dims=spatial_dims, in_channels=feature_size, out_channels=out_channels)
 
     def tokens_to_map(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, D, h, w[, z])."""
+        """(B, L, D) -> (B, D, h, w[, z]), a view in channels-last layout (no copy), as MONAI's UNETR has it.
+
+        The decoder convolutions follow the layout of their input, and oneDNN runs them faster channels-last.
+        """
         b, _, d = tokens.shape
-        return tokens.transpose(1, 2).reshape(b, d, *self.encoder.grid_size)
+        return tokens.reshape(b, *self.encoder.grid_size, d).movedim(-1, 1)  # (B, h, w[, z], D) -> (B, D, h, w[, z])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         final, hidden = self.encoder.forward_intermediates(x, self.skip_indices)
@@ -117,3 +120,52 @@ class UNETR(nn.Module):
         for dec, skip in zip(self.decoders, reversed(feats), strict=True):
             y = dec(y, skip)
         return self.out(y)  # (B, out_channels, *S)
+
+
+# our UNETR key prefix -> MONAI UNETR key prefix (monai.networks.nets.UNETR, patch 16, 12 blocks, skips 3/6/9)
+_MONAI_UNETR_PREFIXES = (
+    ("encoder.patch_embed.proj.", "vit.patch_embedding.patch_embeddings."),
+    ("encoder.pos_embed", "vit.patch_embedding.position_embeddings"),
+    ("encoder.norm.", "vit.norm."),
+    ("encoder.blocks.", "vit.blocks."),
+    ("stem.", "encoder1."),
+    ("skips.0.", "encoder2."),
+    ("skips.1.", "encoder3."),
+    ("skips.2.", "encoder4."),
+    ("decoders.0.", "decoder5."),
+    ("decoders.1.", "decoder4."),
+    ("decoders.2.", "decoder3."),
+    ("decoders.3.", "decoder2."),
+    ("out.", "out."),
+)
+_MONAI_BLOCK_PARTS = {"attn.proj.": "attn.out_proj.", "mlp.0.": "mlp.linear1.", "mlp.2.": "mlp.linear2."}
+
+
+def monai_unetr_state_dict(model: UNETR) -> dict[str, torch.Tensor]:
+    """Our UNETR's weights under the keys of ``monai.networks.nets.UNETR`` of the same size.
+
+    Only the published configuration has a MONAI counterpart: 3D, patch 16, 12 blocks, skips (3, 6, 9) and no class
+    token; build MONAI's with ``qkv_bias`` equal to ours and the same ``feature_size``, ``norm_name`` and
+    ``res_block``, then ``load_state_dict(..., strict=False)``: the only keys left unset are MONAI's unused
+    ``norm_cross_attn`` LayerNorms. For equal outputs also set MONAI's LayerNorm ``eps`` to ours (1e-6; MONAI: 1e-5).
+    """
+    enc = model.encoder
+    if (enc.spatial_dims, enc.patch_size, enc.num_layers, model.skip_indices) != (3, (16,) * 3, 12, (3, 6, 9)):
+        raise ValueError(
+            "only a 3D UNETR with patch 16, 12 blocks and skips (3, 6, 9) maps onto monai.networks.nets.UNETR, got "
+            f"spatial_dims={enc.spatial_dims}, patch {enc.patch_size}, {enc.num_layers} blocks, skips "
+            f"{model.skip_indices}."
+        )
+    out = {}
+    for key, value in model.state_dict().items():
+        for ours, theirs in _MONAI_UNETR_PREFIXES:
+            if key.startswith(ours):
+                new = theirs + key[len(ours) :]
+                break
+        else:
+            raise AssertionError(f"no MONAI UNETR key for {key}")
+        if key.startswith("encoder.blocks."):
+            for part, monai_part in _MONAI_BLOCK_PARTS.items():
+                new = new.replace(f".{part}", f".{monai_part}")
+        out[new] = value
+    return out

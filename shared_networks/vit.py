@@ -15,7 +15,7 @@ from monai.networks.layers import Conv, DropPath
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-__all__ = ["PatchEmbed", "Attention", "Block", "ViTEncoder", "sincos_pos_embed", "check_image_size"]
+__all__ = ["PatchEmbed", "Attention", "Block", "ViTEncoder", "sincos_pos_embed", "check_image_size", "patchify"]
 
 
 def check_image_size(img_size: Sequence[int] | int, patch_size: Sequence[int] | int, spatial_dims: int):
@@ -57,13 +57,45 @@ def sincos_pos_embed(grid_size: Sequence[int], embed_dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1).float().unsqueeze(0)  # (1, L, D)
 
 
+def patchify(imgs: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
+    """(B, C, H, W[, Z]) -> (B, L, P * C), tokens in ``PatchEmbed`` order, each patch laid out (voxels, channel).
+
+    The flattening matches a convolution with kernel = stride = patch: token l covers the patch at grid position
+    ``unravel(l, grid)``, and ``patchify(x) @ w.permute(0, 2, ..., 1).reshape(D, -1).T`` equals the conv embedding.
+    """
+    b, c, *spatial = imgs.shape
+    n = len(spatial)
+    grid = [s // p for s, p in zip(spatial, patch_size, strict=True)]
+    shape = [b, c]
+    for g, p in zip(grid, patch_size, strict=True):
+        shape += [g, p]
+    x = imgs.reshape(shape)  # (B, C, h, p, w, p[, z, p])
+    grid_axes = [2 + 2 * i for i in range(n)]
+    patch_axes = [3 + 2 * i for i in range(n)]
+    x = x.permute(0, *grid_axes, *patch_axes, 1)  # (B, h, w[, z], p, p[, p], C)
+    return x.reshape(b, math.prod(grid), math.prod(patch_size) * c)
+
+
 class PatchEmbed(nn.Module):
-    """Non-overlapping patches to tokens with one strided convolution: (B, C, *S) -> (B, L, D), row-major order."""
+    """Non-overlapping patches to tokens with one strided convolution: (B, C, *S) -> (B, L, D), row-major order.
+
+    :meth:`forward_patches` applies the same map to patches that :func:`patchify` cut out, as a matrix product with
+    the convolution kernel; embedding only a subset of patches (MAE's visible ones) then costs only that subset.
+    """
 
     def __init__(self, in_channels: int, patch_size: Sequence[int], embed_dim: int, spatial_dims: int = 3) -> None:
         super().__init__()
         self.patch_size = tuple(patch_size)
         self.proj = Conv[Conv.CONV, spatial_dims](in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def linear_weight(self) -> torch.Tensor:
+        """The conv kernel as a (D, P * C) matrix in :func:`patchify` layout (a view when C = 1)."""
+        w = self.proj.weight  # (D, C, p, p[, p])
+        return w.movedim(1, -1).reshape(w.shape[0], -1)  # (D, p, p[, p], C) -> (D, P * C)
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, N, P * C) patches in :func:`patchify` layout -> (B, N, D), equal to the conv on those patches."""
+        return F.linear(patches, self.linear_weight(), self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, h, w[, z]) -> (B, L, D)
@@ -187,6 +219,20 @@ class ViTEncoder(nn.Module):
         if tuple(x.shape[2:]) != self.img_size:
             raise ValueError(f"expected input of spatial size {self.img_size}, got {tuple(x.shape[2:])}.")
         return self.patch_embed(x) + self.pos_embed
+
+    def embed_subset(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Embed only the patches at token indices ``ids``: (B, C, *S), (B, N) -> (B, N, D), no class token.
+
+        Equal to ``gather(embed(x), ids)`` but costs N patches instead of L: the image is cut into patches
+        (:func:`patchify`, one copy of the image), the N wanted ones are gathered and multiplied by the conv kernel.
+        """
+        if tuple(x.shape[2:]) != self.img_size:
+            raise ValueError(f"expected input of spatial size {self.img_size}, got {tuple(x.shape[2:])}.")
+        patches = patchify(x, self.patch_size)  # (B, L, P * C)
+        patches = torch.gather(patches, 1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))  # (B, N, P * C)
+        pos = self.pos_embed.expand(x.shape[0], -1, -1)  # (B, L, D)
+        pos = torch.gather(pos, 1, ids.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))  # (B, N, D)
+        return self.patch_embed.forward_patches(patches) + pos
 
     def prepend_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, P + L, D), P = ``num_prefix_tokens``."""

@@ -111,3 +111,35 @@ def test_masking_draws_on_input_device_and_is_seeded():
     torch.manual_seed(3)
     b = random_masking(torch.randn(2, 10, 4), 0.5)[1]
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_visible_only_embedding_equals_conv_then_gather(spatial_dims, channels):
+    """Embedding only the kept patches gives the conv embedding of the whole image gathered at those patches."""
+    torch.manual_seed(0)
+    enc = MaskedAutoencoderViT(channels, IMG[spatial_dims], spatial_dims=spatial_dims, **SMALL).encoder
+    x = torch.randn(2, channels, *IMG[spatial_dims])
+    ids = torch.stack([torch.randperm(enc.num_patches)[:3] for _ in range(2)])  # (B, 3)
+    full = enc.embed(x)  # (B, L, D) through the convolution
+    expected = torch.gather(full, 1, ids.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+    torch.testing.assert_close(enc.embed_subset(x, ids), expected, rtol=1e-5, atol=1e-5)
+    # the gradient reaches the conv kernel and bias through the matrix form
+    enc.embed_subset(x, ids).sum().backward()
+    assert enc.patch_embed.proj.weight.grad.abs().sum() > 0 and enc.patch_embed.proj.bias.grad.abs().sum() > 0
+
+
+def test_forward_encoder_keeps_the_unmasked_tokens():
+    """The encoder input is exactly the conv embedding of the patches the mask leaves visible."""
+    torch.manual_seed(0)
+    mae = MaskedAutoencoderViT(1, IMG[3], spatial_dims=3, **SMALL)
+    x = torch.randn(2, 1, *IMG[3])
+    seen = []
+    mae.encoder.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    _, mask, ids_restore = mae.forward_encoder(x)
+    full = mae.encoder.embed(x)
+    for b in range(2):
+        vis = full[b, mask[b] == 0]  # visible tokens in token order
+        torch.testing.assert_close(torch.sort(seen[0][b], 0).values, torch.sort(vis, 0).values, rtol=1e-5, atol=1e-5)
+    keep = int(mae.encoder.num_patches * 0.25)
+    assert torch.equal(mask, (ids_restore >= keep).float())

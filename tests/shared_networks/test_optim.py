@@ -4,6 +4,7 @@ import pytest
 import torch
 from monai.optimizers import WarmupCosineSchedule
 
+from shared_networks.classifier import ViTClassifier
 from shared_networks.optim import param_groups_lrd
 from shared_networks.unetr import UNETR
 
@@ -49,3 +50,25 @@ def test_warmup_cosine_keeps_group_ratios():
 def test_bad_layer_decay():
     with pytest.raises(ValueError, match="layer_decay"):
         _groups(layer_decay=0.0)
+
+
+def test_fused_adamw_takes_the_groups_and_matches_the_for_loop():
+    """The groups work with torch's fused AdamW (the faster opt-in) and give the for-loop implementation's update."""
+    torch.manual_seed(0)
+    # no qkv bias: the key bias has an exactly-zero gradient in theory, and AdamW turns its rounding noise into full
+    # steps of either sign, different between any two implementations
+    nets = [ViTClassifier(1, 3, (8, 8), patch_size=4, hidden_size=24, num_layers=2, num_heads=2, mlp_dim=48,
+                          qkv_bias=False, spatial_dims=2) for _ in range(2)]  # fmt: skip
+    nets[1].load_state_dict(nets[0].state_dict())
+    x = torch.randn(2, 1, 8, 8)
+    opts = [
+        torch.optim.AdamW(param_groups_lrd(net, lr=1e-2, layer_decay=0.75), lr=1e-2, **kw)
+        for net, kw in zip(nets, ({"foreach": False}, {"fused": True}), strict=True)
+    ]
+    for _ in range(3):
+        for net, opt in zip(nets, opts, strict=True):
+            net(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

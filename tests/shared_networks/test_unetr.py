@@ -52,3 +52,30 @@ def test_default_skips():
 def test_ill_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UNETR(1, 2, (32, 32, 32), **{**SMALL, **kwargs})
+
+
+def test_weights_map_onto_monai_unetr():
+    """Our weights loaded into monai.networks.nets.UNETR of the same size give the same logits."""
+    from monai.networks.nets import UNETR as MonaiUNETR
+
+    from shared_networks.unetr import monai_unetr_state_dict
+
+    torch.manual_seed(0)
+    ours = UNETR(1, 3, 32, hidden_size=48, num_heads=4, mlp_dim=96, feature_size=4).eval()
+    theirs = MonaiUNETR(1, 3, (32,) * 3, feature_size=4, hidden_size=48, mlp_dim=96, num_heads=4, qkv_bias=True)
+    result = theirs.load_state_dict(monai_unetr_state_dict(ours), strict=False)
+    assert not result.unexpected_keys
+    assert all(".norm_cross_attn." in k for k in result.missing_keys)  # MONAI's unused LayerNorms
+    for m in theirs.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.eps = 1e-6
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.eval()(x), ours(x), rtol=1e-4, atol=1e-4)
+
+
+def test_monai_mapping_refuses_other_shapes():
+    from shared_networks.unetr import monai_unetr_state_dict
+
+    with pytest.raises(ValueError, match="patch 16"):
+        monai_unetr_state_dict(UNETR(1, 2, 32, patch_size=8, hidden_size=48, num_heads=4, mlp_dim=96, feature_size=4))

@@ -1,0 +1,68 @@
+"""Every performance target of the project in one command: JSON lines on stdout, one per measurement.
+
+CPU (default): MAE pre-training step (3D b2, 3D b4, 2D b8) in fp32 and with bf16 autocast, UNETR fine-tuning step,
+the BTCV data pipeline, sliding-window inference. GPU (``--device cuda``): the MAE step in bf16 and fp32 (TF32),
+the UNETR step and sliding-window inference on the full-size CT. Each part is its own script, run here in turn;
+see ``benchmarks/README.md`` for what each measures.
+
+Usage::
+
+    python benchmarks/run_all.py [--device cpu|cuda] [--quick] [--only mae unetr data sliding]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PARTS = ("mae", "unetr", "data", "sliding")
+
+
+def commands(device: str, quick: bool) -> dict[str, list[list[str]]]:
+    """The script invocations per part."""
+    cuda = device.startswith("cuda")
+    rep = ["--repeats", "2" if quick else ("20" if cuda else "8"), "--warmup", "1" if quick else "3"]
+    mae = [
+        ["bench_mae_step.py", "--device", device, "--precision", p, *rep]
+        for p in (("bf16", "fp32") if cuda else ("fp32", "bf16"))
+    ]
+    if cuda:
+        mae = [
+            c + ["--cases", "3d_vitb16_96_b2", "3d_vitb16_96_b4", "2d_vitb16_224_b8", "--no-flop-count"] for c in mae
+        ]
+    urep = ["--repeats", "2" if quick else ("10" if cuda else "3"), "--warmup", "1"]
+    unetr = [["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", *urep]]
+    if cuda:
+        unetr.append(["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", "--precision", "bf16",
+                      *urep])  # fmt: skip
+    volumes = [["--volume", "512", "512", "100"], ["--volume", "273", "273", "125"]] if cuda else [[]]
+    srep = ["--repeats", "1" if quick or not cuda else "3", "--warmup", "0" if not cuda else "1"]
+    sliding = [["bench_unetr.py", "--mode", "sliding", "--device", device, *v, *srep] for v in volumes]
+    data = [] if cuda else [["bench_data.py", "--repeats", "2" if quick else "5"]]
+    return {"mae": mae, "unetr": unetr, "data": data, "sliding": sliding}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="fewest repeats: checks that everything runs")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    args = parser.parse_args(argv)
+    failed = 0
+    for part, cmds in commands(args.device, args.quick).items():
+        if part not in args.only:
+            continue
+        for cmd in cmds:
+            print(f"# {' '.join(cmd)}", file=sys.stderr, flush=True)
+            proc = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:]], stdout=sys.stdout, check=False)
+            failed += proc.returncode != 0
+    if failed:
+        raise SystemExit(f"{failed} benchmark command(s) failed")
+
+
+if __name__ == "__main__":
+    main()
