@@ -91,7 +91,7 @@ IMAGE = "network_data_format#inputs#image"
         ("authors", None, True, "authors: required field is missing"),
         ("schema", None, True, "schema: required field is missing"),
         ("network_data_format", None, True, "network_data_format: required field is missing"),
-        ("required_packages_version", ["nibabel"], False, "required_packages_version: must be of type object, got array"),
+        ("required_packages_version", ["x"], False, "required_packages_version: must be of type object, got array"),
         ("version", 0.1, False, "version: must be of type string, got number"),
         ("references", "Zhou 2023", False, "references: must be of type array, got string"),
         ("version", "0.9.0", False, "version '0.9.0' is missing from changelog"),
