@@ -1,0 +1,183 @@
+"""shared_networks.export: what the zip holds, the hashes in large_files.yml, errors and atomicity.
+
+Weights here are freshly initialised networks of configs/quick.yaml (``network_def`` -> models/model.pt, ``mae_def``
+-> models/mae.pt), saved as state dicts: the export checks that they load strictly into the bundle's networks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigParser
+
+import shared_networks
+from shared_networks import export as export_module
+from shared_networks.bundle_checks import check_bundle
+from shared_networks.export import export_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = ["configs/quick.yaml"]
+URL = "https://example.org/releases/v1"
+
+
+def write_quick_weights(bundle: Path, which=("model.pt", "mae.pt"), seed: int = 0) -> None:
+    """Freshly initialised quick-size networks saved as state dicts in ``bundle/models``."""
+    (bundle / "models").mkdir(exist_ok=True)
+    for workflow, net_id, name in (("inference", "network_def", "model.pt"), ("pretrain", "mae_def", "mae.pt")):
+        if name not in which:
+            continue
+        p = ConfigParser()
+        p.read_config([str(bundle / "configs" / f) for f in ("common.yaml", f"{workflow}.yaml", "quick.yaml")])
+        p["bundle_root"] = str(bundle)
+        torch.manual_seed(seed)
+        torch.save(p.get_parsed_content(net_id).state_dict(), bundle / "models" / name)
+
+
+@pytest.fixture
+def weighted(tmp_path):
+    def make(name: str, which=("model.pt", "mae.pt")) -> Path:
+        dst = tmp_path / "src" / name
+        shutil.copytree(REPO / "bundles" / name, dst, ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
+        write_quick_weights(dst, which)
+        return dst
+
+    return make
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification")
+    out = export_bundle(str(bundle), str(tmp_path / "dist"), base_url=URL + "/", config_overrides=QUICK)
+    stem = "cxr14_mae_classification_v0.1.1"
+    assert out == {
+        "zip": str(tmp_path / "dist" / f"{stem}.zip"),
+        "sha256": str(tmp_path / "dist" / f"{stem}.sha256"),
+        "weights:models/model.pt": str(tmp_path / "dist" / f"{stem}_model.pt"),
+        "weights:models/mae.pt": str(tmp_path / "dist" / f"{stem}_mae.pt"),
+    }
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(Path(p).name for p in out.values())
+    with zipfile.ZipFile(out["zip"]) as zf:
+        names = set(zf.namelist())
+        members = {n: zf.read(n) for n in names}
+    root = "cxr14_mae_classification/"
+    assert all(n.startswith(root) for n in names)  # one base folder named after the bundle
+    configs = {f"{root}configs/{p.name}" for p in (bundle / "configs").iterdir()}
+    package = {
+        f"{root}shared_networks/{p.relative_to(Path(shared_networks.__file__).parent).as_posix()}"
+        for p in Path(shared_networks.__file__).parent.rglob("*.py")
+    }
+    expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
+    assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
+    for rel in ("configs/common.yaml", "docs/README.md", "LICENSE"):
+        assert members[root + rel] == (bundle / rel).read_bytes()
+    assert members[root + "shared_networks/vit.py"] == (REPO / "shared_networks" / "vit.py").read_bytes()
+
+    entries = yaml.safe_load(members[root + "large_files.yml"])["large_files"]
+    assert entries == [
+        {"path": f"models/{w}", "url": f"{URL}/{stem}_{w}", "hash_val": sha256((bundle / "models" / w).read_bytes()),
+         "hash_type": "sha256"}
+        for w in ("model.pt", "mae.pt")
+    ]  # fmt: skip
+    for w in ("model.pt", "mae.pt"):
+        assert members[root + f"models/{w}"] == (bundle / "models" / w).read_bytes()
+        assert Path(out[f"weights:models/{w}"]).read_bytes() == (bundle / "models" / w).read_bytes()
+    sums = dict(reversed(line.split("  ")) for line in Path(out["sha256"]).read_text().splitlines())
+    assert sums == {Path(p).name: sha256(Path(p).read_bytes()) for k, p in out.items() if k != "sha256"}
+    assert (bundle / "large_files.yml").read_text() == (REPO / "bundles/cxr14_mae_classification/large_files.yml").read_text()
+
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out["zip"]).extractall(unpacked)
+    assert check_bundle(unpacked / "cxr14_mae_classification", net_in_out=False, released=True)
+
+
+def test_same_inputs_give_the_same_zip(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    a = export_bundle(str(bundle), str(tmp_path / "a"), config_overrides=QUICK)
+    b = export_bundle(str(bundle), str(tmp_path / "b"), config_overrides=QUICK)
+    assert Path(a["zip"]).read_bytes() == Path(b["zip"]).read_bytes()
+    with zipfile.ZipFile(a["zip"]) as zf:
+        assert "cxr14_mae_classification/models/mae.pt" not in zf.namelist()  # absent -> not packed, not listed
+        entries = yaml.safe_load(zf.read("cxr14_mae_classification/large_files.yml"))["large_files"]
+    assert [e["path"] for e in entries] == ["models/model.pt"] and entries[0]["url"] == ""  # no --base_url
+
+
+def test_bundle_without_weights_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models/model.pt does not exist: export a bundle after fine-tuning"):
+        export_bundle(str(REPO / "bundles" / "btcv_mae_segmentation"), str(tmp_path / "dist"))
+    assert not (tmp_path / "dist").exists()
+    with pytest.raises(FileNotFoundError, match="is not a bundle folder"):
+        export_bundle(str(tmp_path), str(tmp_path / "dist"))
+
+
+def test_weights_that_do_not_fit_the_network_are_an_error(weighted, tmp_path):
+    bundle = weighted("btcv_mae_segmentation")
+    with pytest.raises(ValueError, match=r"model.pt does not fit network_def of inference.yaml \(trained with other"):
+        export_bundle(str(bundle), str(tmp_path / "dist"))  # quick-size weights, full-size configs
+    assert list((tmp_path / "dist").glob("*")) == []
+
+
+def test_non_weights_checkpoints_are_refused(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification")
+    torch.save({"net": torch.nn.Linear(2, 2)}, bundle / "models" / "mae.pt")  # a pickled module, not a state dict
+    with pytest.raises(ValueError, match=r"mae.pt is not a weights-only PyTorch checkpoint"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    (bundle / "models" / "mae.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match=r"mae.pt is not a weights-only PyTorch checkpoint"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    assert list((tmp_path / "dist").glob("*")) == []
+
+
+def test_a_failed_export_leaves_the_previous_one_intact(weighted, tmp_path, monkeypatch):
+    bundle = weighted("cxr14_mae_classification")
+    dist = tmp_path / "dist"
+    first = export_bundle(str(bundle), str(dist), base_url=URL, config_overrides=QUICK)
+    before = {p.name: p.read_bytes() for p in dist.iterdir()}
+    write_quick_weights(bundle, seed=1)  # new weights, then the zip step fails half-way
+
+    def failing_zip(folder, target, arc_root, skip):
+        target.write_bytes(b"PK half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_module, "_zip_folder", failing_zip)
+    with pytest.raises(OSError, match="disk full"):
+        export_bundle(str(bundle), str(dist), base_url=URL, config_overrides=QUICK)
+    assert {p.name: p.read_bytes() for p in dist.iterdir()} == before  # no temporary left, nothing replaced
+    assert zipfile.ZipFile(first["zip"]).testzip() is None
+
+
+def test_light_zip_and_update_bundle(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification")
+    with pytest.raises(ValueError, match="needs --base_url"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), weights_in_zip=False, config_overrides=QUICK)
+    out = export_bundle(
+        str(bundle), str(tmp_path / "dist"), base_url=URL, weights_in_zip=False, update_bundle=True,
+        config_overrides=QUICK,
+    )  # fmt: skip
+    with zipfile.ZipFile(out["zip"]) as zf:
+        assert not [n for n in zf.namelist() if "/models/" in n]
+        packed = zf.read("cxr14_mae_classification/large_files.yml").decode()
+    assert out["large_files"] == str(bundle / "large_files.yml")
+    assert (bundle / "large_files.yml").read_text() == packed  # the source bundle now lists the released files
+
+
+def test_command_line(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    run = subprocess.run(
+        [sys.executable, "-m", "shared_networks.export", "--bundle", str(bundle), "--out", str(tmp_path / "dist"),
+         "--base_url", URL, "--config_overrides", "['configs/quick.yaml']"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.1.1.zip").is_file()
+    assert "cxr14_mae_classification_v0.1.1_model.pt" in run.stdout
