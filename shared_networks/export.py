@@ -73,14 +73,16 @@ def weights_check(bundle: Path, rel: str, config_overrides: Sequence[str] = ()) 
     if config is None:
         return
     parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / "common.yaml"), str(config), *(str(bundle / c) for c in config_overrides)])
+    files = [bundle / "configs" / "common.yaml", config, *(bundle / c for c in config_overrides)]
+    parser.read_config([str(f) for f in files])
     parser["bundle_root"] = str(bundle)
     network = parser.get_parsed_content(net_id)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as e:
         lines = str(e).splitlines()
-        detail = "\n".join([ln[:300] for ln in lines[:4]] + ([f"... ({len(lines) - 4} more lines)"] if len(lines) > 4 else []))
+        more = [f"... ({len(lines) - 4} more lines)"] if len(lines) > 4 else []
+        detail = "\n".join([ln[:300] for ln in lines[:4]] + more)
         overrides = f" with {', '.join(config_overrides)}" if config_overrides else ""
         raise ValueError(
             f"{path} does not fit {net_id} of {config.name}{overrides} (trained with other settings? pass them as "

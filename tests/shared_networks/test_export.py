@@ -1,7 +1,8 @@
 """shared_networks.export: what the zip holds, the hashes in large_files.yml, errors and atomicity.
 
 Weights here are freshly initialised networks of configs/quick.yaml (``network_def`` -> models/model.pt, ``mae_def``
--> models/mae.pt), saved as state dicts: the export checks that they load strictly into the bundle's networks.
+-> models/mae.pt, tests/bundles/bundle_weights.py), saved as state dicts: the export checks that they load strictly
+into the bundle's networks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from monai.bundle import ConfigParser
+from bundle_weights import write_quick_weights
 
 import shared_networks
 from shared_networks import export as export_module
@@ -26,19 +27,6 @@ from shared_networks.export import export_bundle
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["configs/quick.yaml"]
 URL = "https://example.org/releases/v1"
-
-
-def write_quick_weights(bundle: Path, which=("model.pt", "mae.pt"), seed: int = 0) -> None:
-    """Freshly initialised quick-size networks saved as state dicts in ``bundle/models``."""
-    (bundle / "models").mkdir(exist_ok=True)
-    for workflow, net_id, name in (("inference", "network_def", "model.pt"), ("pretrain", "mae_def", "mae.pt")):
-        if name not in which:
-            continue
-        p = ConfigParser()
-        p.read_config([str(bundle / "configs" / f) for f in ("common.yaml", f"{workflow}.yaml", "quick.yaml")])
-        p["bundle_root"] = str(bundle)
-        torch.manual_seed(seed)
-        torch.save(p.get_parsed_content(net_id).state_dict(), bundle / "models" / name)
 
 
 @pytest.fixture
@@ -94,7 +82,8 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
         assert Path(out[f"weights:models/{w}"]).read_bytes() == (bundle / "models" / w).read_bytes()
     sums = dict(reversed(line.split("  ")) for line in Path(out["sha256"]).read_text().splitlines())
     assert sums == {Path(p).name: sha256(Path(p).read_bytes()) for k, p in out.items() if k != "sha256"}
-    assert (bundle / "large_files.yml").read_text() == (REPO / "bundles/cxr14_mae_classification/large_files.yml").read_text()
+    source = REPO / "bundles" / "cxr14_mae_classification" / "large_files.yml"
+    assert (bundle / "large_files.yml").read_text() == source.read_text()  # the source is left alone
 
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(out["zip"]).extractall(unpacked)
