@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
 # weight file -> (workflow config, network id) it must load into strictly
-WEIGHT_NETWORKS = {"models/model.pt": ("inference", "network_def"), "models/mae.pt": ("pretrain", "mae_def")}
+WEIGHT_NETWORKS = {
+    "models/model.pt": ("inference", "network_def"),
+    "models/mae.pt": ("pretrain", "mae_def"),
+    "models/linear_probe.pt": ("inference", "network_def"),  # ChestX-ray14: the same classifier, encoder frozen
+}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same zip
 
 
