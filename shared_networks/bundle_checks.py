@@ -29,8 +29,8 @@ import yaml
 from packaging.version import InvalidVersion, Version
 
 __all__ = [
-    "BundleCheckError", "HASH_TYPES", "check_bundle", "check_large_files", "check_metadata", "check_net_in_out",
-    "check_required_files", "file_hash", "find_config", "read_large_files",
+    "BundleCheckError", "HASH_TYPES", "as_flag", "check_bundle", "check_large_files", "check_metadata",
+    "check_net_in_out", "check_required_files", "file_hash", "find_config", "read_large_files",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,18 @@ class BundleCheckError(ValueError):
     def __init__(self, bundle: str | os.PathLike, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__(f"bundle {bundle} failed {len(self.problems)} check(s):\n  " + "\n  ".join(self.problems))
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """A command-line switch as a bool: ``fire`` passes ``--x false`` as the string "false", which is truthy."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", "none", ""):
+        return False
+    raise ValueError(f"--{name} must be true or false, got {value!r}.")
 
 
 def _json_type(value: Any) -> str:
@@ -318,6 +330,7 @@ def check_bundle(
         device: where the network runs.
     """
     bundle = Path(bundle)
+    net_in_out, released = as_flag(net_in_out, "net_in_out"), as_flag(released, "released")
     if not bundle.is_dir():
         raise FileNotFoundError(f"bundle folder {bundle} does not exist.")
     done, problems = ["required files"], check_required_files(bundle)

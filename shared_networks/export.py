@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from shared_networks.bundle_checks import check_bundle, file_hash, find_config, read_large_files
+from shared_networks.bundle_checks import as_flag, check_bundle, file_hash, find_config, read_large_files
 from shared_networks.io import atomic_write_text
 
 __all__ = ["export_bundle", "render_large_files", "weights_check"]
@@ -134,6 +134,7 @@ def export_bundle(
     Returns:
         The paths written: ``zip``, ``sha256`` and one ``weights:<path>`` per weight file.
     """
+    weights_in_zip, update_bundle = as_flag(weights_in_zip, "weights_in_zip"), as_flag(update_bundle, "update_bundle")
     src = Path(bundle).expanduser().resolve()
     meta_path = src / "configs" / "metadata.json"
     if not meta_path.is_file():

@@ -84,7 +84,7 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     site = tmp_path / "site"  # an empty folder, no checkout beside it
     run = isolated(
         ["-m", "monai.bundle", "download", "--name", NAME, "--url", f"{release['url']}/{release['zip'].name}",
-         "--bundle_dir", str(site), "--progress", "false"],
+         "--bundle_dir", str(site), "--progress", "False"],
         cwd=tmp_path, tmp=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

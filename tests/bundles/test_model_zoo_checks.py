@@ -67,6 +67,14 @@ def test_command_line_reports_problems(bundle_copy):
     assert f"{bundle}/configs/metadata.json: copyright: required field is missing" in run.stderr
 
 
+def test_switches_from_the_command_line(bundle_copy):
+    """fire hands ``--net_in_out false`` over as the string 'false': it must switch the check off."""
+    bundle = bundle_copy("cxr14_mae_classification")
+    assert check_bundle(bundle, net_in_out="false") == ["required files", "metadata", "large files"]
+    with pytest.raises(ValueError, match="--released must be true or false, got 'maybe'"):
+        check_bundle(bundle, net_in_out="false", released="maybe")
+
+
 def _broken(meta: dict, path: str, value=None, delete: bool = False) -> dict:
     """A copy of ``meta`` with the field at ``a#b#c`` set to ``value`` (or deleted)."""
     meta = copy.deepcopy(meta)
