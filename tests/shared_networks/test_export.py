@@ -7,6 +7,7 @@ into the bundle's networks.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import shutil
 import subprocess
@@ -172,3 +173,29 @@ def test_command_line(weighted, tmp_path):
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "dist" / "cxr14_mae_classification_v0.1.1.zip").is_file()
     assert "cxr14_mae_classification_v0.1.1_model.pt" in run.stdout
+
+
+def _unsafe_loads(source: str) -> list[int]:
+    """Lines of ``torch.load(...)`` calls without ``weights_only=True`` in Python source."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+            kw = {k.arg: k.value for k in node.keywords}
+            if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_every_checkpoint_load_is_weights_only():
+    """A checkpoint is data: every ``torch.load`` in the code, tests, scripts and bundle configs passes
+    ``weights_only=True`` (MONAI's CheckpointLoader, ignite's Checkpoint and monai.bundle's exports already do)."""
+    assert _unsafe_loads("torch.load(p)\ntorch.load(p, weights_only=False)\ntorch.load(p, weights_only=True)") == [1, 2]
+    found = {}
+    for path in sorted(REPO.glob("**/*.py")):
+        if ".venv" not in path.parts and (lines := _unsafe_loads(path.read_text(encoding="utf-8"))):
+            found[str(path.relative_to(REPO))] = lines
+    for path in sorted(REPO.glob("bundles/*/configs/*.yaml")):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "torch.load(" in line and "weights_only=True" not in line:
+                found.setdefault(str(path.relative_to(REPO)), []).append(i)
+    assert found == {}
