@@ -147,7 +147,11 @@ def export_bundle(
     if not lf_path.is_file():
         raise FileNotFoundError(f"{lf_path} does not exist: it names the bundle's weight files.")
     entries = read_large_files(lf_path)
-    listed = [e.get("path") for e in entries if isinstance(e, Mapping)]
+    for e in entries:
+        rel = e.get("path") if isinstance(e, Mapping) else None
+        if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ValueError(f"{lf_path}: each entry needs a 'path' inside the bundle, got {rel!r}.")
+    listed = [e["path"] for e in entries]
     if "models/model.pt" not in listed:
         raise ValueError(f"{lf_path} does not list models/model.pt, the fine-tuned weights a bundle is released with.")
     if not (src / "models" / "model.pt").is_file():
@@ -157,7 +161,7 @@ def export_bundle(
         )
     if not weights_in_zip and not base_url:
         raise ValueError("a zip without weights (--weights_in_zip false) needs --base_url to download them from.")
-    present = [e for e in entries if isinstance(e, Mapping) and (src / e["path"]).is_file()]
+    present = [e for e in entries if (src / e["path"]).is_file()]
     for e in entries:
         if e not in present:
             logger.info("%s: %s is absent, not packed", name, e.get("path"))

@@ -13,6 +13,7 @@ import copy
 import functools
 import hashlib
 import http.server
+import locale
 import os
 import shutil
 import subprocess
@@ -44,6 +45,14 @@ QUICK_SHAPES = {  # (B, C, *S) of each bundle's quick network
 }
 
 
+@pytest.fixture(autouse=True)
+def utf8_locale():
+    """MONAI reads configs in the locale's encoding, and GDCM (writing DICOM in other tests of this process) sets
+    LC_CTYPE to "C": restore the environment's locale so the bundles' UTF-8 files read as such."""
+    locale.setlocale(locale.LC_CTYPE, "")
+    yield
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
         pass
@@ -71,8 +80,9 @@ def release(tmp_path_factory):
 def isolated(args: list[str], cwd: Path, tmp: Path) -> subprocess.CompletedProcess:
     """``python -S <args>`` with only site-packages importable: no editable install, no repository on the path."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHONNOUSERSITE": "1",
-           "PYTHONPATH": sysconfig.get_paths()["purelib"], "TMPDIR": str(tmp)}  # fmt: skip
-    return subprocess.run([sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True)
+           "PYTHONPATH": sysconfig.get_paths()["purelib"], "TMPDIR": str(tmp), "LANG": "C.UTF-8"}  # fmt: skip
+    command = [sys.executable, "-S", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, encoding="utf-8", errors="replace")
 
 
 def sha256(path: Path) -> str:
@@ -219,7 +229,7 @@ def test_export_command_lines(tmp_path):
         ("onnx_export", "models/model.onnx", ["--converter_kwargs", str(ONNX_NAMES)]),
     ):
         run = subprocess.run([sys.executable, "-m", "monai.bundle", command, *common, "--filepath", out, *extra],
-                             cwd=bundle, capture_output=True, text=True)  # fmt: skip
+                             cwd=bundle, capture_output=True, encoding="utf-8", errors="replace")  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(bundle / "models" / "model.ts")(x), y, rtol=1e-4, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import locale
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLES = ("btcv_mae_segmentation", "brats_mae_segmentation", "cxr14_mae_classification")
 
 
+@pytest.fixture(autouse=True)
+def utf8_locale():
+    """MONAI reads configs in the locale's encoding, and GDCM (writing DICOM in other tests of this process) sets
+    LC_CTYPE to "C": restore the environment's locale so the bundles' UTF-8 files read as such."""
+    locale.setlocale(locale.LC_CTYPE, "")
+    yield
+
+
 def metadata(name: str) -> dict:
-    return json.loads((REPO / "bundles" / name / "configs" / "metadata.json").read_text())
+    return json.loads((REPO / "bundles" / name / "configs" / "metadata.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -56,12 +65,12 @@ def test_metadata_and_files_pass(name):
 
 def test_command_line_reports_problems(bundle_copy):
     bundle = bundle_copy("cxr14_mae_classification")
-    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    meta = json.loads((bundle / "configs/metadata.json").read_text(encoding="utf-8"))
     del meta["copyright"]
     (bundle / "configs/metadata.json").write_text(json.dumps(meta))
     run = subprocess.run(
         [sys.executable, "-m", "shared_networks.bundle_checks", str(bundle), "--net_in_out", "false"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, encoding="utf-8", errors="replace", cwd=REPO,
     )  # fmt: skip
     assert run.returncode != 0
     assert f"{bundle}/configs/metadata.json: copyright: required field is missing" in run.stderr

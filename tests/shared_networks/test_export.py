@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import locale
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,14 @@ from shared_networks.export import export_bundle
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["configs/quick.yaml"]
 URL = "https://example.org/releases/v1"
+
+
+@pytest.fixture(autouse=True)
+def utf8_locale():
+    """MONAI reads configs in the locale's encoding, and GDCM (writing DICOM in other tests of this process) sets
+    LC_CTYPE to "C": restore the environment's locale so the bundles' UTF-8 files read as such."""
+    locale.setlocale(locale.LC_CTYPE, "")
+    yield
 
 
 @pytest.fixture
@@ -117,6 +126,13 @@ def test_weights_that_do_not_fit_the_network_are_an_error(weighted, tmp_path):
     assert list((tmp_path / "dist").glob("*")) == []
 
 
+def test_large_files_paths_must_stay_in_the_bundle(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    (bundle / "large_files.yml").write_text('large_files:\n  - {path: "../../secret.pt", url: "", hash_val: ""}\n')
+    with pytest.raises(ValueError, match=r"large_files.yml: each entry needs a 'path' inside the bundle, got '\.\./"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+
+
 def test_non_weights_checkpoints_are_refused(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification")
     torch.save({"net": torch.nn.Linear(2, 2)}, bundle / "models" / "mae.pt")  # a pickled module, not a state dict
@@ -168,7 +184,7 @@ def test_command_line(weighted, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "shared_networks.export", "--bundle", str(bundle), "--out", str(tmp_path / "dist"),
          "--base_url", URL, "--config_overrides", "['configs/quick.yaml']"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "dist" / "cxr14_mae_classification_v0.1.1.zip").is_file()
