@@ -135,6 +135,7 @@ def export_bundle(
         The paths written: ``zip``, ``sha256`` and one ``weights:<path>`` per weight file.
     """
     weights_in_zip, update_bundle = as_flag(weights_in_zip, "weights_in_zip"), as_flag(update_bundle, "update_bundle")
+    config_overrides = [config_overrides] if isinstance(config_overrides, str) else list(config_overrides)
     src = Path(bundle).expanduser().resolve()
     meta_path = src / "configs" / "metadata.json"
     if not meta_path.is_file():
