@@ -1,0 +1,239 @@
+"""Released bundles: downloaded from a local HTTP server with MONAI's own commands and run with no checkout beside
+them; TorchScript and ONNX exports of every fine-tuned network give the eager output.
+
+Weights are freshly initialised quick-size networks (configs/quick.yaml; tests/bundles/bundle_weights.py). The
+unpacked bundle runs in a Python that cannot import this repository: ``python -S`` (no site-packages processing, so
+the editable install's finder is not loaded) with only the environment's site-packages on ``PYTHONPATH``; the
+``shared_networks`` it imports is the copy packed at the bundle root (the working directory of ``monai.bundle run``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import http.server
+import locale
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from bundle_weights import write_quick_weights
+from monai.apps.utils import HashCheckError
+from monai.bundle import ckpt_export, download_large_files, onnx_export
+from monai.data import load_net_with_metadata
+
+from shared_networks.data.phantoms import write_btcv_phantom_dataset
+from shared_networks.export import export_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "btcv_mae_segmentation"
+QUICK_SHAPES = {  # (B, C, *S) of each bundle's quick network
+    "btcv_mae_segmentation": (1, 1, 48, 48, 48),
+    "brats_mae_segmentation": (1, 4, 48, 48, 48),
+    "cxr14_mae_classification": (1, 1, 64, 64),
+}
+
+
+@pytest.fixture(autouse=True)
+def utf8_locale():
+    """MONAI reads configs in the locale's encoding, and GDCM (writing DICOM in other tests of this process) sets
+    LC_CTYPE to "C": restore the environment's locale so the bundles' UTF-8 files read as such."""
+    locale.setlocale(locale.LC_CTYPE, "")
+    yield
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
+        pass
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A btcv bundle with quick weights, exported into a folder served on 127.0.0.1 (its URLs point there)."""
+    tmp = tmp_path_factory.mktemp("release")
+    dist = tmp / "dist"
+    dist.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(dist)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    src = tmp / "src" / NAME
+    shutil.copytree(REPO / "bundles" / NAME, src, ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
+    write_quick_weights(src)
+    out = export_bundle(str(src), str(dist), base_url=base_url, config_overrides=["configs/quick.yaml"])
+    yield {"url": base_url, "out": out, "src": src, "zip": Path(out["zip"])}
+    server.shutdown()
+    server.server_close()
+
+
+def isolated(args: list[str], cwd: Path, tmp: Path) -> subprocess.CompletedProcess:
+    """``python -S <args>`` with only site-packages importable: no editable install, no repository on the path."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHONNOUSERSITE": "1",
+           "PYTHONPATH": sysconfig.get_paths()["purelib"], "TMPDIR": str(tmp), "LANG": "C.UTF-8"}  # fmt: skip
+    command = [sys.executable, "-S", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, encoding="utf-8", errors="replace")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
+    site = tmp_path / "site"  # an empty folder, no checkout beside it
+    run = isolated(
+        ["-m", "monai.bundle", "download", "--name", NAME, "--url", f"{release['url']}/{release['zip'].name}",
+         "--bundle_dir", str(site), "--progress", "False"],
+        cwd=tmp_path, tmp=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    bundle = site / NAME
+    with zipfile.ZipFile(release["zip"]) as zf:
+        for member in zf.namelist():
+            assert (site / member).read_bytes() == zf.read(member), member
+
+    # nothing but the packed copy provides shared_networks
+    probe = "import importlib.util as u; s = u.find_spec('shared_networks'); print(s.origin if s else None)"
+    assert isolated(["-c", probe], cwd=tmp_path, tmp=tmp_path).stdout.strip() == "None"
+    found = isolated(["-c", probe], cwd=bundle, tmp=tmp_path).stdout.strip()
+    assert found == str(bundle / "shared_networks" / "__init__.py")
+
+    data = write_btcv_phantom_dataset(tmp_path / "data", num_cases=4, shape=(64, 64, 48), seed=3)
+    configs = "['configs/common.yaml','configs/{}.yaml','configs/quick.yaml']"
+    image = data / "imagesTr" / "img0001.nii.gz"
+    run = isolated(
+        ["-m", "monai.bundle", "run", "--config_file", configs.format("inference"), "--dataset_dir", str(image),
+         "--output_dir", str(tmp_path / "inference"), "--num_workers", "0"],
+        cwd=bundle, tmp=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    seg, ref = nib.load(tmp_path / "inference" / "img0001_seg.nii.gz"), nib.load(image)
+    assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
+
+    packed = sha256(bundle / "models" / "model.pt")
+    run = isolated(
+        ["-m", "monai.bundle", "run", "--config_file", configs.format("train"), "--dataset_dir", str(data),
+         "--max_epochs", "1", "--val_interval", "1", "--num_workers", "0", "--num_samples", "1"],
+        cwd=bundle, tmp=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = run.stdout + run.stderr
+    assert "pre-trained encoder from ./models/mae.pt: 53 tensors loaded" in log  # the packed MAE checkpoint
+    assert sha256(bundle / "models" / "model.pt") != packed  # fine-tuned weights replaced the packed ones
+    assert (
+        torch.load(bundle / "models" / "model.pt", weights_only=True).keys()
+        == torch.load(release["src"] / "models" / "model.pt", weights_only=True).keys()
+    )
+
+
+@pytest.mark.slow
+def test_download_large_files_checks_sha256(release, tmp_path):
+    with zipfile.ZipFile(release["zip"]) as zf:
+        zf.extractall(tmp_path)
+    bundle, models = tmp_path / NAME, tmp_path / NAME / "models"
+    expected = {e["path"]: e for e in yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]}
+    shutil.rmtree(models)
+    run = isolated(["-m", "monai.bundle", "download_large_files", "--bundle_path", str(bundle)], tmp_path, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in models.iterdir()) == ["mae.pt", "model.pt"]
+    for rel, entry in expected.items():
+        assert sha256(bundle / rel) == entry["hash_val"] == sha256(release["src"] / rel)
+
+    # a wrong hash: MONAI downloads into a temporary folder and raises before moving the file into the bundle
+    lf = bundle / "large_files.yml"
+    good = lf.read_text()
+    lf.write_text(good.replace(expected["models/model.pt"]["hash_val"], hashlib.sha256(b"other").hexdigest()))
+    (models / "model.pt").unlink()
+    with pytest.raises(HashCheckError, match="hash check of downloaded file failed"):
+        download_large_files(bundle_path=str(bundle))
+    assert sorted(p.name for p in models.iterdir()) == ["mae.pt"]
+
+    # a file already there that does not match is refused, every time, not taken as good
+    lf.write_text(good)
+    (models / "model.pt").write_bytes(b"not the released weights")
+    with pytest.raises(HashCheckError, match="hash check of existing file failed"):
+        download_large_files(bundle_path=str(bundle))
+
+    # an address that does not answer with the file
+    (models / "model.pt").unlink()
+    lf.write_text(good.replace(expected["models/model.pt"]["url"], f"{release['url']}/missing.pt"))
+    with pytest.raises(OSError):
+        download_large_files(bundle_path=str(bundle))
+    assert sorted(p.name for p in models.iterdir()) == ["mae.pt"]
+
+
+def _eager_and_inputs(name: str, tmp_path: Path):
+    bundle = tmp_path / name
+    shutil.copytree(REPO / "bundles" / name, bundle, ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
+    net = write_quick_weights(bundle, which=("model.pt",))["model.pt"]
+    shape = QUICK_SHAPES[name]
+    torch.manual_seed(1)
+    x = torch.rand(2, *shape[1:])  # batch 2: the exports are not tied to the batch they were traced with
+    with torch.no_grad():
+        y = net(x)
+    args = dict(
+        net_id="network_def", ckpt_file=str(bundle / "models" / "model.pt"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=[str(bundle / "configs" / f) for f in ("common.yaml", "inference.yaml", "quick.yaml")],
+        input_shape=list(shape), bundle_root=str(bundle),
+    )  # fmt: skip
+    return bundle, x, y, args
+
+
+ONNX_NAMES = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "b"}, "pred": {0: "b"}}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["btcv_mae_segmentation", "brats_mae_segmentation"])  # cxr14: the command lines
+def test_torchscript_and_onnx_exports_match_eager(name, tmp_path):
+    import onnxruntime
+
+    bundle, x, y, args = _eager_and_inputs(name, tmp_path)
+    ts_path = bundle / "models" / "model.ts"
+    ckpt_export(filepath=str(ts_path), use_trace=True, **args)  # scripting fails on the ViT code (math.prod, ...)
+    ts, meta, extra = load_net_with_metadata(str(ts_path), more_extra_files=["common.json", "inference.json"])
+    assert meta["version"] == "0.1.1" and "network_def" in extra["common.json"].decode()
+    assert "evaluator" in extra["inference.json"].decode()  # the configs travel inside the TorchScript file
+    with torch.no_grad():
+        torch.testing.assert_close(ts(x), y, rtol=1e-4, atol=1e-5)
+
+    onnx_path = bundle / "models" / "model.onnx"
+    onnx_export(filepath=str(onnx_path), converter_kwargs=copy.deepcopy(ONNX_NAMES), **args)  # MONAI adds to it
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (pred,) = session.run(None, {"image": x.numpy()})
+    assert pred.shape == tuple(y.shape)
+    np.testing.assert_allclose(pred, y.numpy(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_export_command_lines(tmp_path):
+    """The commands of the bundles' docs, run from the bundle folder: the ChestX-ray14 classifier's exports."""
+    name = "cxr14_mae_classification"
+    bundle, x, y, _ = _eager_and_inputs(name, tmp_path)
+    common = ["network_def", "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
+              "--config_file", "['configs/common.yaml','configs/inference.yaml','configs/quick.yaml']",
+              "--input_shape", "[1, 1, 64, 64]"]  # fmt: skip
+    for command, out, extra in (
+        ("ckpt_export", "models/model.ts", ["--use_trace", "true"]),
+        ("onnx_export", "models/model.onnx", ["--converter_kwargs", str(ONNX_NAMES)]),
+    ):
+        run = subprocess.run([sys.executable, "-m", "monai.bundle", command, *common, "--filepath", out, *extra],
+                             cwd=bundle, capture_output=True, encoding="utf-8", errors="replace")  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(bundle / "models" / "model.ts")(x), y, rtol=1e-4, atol=1e-5)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], y.numpy(), rtol=1e-3, atol=1e-4)
