@@ -72,8 +72,9 @@ class ReportSection:
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """All scalars of the TensorBoard event files in ``log_dir`` (not recursive): ``{tag: [(step, value), ...]}``.
 
-    Files are read in name order (their names start with the creation time); where a step appears twice, the later
-    file's value wins (a re-run or resumed run into the same folder). Steps are returned sorted.
+    Files are read in the order they were created (``events.out.tfevents.<time>.<host>.<pid>.<counter>``); where a
+    step appears twice, the later file's value wins (a re-run or resumed run into the same folder). Steps are
+    returned sorted.
 
     Raises:
         ValueError: ``log_dir`` holds no event file.
@@ -81,7 +82,7 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     folder = Path(log_dir)
-    files = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
+    files = sorted(folder.glob("events.out.tfevents.*"), key=_creation_order) if folder.is_dir() else []
     if not files:
         raise ValueError(f"{folder}: no TensorBoard event file (events.out.tfevents.*) there.")
     scalars: dict[str, dict[int, float]] = {}
@@ -93,6 +94,12 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
     return {tag: sorted(values.items()) for tag, values in scalars.items()}
 
 
+def _creation_order(path: Path) -> tuple[int, int, str]:
+    parts = path.name.split(".")
+    created, counter = parts[3] if len(parts) > 3 else "", parts[-1]
+    return (int(created) if created.isdigit() else 0, int(counter) if counter.isdigit() else 0, path.name)
+
+
 def _scalar(log_dir: str | os.PathLike, tag: str) -> list[tuple[int, float]]:
     scalars = read_scalars(log_dir)
     if tag not in scalars:
@@ -100,11 +107,11 @@ def _scalar(log_dir: str | os.PathLike, tag: str) -> list[tuple[int, float]]:
     return scalars[tag]
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About ``n`` round tick values covering [lo, hi]."""
+def _nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
+    """About ``n`` round tick values within [lo, hi] (whole numbers only where ``integer``)."""
     if not hi > lo:
         return [lo]
-    raw = (hi - lo) / n
+    raw = max((hi - lo) / n, 1.0) if integer else (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
@@ -127,7 +134,8 @@ def svg_line_chart(
     """An inline SVG line chart: one polyline per series (in ``COLOURS`` order), axes with ticks, a legend.
 
     Points are mapped linearly: the smallest x to the left edge of the plot area, the largest to the right edge;
-    the smallest y to the bottom, the largest to the top. Non-finite values are left out.
+    the y range, widened by 5 % of its span on both sides, from the bottom to the top. Non-finite values are left
+    out. The x values are steps (iterations, epochs): ticks fall on whole numbers.
     """
     left, right, top, bottom = 64, 16, 30, 44
     pw, ph = width - left - right, height - top - bottom
@@ -145,8 +153,8 @@ def svg_line_chart(
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
     if x1 == x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
-    if y1 == y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
+    pad = 0.05 * (y1 - y0) if y1 > y0 else 0.5
+    y0, y1 = y0 - pad, y1 + pad
 
     def sx(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * pw
@@ -158,7 +166,7 @@ def svg_line_chart(
     for t in _nice_ticks(y0, y1):
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
                    f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_tick_label(t)}</text>')  # fmt: skip
-    for t in _nice_ticks(x0, x1):
+    for t in _nice_ticks(x0, x1, integer=True):
         out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{_tick_label(t)}</text>')
     out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle">{e(x_label)}</text>')
     out.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
@@ -254,7 +262,7 @@ def _reconstructions(pretrain_dir: Path, keep: int) -> list[tuple[int, Path]]:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "section"
+    return re.sub(r"[^a-z0-9]+", "_", text.lower())[:24].strip("_") or "section"
 
 
 CSS = """
