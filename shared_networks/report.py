@@ -171,6 +171,8 @@ def svg_line_chart(
     out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle">{e(x_label)}</text>')
     out.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
                f"{e(y_label)}</text>")  # fmt: skip
+    legend = [f'<rect x="{left + pw - 156}" y="{top + 2}" width="152" height="{16 * len(clean) + 4}" fill="#fff" '
+              'fill-opacity="0.85"/>']  # fmt: skip
     for i, (name, points) in enumerate(clean.items()):
         colour = COLOURS[i % len(COLOURS)]
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
@@ -179,9 +181,9 @@ def svg_line_chart(
         if markers:
             out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.8" fill="{colour}"/>' for x, y in points]
         ly, lx = top + 14 + 16 * i, left + pw - 150
-        out.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="3"/>'
-                   f'<text x="{lx + 25}" y="{ly}">{e(name)}</text>')  # fmt: skip
-    out.append("</svg>")
+        legend.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="3"/>'
+                      f'<text x="{lx + 25}" y="{ly}">{e(name)}</text>')  # fmt: skip
+    out += legend + ["</svg>"]
     return "".join(out)
 
 
