@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import locale
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,19 @@ EXPECTED = {
     "evaluate": ["handlers"],
     "inference": ["handlers"],
 }
+
+
+@pytest.fixture(autouse=True)
+def utf8_locale():
+    """MONAI opens config files in the locale's encoding, and the BraTS configs hold non-ASCII text ('⊇'). In the
+    whole suite an earlier test in the same process has left the C locale's LC_CTYPE at ASCII; read as UTF-8 here."""
+    saved = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:
+        pass
+    yield
+    locale.setlocale(locale.LC_CTYPE, saved)
 
 
 def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
