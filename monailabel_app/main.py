@@ -33,19 +33,22 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
+
 from shared_networks.regions import LABEL_CONVENTIONS
 
 logger = logging.getLogger(__name__)
 
 
 class ServedBundle(NamedTuple):
-    """How one bundle is served: its infer task class, fixed item entries, label names, whether it is trainable.
+    """How one bundle is served: its infer task class, entries its transforms read from every item, further entries
+    of every inference request (MONAI Label options), label names, and whether it is trainable.
 
     (A NamedTuple, not a dataclass: MONAI Label executes main.py without registering it in ``sys.modules``.)
     """
 
     infer: type[SplitConfigInferTask] = SplitConfigInferTask
     item_defaults: Mapping[str, Any] = MappingProxyType({})
+    request_defaults: Mapping[str, Any] = MappingProxyType({})
     labels: Mapping[str, int] | None = None
     trainable: bool = True
 
@@ -53,11 +56,13 @@ class ServedBundle(NamedTuple):
 _MSD = LABEL_CONVENTIONS["msd"]
 _LABEL_MAP = {"result_dtype": "uint8"}  # MONAI Label's writer keeps the network's float type otherwise
 BUNDLES: dict[str, ServedBundle] = {
-    "btcv_mae_segmentation": ServedBundle(item_defaults=_LABEL_MAP),
+    "btcv_mae_segmentation": ServedBundle(request_defaults=_LABEL_MAP),
     # MONAI Label's datastore holds single files: BraTS cases are MSD Task01 4-D NIfTI files (FLAIR, T1w, T1gd, T2w),
     # segmented into a label map numbered as MSD (1 edema, 2 non-enhancing tumour, 3 enhancing tumour)
     "brats_mae_segmentation": ServedBundle(
-        item_defaults={**_LABEL_MAP, "layout": _MSD.name}, labels={name: value for value, name in _MSD.names.items() if value}
+        item_defaults={"layout": _MSD.name},
+        request_defaults=_LABEL_MAP,
+        labels={name: value for value, name in _MSD.names.items() if value},
     ),
     # 14 finding probabilities; its labels are not label maps, so MONAI Label does not train it
     "cxr14_mae_classification": ServedBundle(infer=ClassificationInferTask, trainable=False),
@@ -103,7 +108,7 @@ class MAEBundlesApp(MONAILabelApp):
                 self._path(name),
                 self.conf,
                 config_overrides=self.config_overrides,
-                item_defaults=b.item_defaults,
+                item_defaults={**b.request_defaults, **b.item_defaults},
                 **labels,
             )
             if task.is_valid():  # invalid: no models/model.pt yet (MONAI Label has logged why)

@@ -12,7 +12,8 @@ behaviour, except:
   ``BundleInferTask`` appends a spatial ``Restored`` and iterates the post-processing as a list, both of which fail
   on a ``(14,)`` output and a single ``Activationsd``;
 * training continues from ``models/model.pt`` when it exists (``pretrained``), strictly loaded, and then does not
-  overwrite the encoder with the MAE checkpoint; otherwise the bundle's own ``pretrained_ckpt`` applies.
+  overwrite the encoder with the MAE checkpoint (the bundle's ``PretrainedEncoderLoader`` is left out); otherwise
+  the bundle's own ``pretrained_ckpt`` applies.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class SplitConfigTrainTask(BundleTrainTask):
                 "strict": True,
             }
             handlers.insert(0, loader)
-            overrides["pretrained_ckpt"] = "none"
+            handlers = [h for h in handlers if not str(h.get("_target_", "")).endswith("PretrainedEncoderLoader")]
         overrides[self.const.key_train_handlers()] = handlers
         return overrides
 
@@ -205,4 +206,3 @@ class SplitConfigTrainTask(BundleTrainTask):
             logging_file=os.path.join(self.bundle_path, "configs", "logging.conf"),
             **overrides,
         )
-
