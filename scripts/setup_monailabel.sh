@@ -25,7 +25,8 @@ export PIP_CONSTRAINT="$constraints" SAM2_BUILD_CUDA=0
 "$venv/bin/python" -m pip install -q --no-deps -e "$root"
 # import fixes that MONAI Label needs here (pydicom 3, torchvision built for the CUDA torch): see monailabel_app/venv_compat.py
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cp "$root/monailabel_app/venv_compat.py" "$site/_mae_venv_compat.py"
-echo "import _mae_monailabel_compat" > "$site/_mae_monailabel_compat.pth"
+compat="_mae_monailabel_compat"
+cp "$root/monailabel_app/venv_compat.py" "$site/$compat.py"
+echo "import $compat" > "$site/$compat.pth"
 "$venv/bin/python" -c "import monailabel.app, monailabel.tasks.infer.bundle" > /dev/null
 echo "$want" > "$stamp"
