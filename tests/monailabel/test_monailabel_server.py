@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import locale
 import os
 import re
 import shutil
@@ -136,8 +137,22 @@ def _fresh_weights(bundle: Path, name: str) -> None:
     torch.save(network.state_dict(), bundle / "models" / "model.pt")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def utf8_locale():
+    """Reads the bundle configs as UTF-8 (the BraTS ones hold non-ASCII characters), as a fresh process does.
+
+    MONAI opens config files with the locale's encoding; in a full test run an earlier test leaves the process's
+    LC_CTYPE at an ASCII locale, and reading configs/inference.yaml then fails. The locale is restored afterwards.
+    """
+    saved = locale.setlocale(locale.LC_CTYPE)
+    if locale.getpreferredencoding(False).upper().replace("-", "") != "UTF8":
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    yield
+    locale.setlocale(locale.LC_CTYPE, saved)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory, utf8_locale) -> Server:
     if not SHARED_DATA.is_dir():
         pytest.skip(
             f"real sample data {SHARED_DATA} is absent (it exists in CI beside the checkout, not in a fresh clone)"
