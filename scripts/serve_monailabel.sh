@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Serves the three bundles in MONAI Label (monailabel_app/) on a folder of images, from .venv-monailabel
+# (scripts/setup_monailabel.sh creates it). Bound to 127.0.0.1 unless --host says otherwise.
+#
+#   bash scripts/serve_monailabel.sh --studies <folder of images> [--port 8000] [--host 127.0.0.1]
+#        [--bundles <folder of bundle folders>] [--configs quick] [--models a,b] [other monailabel start_server options]
+#
+# --bundles: where the bundle folders (with models/model.pt) are, default bundles/; --configs: config files merged last
+# onto every workflow, e.g. quick for weights trained with configs/quick.yaml; --models: bundles to serve, default all.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${MONAILABEL_VENV:-$root/.venv-monailabel}"
+studies="" host="127.0.0.1" port="8000" app="$root/monailabel_app" bundles="$root/bundles" configs="" models=""
+extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --studies|--host|--port|--app|--bundles|--configs|--models)
+            [ $# -ge 2 ] || { echo "serve_monailabel.sh: $1 needs a value" >&2; exit 2; }
+            declare "${1#--}=$2"
+            shift 2
+            ;;
+        *) extra+=("$1"); shift ;;
+    esac
+done
+if [ -z "$studies" ]; then
+    echo "serve_monailabel.sh: --studies <folder of images> is required (NIfTI volumes, PNG radiographs)" >&2
+    exit 2
+fi
+if ! "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('monailabel') is None)" 2>/dev/null; then
+    echo "serve_monailabel.sh: $venv has no monailabel: run bash scripts/setup_monailabel.sh first" >&2
+    exit 1
+fi
+conf=(--conf zoo_source local --conf bundles "$bundles")
+[ -z "$configs" ] || conf+=(--conf configs "$configs")
+[ -z "$models" ] || conf+=(--conf models "$models")
+# the CLI of the `monailabel` command, run by this environment's python (the command itself runs `python` from PATH)
+exec "$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
+    "${conf[@]}" "${extra[@]}"
