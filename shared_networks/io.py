@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import locale
 import os
 import tempfile
 from collections.abc import Mapping
@@ -107,7 +108,6 @@ def nifti_to_dicom_series(nifti_path: str | os.PathLike, output_dir: str | os.Pa
         ``output_dir``; raises ``ValueError`` naming the file when it is not a 3D volume.
     """
     import itk
-    import numpy as np
 
     img = itk.imread(str(nifti_path), itk.SS)
     if img.GetImageDimension() != 3:
@@ -118,6 +118,17 @@ def nifti_to_dicom_series(nifti_path: str | os.PathLike, output_dir: str | os.Pa
     direction = itk.array_from_matrix(img.GetDirection())
     orientation = "\\".join(f"{v:.6f}" for v in list(direction[:, 0]) + list(direction[:, 1]))
     voxels = itk.array_from_image(img)  # (z, y, x)
+    saved_locale = locale.setlocale(locale.LC_ALL)  # GDCM's writer switches the process to the C locale
+    try:
+        _write_dicom_slices(itk, img, voxels, out, spacing, orientation, modality)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+    return out
+
+
+def _write_dicom_slices(itk, img, voxels, out: Path, spacing, orientation: str, modality: str) -> None:
+    import numpy as np
+
     for z in range(voxels.shape[0]):
         position = img.TransformIndexToPhysicalPoint([0, 0, z])
         tags = itk.MetaDataDictionary()
@@ -138,4 +149,3 @@ def nifti_to_dicom_series(nifti_path: str | os.PathLike, output_dir: str | os.Pa
         io.KeepOriginalUIDOn()
         writer = itk.ImageFileWriter[type(sl)].New(Input=sl, FileName=str(out / f"IM{z:04d}.dcm"), ImageIO=io)
         writer.Update()
-    return out

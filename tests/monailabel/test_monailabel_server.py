@@ -247,7 +247,7 @@ def test_classification_returns_the_14_probabilities(server, tmp_path):
 
 def test_one_training_epoch_on_datastore_labels(server, tmp_path):
     model_pt = server.bundles / BTCV / "models" / "model.pt"
-    before = torch.load(model_pt, map_location="cpu")
+    before = torch.load(model_pt, map_location="cpu", weights_only=True)
     written = model_pt.stat().st_mtime_ns
     for n in (1, 2):
         saved = server.put_file(f"/datastore/label?image=img000{n}&tag=final", "label",
@@ -269,7 +269,7 @@ def test_one_training_epoch_on_datastore_labels(server, tmp_path):
     assert re.search(r"Epoch\[1\] Metrics -- val_mean_dice: \d", log)  # validated on the other image
     # the best model of the run, written by the bundle's checkpoint saver, replaced the served one
     assert model_pt.stat().st_mtime_ns > written
-    after = torch.load(model_pt, map_location="cpu")
+    after = torch.load(model_pt, map_location="cpu", weights_only=True)
     assert after.keys() == before.keys() and all(after[k].shape == before[k].shape for k in before)
 
     # the server reloads the new weights for its next answer, still in the image's geometry

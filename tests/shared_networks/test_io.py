@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import locale
 
 import nibabel as nib
 import numpy as np
@@ -26,7 +27,9 @@ def _nifti(path, shape=(6, 5, 4), spacing=(0.8, 0.9, 2.5)):
 
 def test_dicom_series_round_trip(tmp_path):
     src = _nifti(tmp_path / "ct.nii.gz")
+    before = locale.setlocale(locale.LC_ALL)
     series = nifti_to_dicom_series(src, tmp_path / "series")
+    assert locale.setlocale(locale.LC_ALL) == before  # GDCM's writer must not leave the process in the C locale
     assert is_dicom_series(series) and len(list(series.iterdir())) == 4
     a, b = LoadImage(image_only=True)(str(series)), LoadImage(image_only=True)(str(src))
     assert a.shape == b.shape
