@@ -42,7 +42,7 @@ def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
 
 
 def _mlflow_handlers(parser: ConfigParser, handlers_id: str) -> list[dict]:
-    return [h for h in parser.get(handlers_id) or [] if h.get("_target_") == "MLFlowHandler"]
+    return [h for h in parser.get(handlers_id) or [] if isinstance(h, dict) and h.get("_target_") == "MLFlowHandler"]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
