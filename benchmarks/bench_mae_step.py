@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -256,6 +257,7 @@ def build_arm(
     ours_optimizer: str = "fused",
     monai_optimizer: str = "for-loop",
     device: torch.device | str = "cpu",
+    compile_ours: bool = False,
 ) -> Arm:
     """Network, loss and AdamW (MAE's hyper-parameters) for ``arm`` in {"ours", "monai"}.
 
@@ -276,6 +278,8 @@ def build_arm(
     net.to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = make_adamw(params, ours_optimizer if arm == "ours" else monai_optimizer)
+    if arm == "ours" and compile_ours:
+        net = torch.compile(net)  # compiled at the first (warm-up) step
     return Arm(net, loss_fn, opt, precision)
 
 
@@ -397,7 +401,8 @@ def child_memory(arm_name: str, case: Case, settings: Settings, steps: int) -> d
     torch.set_num_threads(settings.threads)
     gc.collect()
     rss_start = current_rss_kb()
-    arm = build_arm(arm_name, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer)
+    arm = build_arm(arm_name, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer,
+                    compile_ours=settings.compile)  # fmt: skip
     imgs = make_input(case)
     arm.step(imgs)  # allocates AdamW's exp_avg / exp_avg_sq
     gc.collect()
@@ -421,7 +426,8 @@ def measure_memory(arm: str, case: Case, settings: Settings, steps: int) -> dict
     live tensors. With glibc's default dynamic threshold, buffers freed in the warm-up step stay in the heap, and the
     figures shift by hundreds of MB from run to run.
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", arm, "--cases", case.name]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", arm, "--cases", base_case(case).name]
+    cmd += ["--batch", str(case.batch)] + (["--compile"] if settings.compile else [])
     cmd += ["--threads", str(settings.threads), "--mem-steps", str(steps), "--precision", settings.precision]
     cmd += ["--ours-optimizer", settings.ours_optimizer, "--monai-optimizer", settings.monai_optimizer]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))}
@@ -444,6 +450,7 @@ class Settings:
     ours_optimizer: str = "fused"
     monai_optimizer: str = "for-loop"
     threads: int = 1
+    compile: bool = False  # ours under torch.compile (inductor)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -479,7 +486,7 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
     for arm in ARMS:
         start = torch.cuda.memory_allocated(device) if on_cuda else 0
         arms[arm] = build_arm(
-            arm, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer, device
+            arm, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer, device, settings.compile
         )  # fmt: skip
         if on_cuda and measure:  # each arm's peak right after it is built, in this process
             mem[arm] = cuda_memory(arms[arm], imgs, mem_steps, start)
@@ -505,12 +512,15 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
     }
     ours_gflops, monai_gflops = flops["ours"] / ours_s / 1e9, flops["monai"] / monai_s / 1e9
     record = {
-        "name": f"mae_{case.name}_{settings.precision}" + ("_cuda" if on_cuda else ""),
+        "name": f"mae_{case.name}_{settings.precision}"
+        + ("_compiled" if settings.compile else "")
+        + ("_cuda" if on_cuda else ""),
         "case": case.name,
         "device": device_name(device),
         "precision": settings.precision,
         "ours_optimizer": settings.ours_optimizer,
         "monai_optimizer": settings.monai_optimizer,
+        "ours_compiled": settings.compile,
         "ours_images_per_s": round(case.batch / ours_s, 2),
         "monai_images_per_s": round(case.batch / monai_s, 2),
         "ours_s": round(ours_s, 4),
@@ -552,6 +562,8 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases to run")
+    parser.add_argument("--batch", type=int, help="batch size instead of the case's own (the name follows)")
+    parser.add_argument("--compile", action="store_true", help="ours under torch.compile (compiled in the warm-up)")
     parser.add_argument("--repeats", type=int, default=10, help="timed A,B rounds per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per arm before the rounds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
@@ -569,17 +581,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 0:
         raise SystemExit("--repeats and --threads must be >= 1, --warmup and --mem-steps >= 0.")
-    settings = Settings(args.device, args.precision, args.ours_optimizer, args.monai_optimizer, args.threads)
+    settings = Settings(args.device, args.precision, args.ours_optimizer, args.monai_optimizer, args.threads,
+                        args.compile)  # fmt: skip
+    cases = [with_batch(CASES[name], args.batch) for name in args.cases]
     if args.child:
-        print(json.dumps(child_memory(args.child, CASES[args.cases[0]], settings, args.mem_steps)), flush=True)
+        print(json.dumps(child_memory(args.child, cases[0], settings, args.mem_steps)), flush=True)
         return
     torch.set_num_threads(args.threads)
     if torch.device(args.device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 on a GPU: TF32 tensor cores for both arms
         torch.backends.cudnn.allow_tf32 = True
-    for name in args.cases:
-        record = run_case(CASES[name], args.repeats, args.warmup, settings, args.mem_steps, not args.no_flop_count)
+    for case in cases:
+        record = run_case(case, args.repeats, args.warmup, settings, args.mem_steps, not args.no_flop_count)
         print(json.dumps(record), flush=True)
+
+
+def with_batch(case: Case, batch: int | None) -> Case:
+    """``case`` at another batch size, named after it (``3d_vitb16_96_b2`` -> ``3d_vitb16_96_b32``)."""
+    if batch is None or batch == case.batch:
+        return case
+    if batch < 1:
+        raise SystemExit(f"--batch must be >= 1, got {batch}.")
+    return dataclasses.replace(case, batch=batch, name=f"{case.name.rsplit('_b', 1)[0]}_b{batch}")
+
+
+def base_case(case: Case) -> Case:
+    """The entry of ``CASES`` that ``case`` was made from (by :func:`with_batch` or not)."""
+    prefix = case.name.rsplit("_b", 1)[0]
+    return next(c for name, c in CASES.items() if name.rsplit("_b", 1)[0] == prefix)
 
 
 def device_name(device: torch.device) -> str:

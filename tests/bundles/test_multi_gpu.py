@@ -55,11 +55,12 @@ def rank_state_override(path: Path, workflow: str) -> Path:
     return path
 
 
-def torchrun(bundle: str, workflow: str, rank_dir: Path, **override) -> tuple[list[dict], str]:
-    """Runs a workflow on 2 processes; returns each rank's saved state (rank 0 first) and the output of both."""
+def torchrun(bundle: str, workflow: str, rank_dir: Path, nproc: int = WORLD_SIZE, **override) -> tuple[list[dict], str]:
+    """Runs a workflow on ``nproc`` processes; returns each rank's saved state (rank 0 first), on the CPU, and the
+    output of all."""
     rank_dir.mkdir(parents=True)
     files = config_files(bundle, workflow) + [str(rank_state_override(rank_dir / "rank_state.yaml", workflow))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "monai.bundle", "run", "--config_file", str(files), "--rank_dir", str(rank_dir),
            "--num_workers", "0"]  # fmt: skip
     for key, value in override.items():
@@ -68,7 +69,7 @@ def torchrun(bundle: str, workflow: str, rank_dir: Path, **override) -> tuple[li
                           timeout=600)  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{workflow} failed (rc {proc.returncode}):\n{output[-8000:]}"
-    ranks = [torch.load(rank_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+    ranks = [torch.load(rank_dir / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in range(nproc)]
     return ranks, output
 
 
@@ -223,3 +224,30 @@ def test_brats_pretrain_on_two_processes(tmp_path):
     assert log.count("saved final checkpoint") == 1  # by rank 0 alone
     assert_same_weights(ranks, torch.load(models / "mae.pt", weights_only=True))
     assert [n for n in files_in(runs) if n.endswith(".png")] == ["reconstruction_epoch1.png"]
+
+
+# on CUDA GPUs (nccl): skipped where there is none, as in CI
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nccl backend); none on this machine")
+def test_btcv_finetune_then_cxr14_pretrain_on_the_gpus_with_nccl(tmp_path):
+    nproc = min(WORLD_SIZE, torch.cuda.device_count())  # one process per GPU
+    data = write_btcv_phantom_dataset(tmp_path / "btcv", num_cases=6, seed=3)
+    models = tmp_path / "models"
+    ranks, log = torchrun("btcv_mae_segmentation", "train", tmp_path / "btcv_ranks", nproc=nproc, dataset_dir=data,
+                     split="dataset_json", pretrained_ckpt="none", ckpt_dir=models, output_dir=tmp_path / "runs",
+                     max_epochs=1, num_samples=1)  # fmt: skip
+    assert log.count(f"of {nproc} (local rank") == nproc and log.count("backend nccl") == nproc
+    assert "model.pt" in checkpoints_in(models)
+    assert_same_weights(ranks, torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+    assert sum(r["train_len"] for r in ranks) == 4 and sum(r["val_len"] for r in ranks) == 2
+    dice = [r["metrics"]["val_mean_dice"] for r in ranks]
+    assert len(set(dice)) == 1 and 0.0 <= dice[0] <= 1.0
+
+    cxr = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=24, size=64, seed=3)
+    ranks, log = torchrun("cxr14_mae_classification", "pretrain", tmp_path / "cxr_ranks", nproc=nproc,
+                     dataset_dir=cxr, ckpt_dir=models, output_dir=tmp_path / "cxr_runs", max_epochs=2)  # fmt: skip
+    assert log.count("backend nccl") == nproc and log.count("saved final checkpoint") == 1
+    assert_same_weights(ranks, torch.load(models / "mae.pt", map_location="cpu", weights_only=True))
+    assert all(torch.isfinite(v).all() for v in ranks[0]["weights"].values() if v.is_floating_point())
