@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--mlflow", action="store_true", help="also track every workflow with MLflow (SQLite store)")
     parser.add_argument("--ct_cases", type=int, default=8, help="synthetic CT cases")
     parser.add_argument("--ct_pretrain_epochs", type=int, default=100)
-    parser.add_argument("--ct_train_epochs", type=int, default=30, help="fine-tuning epochs of each arm")
+    parser.add_argument("--ct_train_epochs", type=int, default=25, help="fine-tuning epochs of each arm")
     parser.add_argument("--mri_cases", type=int, default=8, help="synthetic labelled brain MRI cases")
     parser.add_argument("--mri_pretrain_epochs", type=int, default=40)
     parser.add_argument("--mri_train_epochs", type=int, default=40, help="fine-tuning epochs of each arm")
