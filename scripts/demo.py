@@ -217,10 +217,10 @@ def main() -> None:
     parser.add_argument("--ct_train_epochs", type=int, default=25, help="fine-tuning epochs of each arm")
     parser.add_argument("--mri_cases", type=int, default=8, help="synthetic labelled brain MRI cases")
     parser.add_argument("--mri_pretrain_epochs", type=int, default=40)
-    parser.add_argument("--mri_train_epochs", type=int, default=40, help="fine-tuning epochs of each arm")
+    parser.add_argument("--mri_train_epochs", type=int, default=30, help="fine-tuning epochs of each arm")
     parser.add_argument("--cxr_patients", type=int, default=200, help="synthetic chest X-ray patients")
     parser.add_argument("--cxr_pretrain_epochs", type=int, default=40)
-    parser.add_argument("--cxr_train_epochs", type=int, default=40, help="fine-tuning epochs of each arm")
+    parser.add_argument("--cxr_train_epochs", type=int, default=30, help="fine-tuning epochs of each arm")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
