@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared_networks.vit import ViTEncoder, sincos_pos_embed
+from shared_networks.vit import Attention, ViTEncoder, attention_matmul, sincos_pos_embed
 
 SMALL = dict(patch_size=4, hidden_size=48, num_layers=3, num_heads=4, mlp_dim=96)
 
@@ -62,3 +62,26 @@ def test_bad_intermediate_index():
     enc = ViTEncoder(1, (16, 16), spatial_dims=2, **SMALL)
     with pytest.raises(ValueError, match="out of range"):
         enc.forward_intermediates(torch.randn(1, 1, 16, 16), [3])
+
+
+def test_attention_in_bf16_on_the_cpu_uses_matmuls_and_matches_fp32(monkeypatch):
+    torch.manual_seed(0)
+    attn = Attention(64, num_heads=4)
+    x = torch.randn(3, 50, 64)
+    q, k, v = torch.randn(3, 2, 4, 50, 16).unbind(0)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(attention_matmul(q, k, v), expected, atol=1e-5)  # the same function as SDPA in fp32
+    reference = attn(x)  # fp32: SDPA
+    x_grad = x.clone().requires_grad_()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("bf16 on the CPU must not take scaled_dot_product_attention")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x_grad)
+    assert out.dtype == torch.bfloat16 and out.shape == reference.shape
+    assert torch.allclose(out.float(), reference, atol=0.03, rtol=0.03)
+    out.float().sum().backward()
+    assert x_grad.grad is not None and torch.isfinite(x_grad.grad).all() and x_grad.grad.abs().sum() > 0
+    assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
