@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from bench_mae_step import sync
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shared_networks.vit import attention_matmul
@@ -39,12 +40,10 @@ def time_ms(fn: Callable, shape: tuple[int, ...], dtype: torch.dtype, device: st
     q, k, v = (torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(3))
     times = []
     for i in range(repeats + 2):  # 2 warm-up runs
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(q.device)
         t0 = time.perf_counter()
         fn(q, k, v).float().sum().backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(q.device)
         if i >= 2:
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)

@@ -25,20 +25,20 @@ PARTS = ("mae", "unetr", "data", "sliding")
 def commands(device: str, quick: bool) -> dict[str, list[list[str]]]:
     """The script invocations per part."""
     cuda = device.startswith("cuda")
+    # MONAI's arm with torch's default AdamW: foreach on CUDA, the scripts' default (the for-loop) on the CPU
+    monai_opt = ["--monai-optimizer", "foreach"] if cuda else []
     rep = ["--repeats", "2" if quick else ("20" if cuda else "8"), "--warmup", "1" if quick else "3"]
     mae = [
-        ["bench_mae_step.py", "--device", device, "--precision", p, *rep]
+        ["bench_mae_step.py", "--device", device, "--precision", p, *rep, *monai_opt]
         for p in (("bf16", "fp32") if cuda else ("fp32", "bf16"))
     ]
     if cuda:
-        # MONAI's arm with torch's default AdamW on CUDA (foreach; the for-loop is the default on the CPU only)
-        mae = [c + ["--no-flop-count", "--monai-optimizer", "foreach"] for c in mae]
+        mae = [c + ["--no-flop-count"] for c in mae]
     urep = ["--repeats", "2" if quick else ("10" if cuda else "3"), "--warmup", "1"]
-    uopt = ["--monai-optimizer", "foreach"] if cuda else []
-    unetr = [["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", *urep, *uopt]]
+    unetr = [["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", *urep, *monai_opt]]
     if cuda:
         unetr.append(["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", "--precision", "bf16",
-                      *urep, *uopt])  # fmt: skip
+                      *urep, *monai_opt])  # fmt: skip
     volumes = [["--volume", "512", "512", "100"], ["--volume", "273", "273", "125"]] if cuda else [[]]
     srep = ["--repeats", "1" if quick or not cuda else "3", "--warmup", "0" if not cuda else "1"]
     sliding = [["bench_unetr.py", "--mode", "sliding", "--device", device, *v, *srep] for v in volumes]
