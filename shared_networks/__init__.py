@@ -1,14 +1,58 @@
-"""Shared networks and training pieces of the MAE self pre-training bundles."""
+"""MAE self pre-training for medical images: the public names the bundles' configs use.
+
+Every ``_target_`` and ``$`` expression in a bundle config names ``shared_networks.<Name>`` from this list, so a
+config stays valid whatever the package's internal layout. Sub-packages, imported top to bottom (none imports a
+layer above its own): ``utils`` (files, flags, paths), ``networks`` (ViT, MAE, UNETR, classifier, weight hand-off),
+``engine`` (optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed), ``data`` (datalists,
+readers, transforms), ``validation`` (data-set checks), ``synthetic`` (demo phantoms), ``tools`` (export, model-zoo
+checks, report) and ``cli`` (the command lines). Importing this package loads the runtime layers only
+(networks, engine, data): what a bundle runs, and what a release packs.
+"""
 
 from shared_networks.classifier import ViTClassifier
+from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
+from shared_networks.data.btcv import btcv_datalist
+from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
+from shared_networks.distributed import (
+    DistributedTrainer,
+    destroy_process_group,
+    init_process_group,
+    local_device,
+    rank0_only,
+    scale_lr,
+)
+from shared_networks.handlers import (
+    AtomicCheckpointSaver,
+    EpochSeeder,
+    HausdorffDistanceMM,
+    MetricsReport,
+    PretrainedEncoderLoader,
+    ReconstructionSaver,
+    ResumableCheckpointSaver,
+    ValidationEveryAndLast,
+    prepare_image_as_target,
+)
 from shared_networks.handoff import HandoffReport, interpolate_pos_embed, load_pretrained_encoder
+from shared_networks.io import list_image_inputs, require_split
 from shared_networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
+from shared_networks.metrics import ClassificationReport, MeanROCAUC
 from shared_networks.optim import param_groups_lrd
+from shared_networks.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
+from shared_networks.transforms import CheckedPILReader, ToGreyd
 from shared_networks.unetr import UNETR
 from shared_networks.vit import PatchEmbed, ViTEncoder, sincos_pos_embed
 
 __all__ = [
+    # networks
     "UNETR", "HandoffReport", "MaskedAutoencoderViT", "MaskedPatchLoss", "PatchEmbed", "ViTClassifier", "ViTEncoder",
-    "interpolate_pos_embed", "load_pretrained_encoder", "param_groups_lrd", "patchify", "random_masking",
-    "sincos_pos_embed", "unpatchify",
+    "interpolate_pos_embed", "load_pretrained_encoder", "patchify", "random_masking", "sincos_pos_embed", "unpatchify",
+    # engine
+    "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "HausdorffDistanceMM",
+    "MeanROCAUC", "MetricsReport", "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver",
+    "ValidationEveryAndLast", "destroy_process_group", "init_process_group", "local_device", "param_groups_lrd",
+    "prepare_image_as_target", "rank0_only", "scale_lr",
+    # data
+    "CXR14_FINDINGS", "CheckChannelCountd", "CheckedPILReader", "LabelToRegionsd", "RegionsToLabeld", "ToGreyd",
+    "brats_datalist", "brats_inference_inputs", "btcv_datalist", "case_name_formatter", "cxr14_datalist",
+    "list_image_inputs", "list_xray_inputs", "require_split",
 ]  # fmt: skip
