@@ -1,5 +1,5 @@
 """Attention forward + backward at the ViT-B encoder's and MAE decoder's shapes: SDPA's flash kernel, SDPA's math
-kernel and plain matmuls (``shared_networks.networks.vit.attention_matmul``), in bf16 and fp32. One JSON line per shape and
+kernel and plain matmuls (``networks.vit.attention_matmul``), in bf16 and fp32. One JSON line per shape and
 dtype, milliseconds per forward + backward (median of ``--repeats``). Shows why ``Attention`` uses plain matmuls for
 bf16 on the CPU and SDPA otherwise.
 

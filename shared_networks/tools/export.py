@@ -188,6 +188,7 @@ def export_bundle(
                 shutil.copytree(src / item, root / item, ignore=ignore)
             elif (src / item).is_file():
                 shutil.copy2(src / item, root / item)
+        (root / PACKAGE.name).mkdir()
         for part in RUNTIME_PARTS:
             if (PACKAGE / part).is_dir():
                 shutil.copytree(PACKAGE / part, root / PACKAGE.name / part, ignore=ignore)

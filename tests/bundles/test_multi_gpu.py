@@ -111,13 +111,13 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     assert "$import shared_networks.engine.distributed" in merged["imports"]
     # the workflow's own initialize steps first, unchanged; the process group joined after them (nothing there needs it)
     assert merged["initialize"][: len(base["initialize"])] == base["initialize"]
-    assert merged["initialize"][len(base["initialize"])] == "$shared_networks.engine.distributed.init_process_group()"
-    assert "finalize" not in base and merged["finalize"] == ["$shared_networks.engine.distributed.destroy_process_group()"]
+    assert merged["initialize"][len(base["initialize"])] == "$shared_networks.init_process_group()"
+    assert "finalize" not in base and merged["finalize"] == ["$shared_networks.destroy_process_group()"]
     assert merged["run"] == base["run"]
     trainer, base_trainer = merged["train"]["trainer"], base["train"]["trainer"]
-    assert trainer["_target_"] == "shared_networks.engine.distributed.DistributedTrainer"
+    assert trainer["_target_"] == "shared_networks.DistributedTrainer"
     assert trainer["network"] == base_trainer["network"]  # the bare network: the trainer wraps it in DDP
-    assert trainer["train_handlers"] == "$shared_networks.engine.distributed.rank0_only(@train#handlers)"
+    assert trainer["train_handlers"] == "$shared_networks.rank0_only(@train#handlers)"
     assert {k: v for k, v in trainer.items() if k not in ("_target_", "find_unused_parameters", "train_handlers")} == {
         k: v for k, v in base_trainer.items() if k not in ("_target_", "train_handlers")
     }
@@ -130,7 +130,7 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     loader, base_loader = merged["validate"]["dataloader"], base["validate"]["dataloader"]
     assert loader == {**base_loader, "sampler": "@validate#sampler", "shuffle": False}
     evaluator, base_evaluator = merged["validate"]["evaluator"], base["validate"]["evaluator"]
-    rank0_handlers = "$shared_networks.engine.distributed.rank0_only(@validate#handlers)"
+    rank0_handlers = "$shared_networks.rank0_only(@validate#handlers)"
     assert evaluator == {**base_evaluator, "val_handlers": rank0_handlers}
     assert merged["validate"]["sampler"]["even_divisible"] is False  # each image validated once
 

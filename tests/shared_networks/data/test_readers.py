@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import locale
 
 import nibabel as nib
@@ -9,12 +8,10 @@ import pytest
 from monai.transforms import LoadImage
 
 from shared_networks.data.readers import (
-    atomic_write_text,
     is_dicom_series,
     list_image_inputs,
     nifti_to_dicom_series,
     require_split,
-    write_json_atomic,
 )
 
 
@@ -53,15 +50,6 @@ def test_list_image_inputs(tmp_path):
         list_image_inputs(tmp_path / "empty")
     with pytest.raises(ValueError, match="notes.txt"):
         list_image_inputs(tmp_path / "notes.txt")
-
-
-def test_atomic_writers(tmp_path):
-    path = write_json_atomic({"a": [1, 2]}, tmp_path / "sub" / "x.json")
-    assert json.loads(path.read_text()) == {"a": [1, 2]} and oct(path.stat().st_mode & 0o777) == oct(0o644)
-    atomic_write_text(path, "new")
-    assert path.read_text() == "new" and sorted(p.name for p in path.parent.iterdir()) == ["x.json"]
-    with pytest.raises(ValueError, match="folder"):
-        atomic_write_text(tmp_path, "x")
 
 
 def test_require_split():

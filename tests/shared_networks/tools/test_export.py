@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import locale
 import shutil
 import subprocess
@@ -22,11 +23,11 @@ import yaml
 from bundle_weights import write_quick_weights
 
 import shared_networks
-from shared_networks import export as export_module
+from shared_networks.tools import export as export_module
 from shared_networks.tools.bundle_checks import check_bundle
-from shared_networks.tools.export import export_bundle
+from shared_networks.tools.export import RUNTIME_PARTS, export_bundle
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 QUICK = ["configs/quick.yaml"]
 URL = "https://example.org/releases/v1"
 
@@ -71,15 +72,19 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     root = "cxr14_mae_classification/"
     assert all(n.startswith(root) for n in names)  # one base folder named after the bundle
     configs = {f"{root}configs/{p.name}" for p in (bundle / "configs").iterdir()}
+    source_root = Path(shared_networks.__file__).parent
     package = {
-        f"{root}shared_networks/{p.relative_to(Path(shared_networks.__file__).parent).as_posix()}"
-        for p in Path(shared_networks.__file__).parent.rglob("*.py")
+        f"{root}shared_networks/{p.relative_to(source_root).as_posix()}"
+        for p in source_root.rglob("*.py")
+        if p.relative_to(source_root).parts[0] in RUNTIME_PARTS
     }
+    assert not {n for n in names if n.split("/")[2:3] in (["validation"], ["synthetic"], ["tools"], ["cli"])}
     expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
     assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
     for rel in ("configs/common.yaml", "docs/README.md", "LICENSE"):
         assert members[root + rel] == (bundle / rel).read_bytes()
-    assert members[root + "shared_networks/vit.py"] == (REPO / "shared_networks" / "vit.py").read_bytes()
+    vit = "shared_networks/networks/vit.py"
+    assert members[root + vit] == (REPO / vit).read_bytes()
 
     entries = yaml.safe_load(members[root + "large_files.yml"])["large_files"]
     assert entries == [
@@ -98,6 +103,32 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(out["zip"]).extractall(unpacked)
     assert check_bundle(unpacked / "cxr14_mae_classification", net_in_out=False, released=True)
+
+
+def test_packed_package_imports_on_its_own(weighted, tmp_path):
+    """The runtime layers packed in a release import without the layers left out (validation, synthetic, tools, cli)."""
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    out = export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out["zip"]).extractall(unpacked)
+    root = unpacked / "cxr14_mae_classification"
+    assert sorted(p.name for p in (root / "shared_networks").iterdir()) == sorted(RUNTIME_PARTS)
+    code = (
+        "import json, sys, shared_networks as sn; "
+        "print(json.dumps([sn.__file__, sorted(m for m in sys.modules if m.startswith('shared_networks')),"
+        " all(hasattr(sn, n) for n in sn.__all__)]))"
+    )
+    # -I: isolated (no PYTHONPATH, no user site, no script folder); the cwd is put on sys.path by -c only without -I,
+    # so the unpacked bundle root is added explicitly, before the installed copy of the repository
+    boot = f"import sys; sys.path.insert(0, {str(root)!r}); " + code
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", boot], cwd=root, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    path, loaded, complete = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(path).resolve() == (root / "shared_networks" / "__init__.py").resolve()
+    assert complete and "shared_networks.networks.mae" in loaded
+    assert not [m for m in loaded if m.split(".")[1:2] in (["validation"], ["synthetic"], ["tools"], ["cli"])]
 
 
 def test_same_inputs_give_the_same_zip(weighted, tmp_path):
