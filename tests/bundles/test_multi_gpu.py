@@ -108,7 +108,7 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     # pretrain.yaml has no validation: only there the '+validate' entries are copied instead of merged (unused)
     assert copied == (["+validate", "+validate#dataloader", "+validate#evaluator"] if workflow == "pretrain" else [])
     assert merged["imports"][: len(base["imports"])] == base["imports"]
-    assert "$import shared_networks.engine.distributed" in merged["imports"]
+    assert "$import torch.distributed" in merged["imports"]
     # the workflow's own initialize steps first, unchanged; the process group joined after them (nothing there needs it)
     assert merged["initialize"][: len(base["initialize"])] == base["initialize"]
     assert merged["initialize"][len(base["initialize"])] == "$shared_networks.init_process_group()"
