@@ -172,3 +172,18 @@ def test_build_report_checks_its_inputs_before_writing(segmentation_runs, tmp_pa
     with pytest.raises(ValueError, match=r"no scalar 'val_mean_auc'.*found: \['train_loss', 'val_mean_dice'\]"):
         build_report([segmentation_runs], out)
     assert not out.parent.exists()  # nothing half-written
+
+
+def test_command_line(segmentation_runs, tmp_path, capsys):
+    """``python -m shared_networks.cli.report``: one section from the command line (here in process)."""
+    from shared_networks.cli.report import main
+
+    runs = {r.name: [str(r.train_dir), str(r.summary)] for r in segmentation_runs.runs}
+    out = tmp_path / "cli" / "report.html"
+    main(["--output", str(out), "--pretrain_dir", str(segmentation_runs.pretrain_dir), "--runs", json.dumps(runs),
+          "--section", "CT", "--title", "Demo"])  # fmt: skip
+    assert str(out) in capsys.readouterr().out
+    page = out.read_text()
+    assert "<title>Demo</title>" in page and "MAE encoder" in page and "from scratch" in page
+    with pytest.raises(ValueError, match="run 'x' needs"):
+        main(["--output", str(out), "--pretrain_dir", ".", "--runs", '{"x": ["only one"]}'])
