@@ -84,7 +84,7 @@ def validate_btcv(
             labelled, unlabelled = find_btcv_cases(root, issues)
             collect(report, issues)
             items = labelled + unlabelled
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         report.error(datalist_file or root, str(err))
         return report
     return validate_volume_items(report, items, spec, read_data, num_workers)
@@ -122,7 +122,7 @@ def validate_brats(
             collect(report, issues)
             items = labelled + unlabelled
             report.dataset = {"msd": "MSD Task01", "brats2021": "BraTS 2021"}[layout]
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         report.error(datalist_file or root, str(err))
         return report
     return validate_volume_items(report, items, lambda item: specs[item.get("layout", "msd")], read_data, num_workers)
@@ -157,7 +157,7 @@ def validate_cxr14(
         csv_path = cxr14.find_labels_csv(root, labels_csv)
         labels = cxr14.read_cxr14_labels(csv_path, issues)
         images = cxr14.find_cxr14_images(root)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         report.error(root, str(err))
         return report
     collect(report, issues)

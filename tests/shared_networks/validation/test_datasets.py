@@ -313,3 +313,10 @@ def test_cxr14_every_problem_is_reported(bad_cxr14, tmp_path):
     skipped = validate_cxr14(bad_cxr14, missing="skip")
     assert any("not on disk (left out)" in m for m in _problems(skipped, names[2], WARNING))
     assert len(skipped.errors) == 6
+
+
+@pytest.mark.parametrize("validate", [validate_btcv, validate_brats, validate_cxr14])
+def test_a_file_given_as_the_data_set_is_one_reported_error(validate, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    report = validate(tmp_path / "file.txt")
+    assert len(report.errors) == 1 and "file.txt'" in report.errors[0].message  # one error naming it, no exception
