@@ -1,5 +1,5 @@
 """Attention forward + backward at the ViT-B encoder's and MAE decoder's shapes: SDPA's flash kernel, SDPA's math
-kernel and plain matmuls (``shared_networks.vit.attention_matmul``), in bf16 and fp32. One JSON line per shape and
+kernel and plain matmuls (``networks.vit.attention_matmul``), in bf16 and fp32. One JSON line per shape and
 dtype, milliseconds per forward + backward (median of ``--repeats``). Shows why ``Attention`` uses plain matmuls for
 bf16 on the CPU and SDPA otherwise.
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from bench_mae_step import sync
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shared_networks.vit import attention_matmul
+from shared_networks.networks.vit import attention_matmul
 
 # (B, heads, tokens, head dim): 2D b8 decoder and encoder, 3D b2 decoder and encoder (mask ratio 0.75)
 SHAPES = [(8, 8, 196, 32), (8, 12, 49, 64), (2, 12, 216, 32), (2, 12, 54, 64)]

@@ -34,7 +34,7 @@ from monai.networks.nets import MaskedAutoEncoderViT
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from shared_networks.mae import MaskedAutoencoderViT, MaskedPatchLoss
+from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, normalize_patches
 
 SEED = 0
 ARMS = ("ours", "monai")
@@ -171,20 +171,13 @@ def check_monai_patchify(net: nn.Module, imgs: torch.Tensor, patch_size: int) ->
         raise AssertionError("monai_patchify does not match the token order of MONAI's patch embedding.")
 
 
-def normalized_target(patches: torch.Tensor) -> torch.Tensor:
-    """Per-patch zero-mean, unit-variance target (population variance, eps 1e-6), as ``norm_pix_loss`` does."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True, correction=0)
-    return (patches - mean) / (var + 1e-6).sqrt()
-
-
 def make_monai_loss(patch_size: int) -> Callable[[tuple[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]:
     """Masked MSE on normalised patches for MONAI's ``(pred, mask)``, the same computation as ``MaskedPatchLoss``."""
 
     def loss(output: tuple[torch.Tensor, torch.Tensor], imgs: torch.Tensor) -> torch.Tensor:
         pred, mask = output  # (B, L, P * C), (B, L) int with 1 = hidden
         mask = mask.to(pred.dtype)
-        per_patch = ((pred - normalized_target(monai_patchify(imgs, patch_size))) ** 2).mean(dim=-1)  # (B, L)
+        per_patch = ((pred - normalize_patches(monai_patchify(imgs, patch_size))[0]) ** 2).mean(dim=-1)  # (B, L)
         return (per_patch * mask).sum() / mask.sum()
 
     return loss

@@ -1,6 +1,6 @@
 """UNETR fine-tuning step and sliding-window inference: ours against ``monai.networks.nets.UNETR`` of the same size.
 
-Both networks hold the same weights (ours mapped with :func:`shared_networks.unetr.monai_unetr_state_dict`, MONAI's
+Both networks hold the same weights (ours mapped with :func:`~.networks.unetr.monai_unetr_state_dict`, MONAI's
 LayerNorm eps set to ours), so their outputs can be compared value for value. Arms are run alternately in one
 process; median times are reported. Peak memory: on CPU the kernel's resident-set high-water mark (``VmHWM``, reset
 before every timed run) above the RSS just before it; on CUDA ``torch.cuda.max_memory_allocated`` above the
@@ -41,7 +41,7 @@ from bench_mae_step import (  # noqa: E402
     sync,
 )
 
-from shared_networks.unetr import UNETR, monai_unetr_state_dict  # noqa: E402
+from shared_networks.networks.unetr import UNETR, monai_unetr_state_dict  # noqa: E402
 
 SEED = 0
 ROI = (96, 96, 96)

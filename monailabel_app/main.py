@@ -34,7 +34,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
-from shared_networks.regions import LABEL_CONVENTIONS
+from shared_networks.data.regions import LABEL_CONVENTIONS
 
 logger = logging.getLogger(__name__)
 

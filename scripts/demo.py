@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from shared_networks.report import FineTuneRun, ReportSection, build_report, summary_table
+from shared_networks.tools.report import FineTuneRun, ReportSection, build_report, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -134,7 +134,7 @@ def last_reconstruction(out: Path) -> Path | str:
 
 def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[str], ReportSection]:
     """BTCV bundle on synthetic abdominal CTs; returns the lines of its summary and its report section."""
-    from shared_networks.data.phantoms import write_btcv_phantom_dataset
+    from shared_networks.synthetic.ct import write_btcv_phantom_dataset
 
     data, runs = out / "data", out / "runs"
     tqdm.write(stages.label(f"CT: generating {args.ct_cases} synthetic abdominal CTs (13 organs, BTCV layout)"))
@@ -163,7 +163,7 @@ def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[s
 
 def mri_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[str], ReportSection]:
     """BraTS bundle on synthetic 4-channel brain MRI (MSD Task01 layout); returns its summary lines and section."""
-    from shared_networks.data.brats_phantoms import write_msd_phantom_dataset
+    from shared_networks.synthetic.brain import write_msd_phantom_dataset
 
     tqdm.write(stages.label(f"MRI: generating {args.mri_cases} synthetic 4-channel brain MRIs with tumours (MSD)"))
     write_msd_phantom_dataset(out / "data", num_cases=args.mri_cases, num_unlabelled=2, seed=0)
@@ -185,7 +185,7 @@ def mri_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[
 
 def cxr_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[str], ReportSection]:
     """ChestX-ray14 bundle on synthetic chest radiographs; returns its summary lines and report section."""
-    from shared_networks.data.phantoms import write_cxr14_phantom_dataset
+    from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
 
     tqdm.write(stages.label(f"CXR: generating radiographs of {args.cxr_patients} patients (NIH layout, 14 findings)"))
     write_cxr14_phantom_dataset(out / "data", num_patients=args.cxr_patients, size=128, seed=0)

@@ -9,11 +9,14 @@ checks, report) and ``cli`` (the command lines). Importing this package loads th
 (networks, engine, data): what a bundle runs, and what a release packs.
 """
 
-from shared_networks.classifier import ViTClassifier
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
-from shared_networks.distributed import (
+from shared_networks.data.readers import list_image_inputs, require_split
+from shared_networks.data.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
+from shared_networks.data.transforms import CheckedPILReader, ToGreyd
+from shared_networks.engine.checkpoints import AtomicCheckpointSaver, ResumableCheckpointSaver
+from shared_networks.engine.distributed import (
     DistributedTrainer,
     destroy_process_group,
     init_process_group,
@@ -21,26 +24,20 @@ from shared_networks.distributed import (
     rank0_only,
     scale_lr,
 )
-from shared_networks.handlers import (
-    AtomicCheckpointSaver,
-    EpochSeeder,
-    HausdorffDistanceMM,
-    MetricsReport,
+from shared_networks.engine.handlers import (
     PretrainedEncoderLoader,
     ReconstructionSaver,
-    ResumableCheckpointSaver,
     ValidationEveryAndLast,
     prepare_image_as_target,
 )
-from shared_networks.handoff import HandoffReport, interpolate_pos_embed, load_pretrained_encoder
-from shared_networks.io import list_image_inputs, require_split
-from shared_networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
-from shared_networks.metrics import ClassificationReport, MeanROCAUC
-from shared_networks.optim import param_groups_lrd
-from shared_networks.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
-from shared_networks.transforms import CheckedPILReader, ToGreyd
-from shared_networks.unetr import UNETR
-from shared_networks.vit import PatchEmbed, ViTEncoder, sincos_pos_embed
+from shared_networks.engine.metrics import ClassificationReport, HausdorffDistanceMM, MeanROCAUC, MetricsReport
+from shared_networks.engine.optim import param_groups_lrd
+from shared_networks.engine.seeding import EpochSeeder
+from shared_networks.networks.classifier import ViTClassifier
+from shared_networks.networks.handoff import HandoffReport, interpolate_pos_embed, load_pretrained_encoder
+from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
+from shared_networks.networks.unetr import UNETR
+from shared_networks.networks.vit import PatchEmbed, ViTEncoder, sincos_pos_embed
 
 __all__ = [
     # networks

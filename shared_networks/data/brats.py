@@ -19,7 +19,7 @@ Two layouts are recognised under a ``dataset_dir``:
 Whatever the layout, the image of an item has the 4 modalities as channels in one order, :data:`MODALITIES`
 (FLAIR, T1w, T1gd, T2w: the MSD order). For BraTS 2021 the item's ``image`` is the list of the 4 files in that order,
 which MONAI's ``LoadImaged`` stacks as channels. Every item carries its ``layout`` (``"msd"`` or ``"brats2021"``),
-which selects the label convention of :mod:`shared_networks.regions`.
+which selects the label convention of :mod:`shared_networks.data.regions`.
 
 Headers are checked when a datalist is built (nibabel reads only the header): an MSD image that is not 4-D with 4
 channels, BraTS modalities of different shapes or affines, a missing modality, or a label on another grid is refused
@@ -29,9 +29,9 @@ Split (:func:`brats_datalist`): the labelled cases are shuffled with ``seed`` an
 ``num_folds`` folds; ``fold`` k is the test split, fold (k + 1) mod ``num_folds`` the validation split, the others
 training. Unlabelled images join the pre-training list, which never holds a validation or test image.
 
-Command line (writes the datalist JSON)::
+Command line (checks every file, then writes the datalist JSON)::
 
-    python -m shared_networks.data.brats --dataset_dir DIR --output_json FILE [--fold 0] [--num_folds 5] [--seed 0]
+    python -m shared_networks.cli.prepare brats --dataset_dir DIR --output_json FILE [--fold 0] [--num_folds 5]
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from shared_networks.cli import run_fire
 from shared_networks.data.files import (
     Issues,
     check_disjoint,
@@ -58,8 +56,8 @@ from shared_networks.data.files import (
     relative_to,
     resolve_path,
 )
-from shared_networks.io import write_json_atomic
-from shared_networks.validation import DatasetError, as_bool, require_valid, validate_brats
+from shared_networks.utils.files import write_json_atomic
+from shared_networks.utils.paths import as_dir
 
 __all__ = [
     "BRATS2021_SUFFIXES", "LAYOUTS", "LIST_KEYS", "MODALITIES", "brats_datalist", "brats_inference_inputs",
@@ -248,16 +246,6 @@ def _msd_cases(root: Path, issues: Issues | None = None) -> tuple[list[Item], li
     return labelled, unlabelled
 
 
-def _as_dir(dataset_dir: PathLike) -> Path:
-    """``dataset_dir`` as an absolute folder path; raises ``FileNotFoundError`` / ``ValueError`` naming it."""
-    root = Path(dataset_dir).expanduser().resolve()
-    if not root.exists():
-        raise FileNotFoundError(f"brain tumour dataset folder '{root}' does not exist. {_LAYOUT_HELP}")
-    if not root.is_dir():
-        raise ValueError(f"brain tumour dataset_dir '{root}' is not a folder. {_LAYOUT_HELP}")
-    return root
-
-
 def find_brats_cases(
     dataset_dir: PathLike, issues: Issues | None = None, check_headers: bool = True
 ) -> tuple[list[Item], list[Item], str]:
@@ -278,7 +266,7 @@ def find_brats_cases(
         FileNotFoundError: if the folder does not exist or holds no case of either layout.
         ValueError: unpaired MSD files, an incomplete BraTS case folder, or headers that do not fit (naming the file).
     """
-    root = _as_dir(dataset_dir)
+    root = as_dir(dataset_dir, "brain tumour dataset folder", _LAYOUT_HELP)
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         layout = "msd"
         labelled, unlabelled = _msd_cases(root, issues)
@@ -466,7 +454,7 @@ def brats_datalist(
     if datalist_file is not None:
         logger.info("Loading datalist '%s' (fold=%s is ignored).", datalist_file, fold)
         return _load_datalist_file(Path(dataset_dir).expanduser().resolve(), datalist_file, check_headers)
-    root = _as_dir(dataset_dir)
+    root = as_dir(dataset_dir, "brain tumour dataset folder", _LAYOUT_HELP)
     labelled, unlabelled, layout = find_brats_cases(root, check_headers=check_headers)
     training, validation, test = fold_split(labelled, fold, num_folds, seed)
     datalist = {
@@ -490,9 +478,6 @@ def write_brats_datalist(
     num_folds: int = 5,
     seed: int = 0,
     datalist_file: PathLike | None = None,
-    validate: bool = True,
-    read_data: bool = True,
-    num_workers: int = 2,
 ) -> Path:
     """Write the datalist JSON (training/validation/test/pretrain) of an MSD Task01 or BraTS 2021 folder.
 
@@ -502,6 +487,9 @@ def write_brats_datalist(
     folds: test is fold `fold`, validation the next fold, training the rest. Paths under the folder are written
     relative to it; the file is written atomically.
 
+    The files are not checked here; ``python -m shared_networks.cli.prepare`` checks them first
+    (:mod:`shared_networks.validation`).
+
     Args:
         dataset_dir: folder of the data set (either layout).
         output_json: JSON file to write.
@@ -509,18 +497,10 @@ def write_brats_datalist(
         num_folds: number of folds.
         seed: seed of the split.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
-        validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt
-            files, wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
-            there is an error; warnings are logged.
-        read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
-            unnoticed).
-        num_workers: threads reading files for the check.
 
     Returns:
         The absolute path of the written file.
     """
-    if as_bool(validate, "validate"):
-        require_valid(validate_brats(dataset_dir, datalist_file, read_data, num_workers))
     datalist = brats_datalist(dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file)
     root = Path(dataset_dir).expanduser().resolve()
 
@@ -589,19 +569,3 @@ def case_name_formatter(metadict: Mapping[str, Any] | None, saver: Any) -> dict[
     names["subject"] = match["case"] if match else subject
     return names
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point: ``python -m shared_networks.data.brats --dataset_dir DIR --output_json FILE``.
-
-    Args:
-        argv: command line arguments; ``None`` reads ``sys.argv``.
-    """
-    try:
-        run_fire(write_brats_datalist, "shared_networks.data.brats", argv, serialize=str)
-    except DatasetError as err:  # the report, without a traceback
-        print(err, file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

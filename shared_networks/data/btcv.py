@@ -19,9 +19,9 @@ Images and labels are paired by the case number (the digits in the file name), n
 :func:`btcv_datalist` turns the cases into ``training`` / ``validation`` / ``test`` lists of labelled items and a
 ``pretrain`` list of images for self pre-training that never contains a validation or test image.
 
-Command line (writes the datalist JSON)::
+Command line (checks every file, then writes the datalist JSON)::
 
-    python -m shared_networks.data.btcv --dataset_dir DIR --output_json FILE [--split transunet] [--seed 0]
+    python -m shared_networks.cli.prepare btcv --dataset_dir DIR --output_json FILE [--split transunet] [--seed 0]
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from shared_networks.cli import run_fire
 from shared_networks.data.files import (
     Issues,
     check_disjoint,
@@ -49,8 +47,8 @@ from shared_networks.data.files import (
     relative_to,
     resolve_path,
 )
-from shared_networks.io import write_json_atomic
-from shared_networks.validation import DatasetError, as_bool, require_valid, validate_btcv
+from shared_networks.utils.files import write_json_atomic
+from shared_networks.utils.paths import as_dir
 
 __all__ = [
     "BTCV_LABELS",
@@ -117,24 +115,6 @@ class _Layout:
     image_dir: Path
     label_dir: Path
     unlabelled_dirs: tuple[Path, ...] = field(default_factory=tuple)
-
-
-def _as_dir(dataset_dir: PathLike) -> Path:
-    """Return ``dataset_dir`` as an absolute, resolved folder path.
-
-    Args:
-        dataset_dir: folder of the data set.
-
-    Raises:
-        FileNotFoundError: if the folder does not exist.
-        ValueError: if the path exists but is not a folder.
-    """
-    root = Path(dataset_dir).expanduser().resolve()
-    if not root.exists():
-        raise FileNotFoundError(f"BTCV dataset folder '{root}' does not exist. {_LAYOUT_HELP}")
-    if not root.is_dir():
-        raise ValueError(f"BTCV dataset_dir '{root}' is not a folder. {_LAYOUT_HELP}")
-    return root
 
 
 def _candidate_layouts(root: Path) -> list[_Layout]:
@@ -218,7 +198,7 @@ def find_btcv_cases(
         ValueError: if an image has no label or a label no image (the message names the file), two files share a
             case number, or a file name holds no digits.
     """
-    root = _as_dir(dataset_dir)
+    root = as_dir(dataset_dir, "BTCV dataset folder", _LAYOUT_HELP)
     layouts = _candidate_layouts(root)
     if not layouts:
         raise FileNotFoundError(f"No BTCV case found in '{root}'. {_LAYOUT_HELP}")
@@ -563,7 +543,7 @@ def btcv_datalist(
         logger.info("Loading BTCV datalist '%s' (split=%r is ignored).", datalist_file, split)
         return _load_datalist_file(root, datalist_file)
 
-    root = _as_dir(dataset_dir)
+    root = as_dir(dataset_dir, "BTCV dataset folder", _LAYOUT_HELP)
     labelled, unlabelled = find_btcv_cases(root)
     if split == "seeded":
         training, validation, test = _seeded_split(
@@ -602,9 +582,6 @@ def write_btcv_datalist(
     test_fraction: float = 0.2,
     num_val: int | None = None,
     datalist_file: PathLike | None = None,
-    validate: bool = True,
-    read_data: bool = True,
-    num_workers: int = 2,
 ) -> Path:
     """Write a BTCV datalist JSON (training/validation/test/pretrain) for a BTCV folder.
 
@@ -614,6 +591,9 @@ def write_btcv_datalist(
     optional unlabelled imagesTs/ and an optional dataset_0.json with a pre-made training/validation split.
     Images and labels are paired by the case number in their file names. Paths under the dataset folder are
     written relative to it; the file is written atomically (temporary file, then rename).
+
+    The files are not checked here; ``python -m shared_networks.cli.prepare`` checks them first
+    (:mod:`shared_networks.validation`).
 
     Args:
         dataset_dir: folder of the BTCV data set (either layout).
@@ -625,18 +605,10 @@ def write_btcv_datalist(
         test_fraction: fraction of cases for test ("seeded" only).
         num_val: number of validation cases; overrides val_fraction.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
-        validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt
-            files, wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
-            there is an error; warnings are logged.
-        read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
-            unnoticed).
-        num_workers: threads reading files for the check.
 
     Returns:
         The absolute path of the written JSON file.
     """
-    if as_bool(validate, "validate"):
-        require_valid(validate_btcv(dataset_dir, datalist_file, read_data, num_workers))
     datalist = btcv_datalist(
         dataset_dir,
         split=split,
@@ -655,19 +627,3 @@ def write_btcv_datalist(
     logger.info("Wrote BTCV datalist '%s'.", target)
     return target
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point: ``python -m shared_networks.data.btcv --dataset_dir DIR --output_json FILE``.
-
-    Args:
-        argv: command line arguments; ``None`` reads ``sys.argv``.
-    """
-    try:
-        run_fire(write_btcv_datalist, "shared_networks.data.btcv", argv, serialize=str)
-    except DatasetError as err:  # the report, without a traceback
-        print(err, file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

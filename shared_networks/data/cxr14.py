@@ -10,9 +10,9 @@ The layout of the NIH download under a ``dataset_dir``::
 ``training`` and ``validation`` (patients drawn with a seed from ``train_val_list.txt``, no patient on both sides),
 ``test`` (``test_list.txt``) and ``pretrain`` (the training images; never a validation or test image).
 
-Command line (writes the datalist JSON)::
+Command line (checks every file, then writes the datalist JSON)::
 
-    python -m shared_networks.data.cxr14 --dataset_dir DIR --output_json FILE [--val_fraction 0.1] [--seed 0]
+    python -m shared_networks.cli.prepare cxr14 --dataset_dir DIR --output_json FILE [--val_fraction 0.1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ import csv
 import json
 import logging
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from shared_networks.cli import run_fire
 from shared_networks.data.files import Issues, raise_or_collect
-from shared_networks.io import is_dicom_file, write_json_atomic
-from shared_networks.validation import DatasetError, as_bool, require_valid, validate_cxr14
+from shared_networks.data.readers import is_dicom_file
+from shared_networks.utils.files import write_json_atomic
+from shared_networks.utils.paths import as_dir
 
 __all__ = [
     "CSV_NAMES",
@@ -67,14 +66,6 @@ _SHOWN = 10  # names shown in an error message
 PathLike = str | os.PathLike[str]
 
 
-def _as_dir(dataset_dir: PathLike) -> Path:
-    root = Path(dataset_dir).expanduser().resolve()
-    if not root.is_dir():
-        kind = "is not a folder" if root.exists() else "does not exist"
-        raise FileNotFoundError(f"ChestX-ray14 dataset folder '{root}' {kind}.")
-    return root
-
-
 def _some(names: Sequence[str]) -> str:
     shown = ", ".join(names[:_SHOWN])
     return shown + (f", ... ({len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
@@ -87,7 +78,7 @@ def find_cxr14_images(dataset_dir: PathLike) -> dict[str, Path]:
         FileNotFoundError: if ``dataset_dir`` or every image folder is missing.
         ValueError: if one image name is found in two folders.
     """
-    root = _as_dir(dataset_dir)
+    root = as_dir(dataset_dir, "ChestX-ray14 dataset folder")
     folders = [root / "images"] + sorted(p / "images" for p in root.glob("images_*") if p.is_dir())
     folders = [f for f in folders if f.is_dir()]
     if not folders:
@@ -280,7 +271,7 @@ def cxr14_datalist(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
     if num_val is not None and (isinstance(num_val, bool) or int(num_val) < 1):
         raise ValueError(f"num_val must be a positive number of patients, got {num_val!r}.")
-    root = _as_dir(dataset_dir)
+    root = as_dir(dataset_dir, "ChestX-ray14 dataset folder")
     if datalist_file is not None:
         logger.info("Loading ChestX-ray14 datalist '%s'.", datalist_file)
         return _load_datalist_file(root, datalist_file)
@@ -344,9 +335,6 @@ def write_cxr14_datalist(
     num_val: int | None = None,
     missing: str = "error",
     labels_csv: PathLike | None = None,
-    validate: bool = True,
-    read_data: bool = True,
-    num_workers: int = 2,
 ) -> Path:
     """Write the ChestX-ray14 datalist JSON (training/validation/test/pretrain) of a folder in the NIH layout.
 
@@ -358,6 +346,9 @@ def write_cxr14_datalist(
     arguments are those of cxr14_datalist: the validation split is val_fraction of the train_val_list.txt
     patients (or num_val patients), drawn with seed; missing="skip" leaves out listed images absent from disk.
 
+    The files are not checked here; ``python -m shared_networks.cli.prepare`` checks them first
+    (:mod:`shared_networks.validation`).
+
     Args:
         dataset_dir: folder in the NIH layout.
         output_json: JSON file to write.
@@ -366,18 +357,10 @@ def write_cxr14_datalist(
         num_val: number of validation patients; overrides val_fraction.
         missing: "error" or "skip" for listed images absent from disk.
         labels_csv: label file; default Data_Entry_2017_v2020.csv or Data_Entry_2017.csv.
-        validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt
-            files, wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
-            there is an error; warnings are logged.
-        read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
-            unnoticed).
-        num_workers: threads reading files for the check.
 
     Returns:
         The absolute path of the written file.
     """
-    if as_bool(validate, "validate"):
-        require_valid(validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers))
     datalist = cxr14_datalist(dataset_dir, val_fraction, seed, num_val, missing, labels_csv)
     root = Path(dataset_dir).expanduser().resolve()
 
@@ -416,19 +399,3 @@ def list_xray_inputs(path: PathLike) -> list[str]:
         raise FileNotFoundError(f"no image in {p}: expected {', '.join(IMAGE_SUFFIXES)} or DICOM files.")
     return found
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point: ``python -m shared_networks.data.cxr14 --dataset_dir DIR --output_json FILE``.
-
-    Args:
-        argv: command line arguments; ``None`` reads ``sys.argv``.
-    """
-    try:
-        run_fire(write_cxr14_datalist, "shared_networks.data.cxr14", argv, serialize=str)
-    except DatasetError as err:  # the report, without a traceback
-        print(err, file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

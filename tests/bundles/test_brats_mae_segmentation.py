@@ -13,7 +13,7 @@ from bundle_configs import BundleConfigs
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
-from shared_networks.data.brats_phantoms import write_brats2021_phantom_dataset, write_msd_phantom_dataset
+from shared_networks.synthetic.brain import write_brats2021_phantom_dataset, write_msd_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brats_mae_segmentation"

@@ -14,8 +14,8 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from shared_networks.data.phantoms import write_btcv_phantom_dataset
-from shared_networks.io import nifti_to_dicom_series
+from shared_networks.data.readers import nifti_to_dicom_series
+from shared_networks.synthetic.ct import write_btcv_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "btcv_mae_segmentation"

@@ -13,7 +13,7 @@ import torch
 from bundle_configs import BundleConfigs
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS
-from shared_networks.data.phantoms import write_cxr14_phantom_dataset
+from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "cxr14_mae_classification"
@@ -46,7 +46,7 @@ def _random_model(tmp_path: Path, **override) -> Path:
 
 def test_metadata():
     meta = json.loads((CONFIGS / "metadata.json").read_text())
-    assert meta["version"] in meta["changelog"]  # the version checks: shared_networks.bundle_checks
+    assert meta["version"] in meta["changelog"]  # the version checks: shared_networks.tools.bundle_checks
     image = meta["network_data_format"]["inputs"]["image"]
     assert image["num_channels"] == 1 and image["spatial_shape"] == [224, 224]
     pred = meta["network_data_format"]["outputs"]["pred"]

@@ -33,8 +33,8 @@ from monai.apps.utils import HashCheckError
 from monai.bundle import ckpt_export, download_large_files, onnx_export
 from monai.data import load_net_with_metadata
 
-from shared_networks.data.phantoms import write_btcv_phantom_dataset
-from shared_networks.export import export_bundle
+from shared_networks.synthetic.ct import write_btcv_phantom_dataset
+from shared_networks.tools.export import export_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "btcv_mae_segmentation"

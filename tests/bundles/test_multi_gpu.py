@@ -18,8 +18,9 @@ import torch
 from bundle_configs import BundleConfigs
 from monai.bundle import ConfigParser
 
-from shared_networks.data.brats_phantoms import write_msd_phantom_dataset
-from shared_networks.data.phantoms import write_btcv_phantom_dataset, write_cxr14_phantom_dataset
+from shared_networks.synthetic.brain import write_msd_phantom_dataset
+from shared_networks.synthetic.ct import write_btcv_phantom_dataset
+from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = {
@@ -107,16 +108,16 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     # pretrain.yaml has no validation: only there the '+validate' entries are copied instead of merged (unused)
     assert copied == (["+validate", "+validate#dataloader", "+validate#evaluator"] if workflow == "pretrain" else [])
     assert merged["imports"][: len(base["imports"])] == base["imports"]
-    assert "$import shared_networks.distributed" in merged["imports"]
+    assert "$import torch.distributed" in merged["imports"]
     # the workflow's own initialize steps first, unchanged; the process group joined after them (nothing there needs it)
     assert merged["initialize"][: len(base["initialize"])] == base["initialize"]
-    assert merged["initialize"][len(base["initialize"])] == "$shared_networks.distributed.init_process_group()"
-    assert "finalize" not in base and merged["finalize"] == ["$shared_networks.distributed.destroy_process_group()"]
+    assert merged["initialize"][len(base["initialize"])] == "$shared_networks.init_process_group()"
+    assert "finalize" not in base and merged["finalize"] == ["$shared_networks.destroy_process_group()"]
     assert merged["run"] == base["run"]
     trainer, base_trainer = merged["train"]["trainer"], base["train"]["trainer"]
-    assert trainer["_target_"] == "shared_networks.distributed.DistributedTrainer"
+    assert trainer["_target_"] == "shared_networks.DistributedTrainer"
     assert trainer["network"] == base_trainer["network"]  # the bare network: the trainer wraps it in DDP
-    assert trainer["train_handlers"] == "$shared_networks.distributed.rank0_only(@train#handlers)"
+    assert trainer["train_handlers"] == "$shared_networks.rank0_only(@train#handlers)"
     assert {k: v for k, v in trainer.items() if k not in ("_target_", "find_unused_parameters", "train_handlers")} == {
         k: v for k, v in base_trainer.items() if k not in ("_target_", "train_handlers")
     }
@@ -129,7 +130,7 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     loader, base_loader = merged["validate"]["dataloader"], base["validate"]["dataloader"]
     assert loader == {**base_loader, "sampler": "@validate#sampler", "shuffle": False}
     evaluator, base_evaluator = merged["validate"]["evaluator"], base["validate"]["evaluator"]
-    rank0_handlers = "$shared_networks.distributed.rank0_only(@validate#handlers)"
+    rank0_handlers = "$shared_networks.rank0_only(@validate#handlers)"
     assert evaluator == {**base_evaluator, "val_handlers": rank0_handlers}
     assert merged["validate"]["sampler"]["even_divisible"] is False  # each image validated once
 

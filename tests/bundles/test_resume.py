@@ -15,8 +15,9 @@ import torch
 from bundle_configs import BundleConfigs
 from ignite.engine import Events
 
-from shared_networks.data.brats_phantoms import write_msd_phantom_dataset
-from shared_networks.data.phantoms import write_btcv_phantom_dataset, write_cxr14_phantom_dataset
+from shared_networks.synthetic.brain import write_msd_phantom_dataset
+from shared_networks.synthetic.ct import write_btcv_phantom_dataset
+from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
 
 BTCV = BundleConfigs("btcv_mae_segmentation")
 BRATS = BundleConfigs("brats_mae_segmentation")

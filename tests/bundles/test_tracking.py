@@ -10,8 +10,8 @@ import pytest
 from bundle_configs import BundleConfigs
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from shared_networks.data.phantoms import write_cxr14_phantom_dataset
-from shared_networks.report import read_scalars
+from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
+from shared_networks.tools.report import read_scalars
 
 BUNDLES = ["btcv_mae_segmentation", "brats_mae_segmentation", "cxr14_mae_classification"]
 # the handler lists MLflow must join, per workflow

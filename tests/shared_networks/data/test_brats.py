@@ -18,7 +18,6 @@ from shared_networks.data.brats import (
     check_case,
     find_brats_cases,
     fold_split,
-    main,
     write_brats_datalist,
 )
 
@@ -256,13 +255,6 @@ def test_datalist_file_layout_is_inferred_and_checked(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(split))
     with pytest.raises(ValueError, match=r"bad\.json': entry 0 of 'pretrain'"):
         brats_datalist(tmp_path, datalist_file=tmp_path / "bad.json")
-
-
-def test_command_line(tmp_path):
-    _msd_tree(tmp_path / "data", range(1, 6), unlabelled=[9])
-    main(["--dataset_dir", str(tmp_path / "data"), "--output_json", str(tmp_path / "dl.json"), "--fold", "3"])
-    content = json.loads((tmp_path / "dl.json").read_text())
-    assert len(content["test"]) == 1 and content["pretrain"][-1]["image"] == "imagesTs/BRATS_009.nii.gz"
 
 
 # ---- inference inputs ----

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shared_networks.data import btcv
 from shared_networks.data.btcv import (
     BTCV_LABELS,
     TRANSUNET_TEST_CASES,
@@ -272,34 +269,6 @@ def test_write_btcv_datalist_round_trips(tmp_path: Path) -> None:
     assert json.loads(output.read_text()) == content
     with pytest.raises(ValueError, match="is a folder"):
         write_btcv_datalist(dataset, tmp_path / "out")
-
-
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _tutorial_tree(tmp_path / "data", LABELLED_BTCV_CASES)
-    output = tmp_path / "datalist.json"
-    args = ["--dataset_dir", str(tmp_path / "data"), "--output_json", str(output), "--split", "transunet"]
-    btcv.main([*args, "--seed", "0", "--num_val", "3"])
-    assert str(output) in capsys.readouterr().out
-    content = json.loads(output.read_text())
-    assert len(content["test"]) == 12 and len(content["validation"]) == 3 and len(content["training"]) == 15
-    with pytest.raises(SystemExit) as exit_info:
-        btcv.main(["--help"])
-    assert exit_info.value.code == 0
-    captured = capsys.readouterr()
-    help_text = captured.out + captured.err  # fire writes its help to stderr
-    assert "RawData/Training/img" in help_text and "imagesTr" in help_text and "--split" in help_text
-
-
-@pytest.mark.slow
-def test_command_line_module(tmp_path: Path) -> None:
-    _tutorial_tree(tmp_path / "data", [1, 2, 3])
-    output = tmp_path / "datalist.json"
-    command = [sys.executable, "-m", "shared_networks.data.btcv", "--dataset_dir", str(tmp_path / "data")]
-    result = subprocess.run(
-        [*command, "--output_json", str(output)], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert (len(json.loads(output.read_text())["training"])) == 1
 
 
 def test_real_btcv_folder() -> None:

@@ -13,7 +13,6 @@ import torch
 from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
-from shared_networks.data import cxr14
 from shared_networks.data.cxr14 import (
     CXR14_FINDINGS,
     cxr14_datalist,
@@ -22,7 +21,7 @@ from shared_networks.data.cxr14 import (
     read_cxr14_labels,
     write_cxr14_datalist,
 )
-from shared_networks.transforms import CheckedPILReader, ToGreyd
+from shared_networks.data.transforms import CheckedPILReader, ToGreyd
 
 HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position," \
          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"  # fmt: skip
@@ -182,11 +181,6 @@ def test_written_datalist_reads_back(tree, tmp_path):
     (tmp_path / "gone.json").write_text(json.dumps(content))
     with pytest.raises(FileNotFoundError, match="gone.png"):
         cxr14_datalist(tree, datalist_file=tmp_path / "gone.json")
-
-
-def test_command_line(tree, tmp_path):
-    cxr14.main(["--dataset_dir", str(tree), "--output_json", str(tmp_path / "d.json"), "--seed", "2"])
-    assert len(json.loads((tmp_path / "d.json").read_text())["test"]) == 8
 
 
 def test_list_xray_inputs(tmp_path):

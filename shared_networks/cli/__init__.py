@@ -1,0 +1,34 @@
+"""The command lines of the package (``fire``, as MONAI's own CLI), the top layer: each module is run with ``-m``.
+
+* ``python -m shared_networks.cli.prepare btcv|brats|cxr14``: check a data set, then write its datalist.
+* ``python -m shared_networks.cli.validate btcv|brats|cxr14``: check a data set and report every problem.
+* ``python -m shared_networks.cli.phantoms btcv|cxr|msd|brats2021``: write synthetic data sets.
+* ``python -m shared_networks.cli.export``: pack a bundle into a release zip.
+* ``python -m shared_networks.cli.bundle_checks``: model-zoo's checks of a bundle.
+* ``python -m shared_networks.cli.report``: the HTML report of a pre-training run and its fine-tuning arms.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["run_fire"]
+
+
+def run_fire(
+    component: Any, name: str, argv: Sequence[str] | None = None, serialize: Callable[[Any], Any] | None = None
+) -> None:
+    """Run ``component`` (a function or a class of commands) as the command line of module ``name``.
+
+    Args:
+        component: what ``fire.Fire`` exposes; its docstrings become ``--help``.
+        name: the module name shown in ``--help`` (``python -m <name>``).
+        argv: command line arguments; ``None`` reads ``sys.argv``.
+        serialize: how ``fire`` prints the returned value.
+    """
+    import fire
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    fire.Fire(component, name=name, command=None if argv is None else list(argv), serialize=serialize)

@@ -1,0 +1,2 @@
+"""Training and evaluation machinery: optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed
+runs."""

@@ -1,0 +1,182 @@
+"""Checks a whole data set before training and reports every problem at once, each naming its file.
+
+One pass over a BTCV, brain tumour (MSD Task01 / BraTS 2021) or ChestX-ray14 folder finds:
+
+* files that are missing, unpaired (an image without label, a label without image) or incomplete (a BraTS case without
+  a modality), and label-file rows that do not parse;
+* NIfTI and PNG files that cannot be read: not NIfTI/PNG at all, a truncated gzip stream, a corrupt PNG chunk
+  (the voxel data are read in full: a truncated ``.nii.gz`` has a readable header and fails only there);
+* 2D/3D/4D confusion and channel counts: a CT that is not 3-D, an MSD image that is not 4-D with 4 modalities on its
+  last axis, a BraTS modality file that is not 3-D, a label map that is not 3-D, a multi-frame or CMYK radiograph;
+* image and label on different grids: shape, voxel spacing, or affine (origin and direction);
+* label values outside the data set's declared set, or not integers;
+* NaN or infinite intensities, empty images and constant images (or constant modalities);
+* warnings, not errors: a label map with no foreground voxel.
+
+Command line (prints the report, exits with status 1 when there is an error)::
+
+    python -m shared_networks.cli.validate btcv --dataset_dir DIR
+    python -m shared_networks.cli.validate brats --dataset_dir DIR
+    python -m shared_networks.cli.validate cxr14 --dataset_dir DIR
+
+The data-preparation commands (``python -m shared_networks.cli.prepare btcv`` etc.) run the same checks and refuse to
+write a datalist from a data set with errors.
+"""
+
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared_networks.data import cxr14
+from shared_networks.data.brats import MODALITIES, brats_datalist, find_brats_cases
+from shared_networks.data.btcv import BTCV_LABELS, btcv_datalist, find_btcv_cases
+from shared_networks.data.regions import LABEL_CONVENTIONS
+from shared_networks.utils.flags import as_bool
+from shared_networks.validation.images import check_png
+from shared_networks.validation.report import ValidationReport, check_items, collect
+from shared_networks.validation.volumes import VolumeSpec, validate_volume_items
+
+__all__ = ["validate_brats", "validate_btcv", "validate_cxr14"]
+
+PathLike = str | os.PathLike[str]
+
+
+def _unique_items(datalist: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
+    """Items of every list of a datalist, each image once (a labelled item wins over its image-only twin)."""
+    seen: dict[str, Mapping[str, Any]] = {}
+    for items in datalist.values():
+        for item in items:
+            key = json.dumps(item["image"])
+            if key not in seen or ("label" in item and "label" not in seen[key]):
+                seen[key] = item
+    return list(seen.values())
+
+
+
+def validate_btcv(
+    dataset_dir: PathLike, datalist_file: PathLike | None = None, read_data: bool = True, num_workers: int = 2
+) -> ValidationReport:
+    """Check a BTCV folder (Synapse or tutorial layout; see :mod:`shared_networks.data.btcv`), or a datalist's files.
+
+    Images must be 3-D CT volumes, labels 3-D maps of the values 0..13 on the image's grid.
+
+    Args:
+        dataset_dir: the BTCV folder.
+        datalist_file: check the files of this datalist JSON instead of the folder's cases.
+        read_data: read voxel data too (``False``: headers only).
+        num_workers: threads reading files.
+    """
+    read_data = as_bool(read_data, "read_data")
+
+    root = Path(dataset_dir).expanduser().resolve()
+    report = ValidationReport("BTCV", str(root))
+    spec = VolumeSpec("BTCV", label_values=tuple(BTCV_LABELS))
+    try:
+        if datalist_file is not None:
+            items = _unique_items(btcv_datalist(root, datalist_file=datalist_file))
+        else:
+            issues: list[tuple[str, Exception]] = []
+            labelled, unlabelled = find_btcv_cases(root, issues)
+            collect(report, issues)
+            items = labelled + unlabelled
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        report.error(datalist_file or root, str(err))
+        return report
+    return validate_volume_items(report, items, spec, read_data, num_workers)
+
+
+def validate_brats(
+    dataset_dir: PathLike, datalist_file: PathLike | None = None, read_data: bool = True, num_workers: int = 2
+) -> ValidationReport:
+    """Check an MSD Task01 or BraTS 2021 folder (see :mod:`shared_networks.data.brats`), or a datalist's files.
+
+    MSD images must be 4-D with the 4 modalities on the last axis; BraTS 2021 cases 4 3-D modality files on one grid;
+    labels 3-D maps of the layout's values (MSD 0-3, BraTS 2021 0, 1, 2, 4) on the image's grid.
+
+    Args:
+        dataset_dir: the data set folder.
+        datalist_file: check the files of this datalist JSON instead of the folder's cases.
+        read_data: read voxel data too (``False``: headers only).
+        num_workers: threads reading files.
+    """
+    read_data = as_bool(read_data, "read_data")
+
+    root = Path(dataset_dir).expanduser().resolve()
+    report = ValidationReport("brain tumour", str(root))
+    specs = {
+        layout: VolumeSpec(f"{layout} brain tumour", len(MODALITIES), MODALITIES, convention.values)
+        for layout, convention in LABEL_CONVENTIONS.items()
+    }
+    try:
+        if datalist_file is not None:
+            # headers are read below, every file, instead of stopping at the first bad one
+            items = _unique_items(brats_datalist(root, datalist_file=datalist_file, check_headers=False))
+        else:
+            issues: list[tuple[str, Exception]] = []
+            labelled, unlabelled, layout = find_brats_cases(root, issues, check_headers=False)
+            collect(report, issues)
+            items = labelled + unlabelled
+            report.dataset = {"msd": "MSD Task01", "brats2021": "BraTS 2021"}[layout]
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        report.error(datalist_file or root, str(err))
+        return report
+    return validate_volume_items(report, items, lambda item: specs[item.get("layout", "msd")], read_data, num_workers)
+
+
+
+def validate_cxr14(
+    dataset_dir: PathLike,
+    missing: str = "error",
+    labels_csv: PathLike | None = None,
+    read_data: bool = True,
+    num_workers: int = 2,
+) -> ValidationReport:
+    """Check a ChestX-ray14 folder in the NIH layout (see :mod:`shared_networks.data.cxr14`).
+
+    The label file must parse (every bad row is reported), every image of ``train_val_list.txt`` and
+    ``test_list.txt`` must have a label row and be on disk, and every listed image must be a readable single-frame
+    grey or RGB(A) PNG that is not constant.
+
+    Args:
+        dataset_dir: the NIH folder.
+        missing: listed images absent from disk are errors (``"error"``) or warnings (``"skip"``).
+        labels_csv: label file (default: ``Data_Entry_2017_v2020.csv`` or ``Data_Entry_2017.csv``).
+        read_data: decode every image too (``False``: headers only).
+        num_workers: threads decoding images.
+    """
+    read_data = as_bool(read_data, "read_data")
+    root = Path(dataset_dir).expanduser().resolve()
+    report = ValidationReport("ChestX-ray14", str(root))
+    issues: list[tuple[str, Exception]] = []
+    try:
+        csv_path = cxr14.find_labels_csv(root, labels_csv)
+        labels = cxr14.read_cxr14_labels(csv_path, issues)
+        images = cxr14.find_cxr14_images(root)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        report.error(root, str(err))
+        return report
+    collect(report, issues)
+    listed: list[str] = []
+    for name in (cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST):
+        try:
+            listed += cxr14.read_split_list(root / name)
+        except (FileNotFoundError, ValueError) as err:
+            report.error(root / name, str(err))
+    for name in listed:
+        if name not in labels:
+            report.error(root / "images" / name, f"listed in the split files but has no row in '{csv_path.name}'")
+    present = []
+    for name in dict.fromkeys(listed):
+        if name in images:
+            present.append(images[name])
+        elif missing == "skip":
+            report.warning(root / "images" / name, "listed in the split files but not on disk (left out)")
+        else:
+            report.error(root / "images" / name, "listed in the split files but not on disk")
+    check_items(report, present, lambda p: check_png(p, read_data), num_workers)
+    return report

@@ -1,0 +1,260 @@
+"""Checks of NIfTI volumes: readable files, dimensions and channels, grids, label values, intensities."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from shared_networks.validation.report import ERROR, WARNING, Problem, ValidationReport, check_items
+
+__all__ = ["MAX_LABEL_VALUE", "SPACING_ATOL", "VolumeSpec", "check_volume_item", "validate_volume_items"]
+
+SPACING_ATOL = 1e-3  # mm: header spacings and affines closer than this are the same grid
+MAX_LABEL_VALUE = 1 << 16  # label maps with larger values are checked with np.unique instead of a histogram
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """What the images and labels of a volume data set must be.
+
+    Attributes:
+        name: data set name for messages.
+        channels: channels of one image file: 1 for a 3-D file, ``n`` for a 4-D file with ``n`` channels on its last
+            axis (MSD Task01). An item whose ``image`` is a list of files (BraTS 2021) needs ``len(list) ==
+            channels`` 3-D files.
+        channel_names: names of the channels, for messages.
+        label_values: every allowed label value (background 0 included).
+    """
+
+    name: str
+    channels: int = 1
+    channel_names: tuple[str, ...] = ()
+    label_values: tuple[int, ...] = ()
+
+    def channel(self, index: int) -> str:
+        """``channel 2 (T1gd)``: the channel's index and name, for messages."""
+        name = f" ({self.channel_names[index]})" if index < len(self.channel_names) else ""
+        return f"channel {index}{name}"
+
+
+@dataclass
+class _Volume:
+    path: Path
+    shape: tuple[int, ...]
+    zooms: tuple[float, ...]
+    affine: np.ndarray
+    data: np.ndarray | None
+
+
+def _read_volume(path: Path, problems: list[Problem], read_data: bool) -> _Volume | None:
+    """Header (and data) of a NIfTI file; ``None`` after recording an error when it is missing or unreadable."""
+    if not path.is_file():
+        problems.append(Problem(ERROR, str(path), "missing file"))
+        return None
+    try:
+        img = nib.load(path)
+        shape = tuple(int(s) for s in img.shape)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ... for broken files
+        problems.append(Problem(ERROR, str(path), f"not a readable NIfTI file ({type(err).__name__}: {err})"))
+        return None
+    data = None
+    if read_data:
+        try:
+            data = np.asanyarray(img.dataobj)
+        except (EOFError, OSError, ValueError, zlib.error) as err:
+            problems.append(
+                Problem(ERROR, str(path), f"truncated or corrupt voxel data ({type(err).__name__}: {err})")
+            )
+            return None
+    if not np.isfinite(affine).all():
+        problems.append(Problem(ERROR, str(path), f"affine holds NaN or inf: {affine.tolist()}"))
+    return _Volume(path, shape, zooms, affine, data)
+
+
+def _check_intensities(vol: _Volume, spec: VolumeSpec, problems: list[Problem], channel_axis: bool) -> None:
+    """NaN/inf, empty, constant image (or constant channel) of an image file."""
+    data = vol.data
+    if data is None:
+        return
+    if data.size == 0:
+        problems.append(Problem(ERROR, str(vol.path), f"empty image (shape {vol.shape})"))
+        return
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        bad = int(data.size - np.count_nonzero(finite))
+        if bad:
+            nan = int(np.count_nonzero(np.isnan(data)))
+            message = f"{bad} of {data.size} voxels are not finite ({nan} NaN, {bad - nan} inf)"
+            problems.append(Problem(ERROR, str(vol.path), message))
+            return
+    if channel_axis:
+        for c in range(data.shape[-1]):
+            channel = data[..., c]
+            lo, hi = channel.min(), channel.max()
+            if lo == hi:
+                problems.append(Problem(ERROR, str(vol.path), f"{spec.channel(c)} is constant (every voxel {lo})"))
+    else:
+        lo, hi = data.min(), data.max()
+        if lo == hi:
+            problems.append(Problem(ERROR, str(vol.path), f"constant image (every voxel {lo})"))
+
+
+def _label_values(data: np.ndarray) -> np.ndarray | None:
+    """Distinct values of an integer-valued label map (``None`` when some value is not an integer)."""
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+            return None
+    if np.issubdtype(data.dtype, np.bool_):
+        data = data.view(np.uint8)
+    lo, hi = data.min(), data.max()
+    if not (0 <= lo and hi < MAX_LABEL_VALUE):
+        return np.unique(data)
+    flat = data.reshape(-1)
+    counts = np.zeros(int(hi) + 1, dtype=np.int64)
+    for start in range(0, flat.size, 1 << 22):  # a histogram in chunks: bounded memory, far faster than np.unique
+        counts += np.bincount(flat[start : start + (1 << 22)].astype(np.intp), minlength=counts.size)
+    return np.flatnonzero(counts)
+
+
+def _check_label(vol: _Volume, spec: VolumeSpec, problems: list[Problem]) -> None:
+    path = str(vol.path)
+    shape = vol.shape[:3] if len(vol.shape) == 4 and vol.shape[3] == 1 else vol.shape
+    if len(shape) != 3:
+        problems.append(Problem(ERROR, path, f"label map is {len(vol.shape)}-D (shape {vol.shape}); it must be 3-D"))
+        return
+    if vol.data is None:
+        return
+    if vol.data.size == 0:
+        problems.append(Problem(ERROR, path, f"empty label map (shape {vol.shape})"))
+        return
+    values = _label_values(vol.data)
+    if values is None:
+        problems.append(Problem(ERROR, path, "label map holds values that are not integers (or NaN/inf)"))
+        return
+    allowed = set(spec.label_values)
+    outside = [v.item() for v in values if v.item() not in allowed]
+    if allowed and outside:
+        shown = ", ".join(str(v) for v in outside[:10]) + (" ..." if len(outside) > 10 else "")
+        problems.append(
+            Problem(ERROR, path, f"label values {shown} are outside the {spec.name} set {sorted(allowed)}")
+        )
+    elif values.size == 1 and values[0] == 0:
+        problems.append(Problem(WARNING, path, "label map has no foreground: every voxel is background (0)"))
+
+
+def _same_grid(vol: _Volume, ref: _Volume, problems: list[Problem], what: str) -> None:
+    """Shape, spacing and affine of ``vol`` against the reference image ``ref``."""
+    path = str(vol.path)
+    if vol.shape[:3] != ref.shape[:3]:
+        problems.append(
+            Problem(ERROR, path, f"{what} has spatial shape {vol.shape[:3]} but '{ref.path}' has {ref.shape[:3]}")
+        )
+        return
+    if not np.allclose(vol.zooms[:3], ref.zooms[:3], atol=SPACING_ATOL):
+        spacing, ref_spacing = tuple(round(z, 4) for z in vol.zooms[:3]), tuple(round(z, 4) for z in ref.zooms[:3])
+        problems.append(
+            Problem(ERROR, path, f"{what} has voxel spacing {spacing} mm but '{ref.path}' has {ref_spacing} mm")
+        )
+        return
+    if not np.allclose(vol.affine, ref.affine, atol=SPACING_ATOL):
+        problems.append(
+            Problem(
+                ERROR, path, f"{what} has affine {np.round(vol.affine, 3).tolist()} but '{ref.path}' has "
+                f"{np.round(ref.affine, 3).tolist()} (same shape and spacing, another origin or direction)",
+            )
+        )  # fmt: skip
+
+
+def check_volume_item(item: Mapping[str, Any], spec: VolumeSpec, read_data: bool = True) -> tuple[list[Problem], int]:
+    """Check the image(s) and label of one datalist item.
+
+    Args:
+        item: ``{"image": path or [paths], "label": path (optional)}``.
+        spec: what the files must be.
+        read_data: read the voxels too (NaN/inf, constant images, label values, truncated data); ``False`` reads
+            headers only.
+
+    Returns:
+        ``(problems, number of files checked)``.
+    """
+    problems: list[Problem] = []
+    paths = [Path(p) for p in item["image"]] if isinstance(item["image"], (list, tuple)) else [Path(item["image"])]
+    ref: _Volume | None = None
+    if len(paths) > 1 and len(paths) != spec.channels:
+        problems.append(
+            Problem(ERROR, str(paths[0].parent), f"{len(paths)} image files given; {spec.channels} are needed")
+        )
+    for index, path in enumerate(paths):
+        vol = _read_volume(path, problems, read_data)
+        if vol is None:
+            continue
+        shape, ndim = vol.shape, len(vol.shape)
+        if len(paths) > 1 or spec.channels == 1:
+            squeezed = ndim == 4 and shape[3] == 1
+            if ndim != 3 and not squeezed:
+                what = f"{spec.channel(index)} file" if len(paths) > 1 else f"{spec.name} image"
+                problems.append(
+                    Problem(ERROR, str(path), f"is {ndim}-D (shape {shape}); a {what} must be 3-D (one channel)")
+                )
+                continue
+            _check_intensities(vol, spec, problems, channel_axis=False)
+        else:
+            names = f" ({', '.join(spec.channel_names)})" if spec.channel_names else ""
+            if ndim != 4:
+                problems.append(
+                    Problem(
+                        ERROR, str(path), f"is {ndim}-D (shape {shape}); a {spec.name} image must be 4-D with "
+                        f"{spec.channels} channels{names} on its last axis",
+                    )
+                )  # fmt: skip
+                continue
+            if shape[3] != spec.channels:
+                problems.append(
+                    Problem(
+                        ERROR, str(path), f"has {shape[3]} channels on its last axis (shape {shape}); "
+                        f"{spec.channels} are needed{names}",
+                    )
+                )  # fmt: skip
+                continue
+            _check_intensities(vol, spec, problems, channel_axis=True)
+        if ref is None:
+            ref = vol
+        else:
+            _same_grid(vol, ref, problems, spec.channel(index) + " file")
+    label_path = item.get("label")
+    if label_path is not None:
+        label = _read_volume(Path(label_path), problems, read_data)
+        if label is not None:
+            _check_label(label, spec, problems)
+            if ref is not None:
+                _same_grid(label, ref, problems, "label")
+    return problems, len(paths) + (label_path is not None)
+
+
+def validate_volume_items(
+    report: ValidationReport,
+    items: Sequence[Mapping[str, Any]],
+    spec: VolumeSpec | Callable[[Mapping[str, Any]], VolumeSpec],
+    read_data: bool = True,
+    num_workers: int = 2,
+) -> ValidationReport:
+    """Check every item with :func:`check_volume_item`, adding the problems to ``report``.
+
+    Args:
+        report: report to add to.
+        items: datalist items.
+        spec: the spec, or a function giving each item's spec.
+        read_data: read voxel data too.
+        num_workers: threads.
+    """
+    spec_of = spec if callable(spec) else (lambda _: spec)
+    check_items(report, items, lambda item: check_volume_item(item, spec_of(item), read_data), num_workers)
+    return report

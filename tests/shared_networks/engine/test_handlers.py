@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from unittest.mock import MagicMock
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.engines import Evaluator
+
+from shared_networks.engine.handlers import (
+    PretrainedEncoderLoader,
+    ReconstructionSaver,
+    ValidationEveryAndLast,
+    prepare_image_as_target,
+)
+from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss
+from shared_networks.networks.unetr import UNETR
+
+ENC = dict(patch_size=4, hidden_size=48, num_layers=4, num_heads=4, mlp_dim=96)
+
+
+def test_prepare_image_as_target():
+    img = torch.randn(2, 1, 4, 4)
+    x, y = prepare_image_as_target({"image": img, "label": torch.zeros(1)}, device="cpu")
+    assert x is not None and torch.equal(x, img) and torch.equal(y, img)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_reconstruction_of_a_perfect_prediction_is_the_input(spatial_dims, tmp_path):
+    torch.manual_seed(0)
+    img = torch.rand(1, 1, *(8,) * spatial_dims)
+    loss = MaskedPatchLoss(4, spatial_dims)
+    pred = loss.target(img)  # what a perfect MAE predicts (normalised patches)
+    half = 2 ** (spatial_dims - 1)
+    mask = torch.tensor([[1.0] * half + [0.0] * half])  # the first row of patches (h = 0) hidden
+    saver = ReconstructionSaver(tmp_path, (4,) * spatial_dims)
+    inp, masked, recon = saver.panels(img, pred, mask)
+    np.testing.assert_allclose(recon, inp, atol=1e-4)
+    assert (masked == 0).sum() > 0 and not np.allclose(masked, inp)
+    path = saver.save_png([inp, masked, recon], tmp_path / "r.png")
+    from PIL import Image
+
+    assert Image.open(path).width >= 384 and not list(tmp_path.glob(".*tmp"))
+
+
+def test_reconstruction_saver_on_a_trainer(tmp_path):
+    mae = MaskedAutoencoderViT(1, (8, 8), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
+                               decoder_num_heads=2, **ENC)  # fmt: skip
+    img = torch.rand(2, 1, 8, 8)
+    engine = Engine(lambda e, b: {"image": img, "pred": mae(img)})
+    ReconstructionSaver(tmp_path, (4, 4), interval=2).attach(engine)
+    engine.run([0], max_epochs=3)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["reconstruction_epoch2.png", "reconstruction_epoch3.png"]
+
+
+def test_pretrained_encoder_loader(tmp_path, caplog):
+    mae = MaskedAutoencoderViT(1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
+                               decoder_num_heads=2, **ENC)  # fmt: skip
+    torch.save(mae.state_dict(), tmp_path / "mae.pt")
+    net = UNETR(1, 3, (16, 16), spatial_dims=2, feature_size=4, **ENC)
+    engine = Engine(lambda e, b: None)
+    loader = PretrainedEncoderLoader(net, tmp_path / "mae.pt")
+    loader.attach(engine)
+    engine.run([0], max_epochs=1)
+    assert len(loader.report.loaded) == len(net.encoder.state_dict())
+    assert torch.equal(net.encoder.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
+    for value in (None, "", "none", "None"):  # a command line can only say "none"
+        scratch = PretrainedEncoderLoader(net, value)
+        scratch()
+        assert scratch.report is False
+    with pytest.raises(FileNotFoundError, match="typo.pt"):
+        PretrainedEncoderLoader(net, tmp_path / "typo.pt")()
+
+
+@pytest.mark.parametrize("max_epochs,expected", [(5, [2, 4, 5]), (4, [2, 4]), (1, [1])])
+def test_validation_every_and_last(max_epochs, expected):
+    validator = MagicMock(spec=Evaluator)
+    engine = Engine(lambda e, b: None)
+    ValidationEveryAndLast(interval=2, validator=validator).attach(engine)
+    engine.run([0], max_epochs=max_epochs)
+    assert [c.args[0] for c in validator.run.call_args_list] == expected

@@ -1,0 +1,173 @@
+"""The package's layers: no module imports a layer above its own, the imports have no cycle, and importing the facade
+loads only the runtime layers (what a release packs)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import shared_networks
+
+PACKAGE = Path(shared_networks.__file__).resolve().parent
+NAME = PACKAGE.name
+LAYERS = ("utils", "networks", "engine", "data", "validation", "synthetic", "tools", "cli")
+RANK = {layer: i for i, layer in enumerate(LAYERS)}
+FACADE_RANK = RANK["data"]  # the root __init__ may import utils..data
+EXCLUDED = ("validation", "synthetic", "tools", "cli")  # not loaded by `import shared_networks`, not released
+
+
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = [root.name, *path.relative_to(root).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_rank(module: str) -> int:
+    """Rank of a module of the package; the facade (the package itself) sits just above ``data``."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return FACADE_RANK
+    if parts[1] not in RANK:
+        raise AssertionError(f"{module} is outside the layers {LAYERS}: put it in one of them.")
+    return RANK[parts[1]]
+
+
+def imported_modules(path: Path, module: str, modules: set[str]) -> set[str]:
+    """Modules of the package that ``path`` imports anywhere (top level, in functions, relative imports too)."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [target] + [f"{target}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name == NAME or name.startswith(NAME + "."):
+                while name not in modules and "." in name:  # `from pkg.mod import Name` -> pkg.mod
+                    name = name.rsplit(".", 1)[0]
+                if name in modules:
+                    found.add(name)
+    found.discard(module)
+    return found
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    return {m: imported_modules(p, m, set(files)) for m, p in files.items()}
+
+
+def upward_imports(graph: Mapping[str, set[str]]) -> list[str]:
+    """``"a -> b"`` for every import of a module ``b`` in a higher layer than ``a``'s."""
+    bad = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if layer_rank(target) > layer_rank(module) or (len(module.split(".")) > 1 and target == NAME):
+                bad.append(f"{module} -> {target}")
+    return bad
+
+
+def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or ``None``.
+
+    A package is not counted as importing its own sub-modules' parents: ``pkg.sub.mod`` importing ``pkg.sub``
+    (whose ``__init__`` imports ``pkg.sub.mod``) is a cycle, and reported.
+    """
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_detectors_flag_a_bad_graph() -> None:
+    bad = {
+        f"{NAME}.utils.files": {f"{NAME}.engine.seeding"},  # upward
+        f"{NAME}.engine.seeding": {f"{NAME}.engine.optim"},
+        f"{NAME}.engine.optim": {f"{NAME}.engine.seeding"},  # cycle
+        f"{NAME}.data.btcv": {NAME},  # a layer importing the facade
+        f"{NAME}": {f"{NAME}.cli.prepare"},  # the facade importing a tool
+        f"{NAME}.cli.prepare": {f"{NAME}.data.btcv"},  # fine
+    }
+    assert upward_imports(bad) == [
+        f"{NAME} -> {NAME}.cli.prepare", f"{NAME}.data.btcv -> {NAME}", f"{NAME}.utils.files -> {NAME}.engine.seeding",
+    ]  # fmt: skip
+    assert find_cycle(bad) == [NAME, f"{NAME}.cli.prepare", f"{NAME}.data.btcv", NAME]
+    del bad[f"{NAME}.data.btcv"]
+    assert find_cycle(bad) == [f"{NAME}.engine.optim", f"{NAME}.engine.seeding", f"{NAME}.engine.optim"]
+    del bad[f"{NAME}.engine.optim"]
+    assert find_cycle(bad) is None
+
+
+def test_detectors_read_relative_and_function_level_imports(tmp_path: Path) -> None:
+    root = tmp_path / NAME
+    for sub in ("utils", "engine"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "utils" / "files.py").write_text("def f():\n    from ..engine import seeding\n")
+    (root / "engine" / "seeding.py").write_text("from . import optim\n")
+    (root / "engine" / "optim.py").write_text(f"import {NAME}.engine.seeding\n")
+    graph = import_graph(root)
+    assert graph[f"{NAME}.utils.files"] == {f"{NAME}.engine", f"{NAME}.engine.seeding"}
+    assert upward_imports(graph) == [
+        f"{NAME}.utils.files -> {NAME}.engine", f"{NAME}.utils.files -> {NAME}.engine.seeding",
+    ]  # fmt: skip
+    assert find_cycle(graph) == [f"{NAME}.engine.optim", f"{NAME}.engine.seeding", f"{NAME}.engine.optim"]
+
+
+def test_every_module_sits_in_a_layer() -> None:
+    for module in import_graph():
+        layer_rank(module)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_imports_have_no_cycle() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("layer", EXCLUDED)
+def test_runtime_layers_do_not_import_the_tools(layer: str) -> None:
+    graph = import_graph()
+    runtime = [m for m in graph if layer_rank(m) <= FACADE_RANK]
+    assert not [f"{m} -> {t}" for m in runtime for t in graph[m] if t.startswith(f"{NAME}.{layer}")]
+
+
+def test_importing_the_package_loads_only_the_runtime_layers() -> None:
+    code = (
+        "import json, sys; import shared_networks; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('shared_networks'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert f"{NAME}.networks.mae" in loaded and f"{NAME}.data.btcv" in loaded
+    assert [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in EXCLUDED] == []

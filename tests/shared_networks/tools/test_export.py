@@ -1,0 +1,250 @@
+"""shared_networks.tools.export: what the zip holds, the hashes in large_files.yml, errors and atomicity.
+
+Weights here are freshly initialised networks of configs/quick.yaml (``network_def`` -> models/model.pt, ``mae_def``
+-> models/mae.pt, tests/bundles/bundle_weights.py), saved as state dicts: the export checks that they load strictly
+into the bundle's networks.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import locale
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from bundle_weights import write_quick_weights
+
+import shared_networks
+from shared_networks.tools import export as export_module
+from shared_networks.tools.bundle_checks import check_bundle
+from shared_networks.tools.export import RUNTIME_PARTS, export_bundle
+
+REPO = Path(__file__).resolve().parents[3]
+QUICK = ["configs/quick.yaml"]
+URL = "https://example.org/releases/v1"
+
+
+@pytest.fixture(autouse=True)
+def utf8_locale():
+    """MONAI reads configs in the locale's encoding, and GDCM (writing DICOM in other tests of this process) sets
+    LC_CTYPE to "C": restore the environment's locale so the bundles' UTF-8 files read as such."""
+    locale.setlocale(locale.LC_CTYPE, "")
+    yield
+
+
+@pytest.fixture
+def weighted(tmp_path):
+    def make(name: str, which=("model.pt", "mae.pt")) -> Path:
+        dst = tmp_path / "src" / name
+        shutil.copytree(REPO / "bundles" / name, dst, ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
+        write_quick_weights(dst, which)
+        return dst
+
+    return make
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification")
+    out = export_bundle(str(bundle), str(tmp_path / "dist"), base_url=URL + "/", config_overrides=QUICK)
+    stem = "cxr14_mae_classification_v0.1.1"
+    assert out == {
+        "zip": str(tmp_path / "dist" / f"{stem}.zip"),
+        "sha256": str(tmp_path / "dist" / f"{stem}.sha256"),
+        "weights:models/model.pt": str(tmp_path / "dist" / f"{stem}_model.pt"),
+        "weights:models/mae.pt": str(tmp_path / "dist" / f"{stem}_mae.pt"),
+    }
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(Path(p).name for p in out.values())
+    with zipfile.ZipFile(out["zip"]) as zf:
+        names = set(zf.namelist())
+        members = {n: zf.read(n) for n in names}
+    root = "cxr14_mae_classification/"
+    assert all(n.startswith(root) for n in names)  # one base folder named after the bundle
+    configs = {f"{root}configs/{p.name}" for p in (bundle / "configs").iterdir()}
+    source_root = Path(shared_networks.__file__).parent
+    package = {
+        f"{root}shared_networks/{p.relative_to(source_root).as_posix()}"
+        for p in source_root.rglob("*.py")
+        if p.relative_to(source_root).parts[0] in RUNTIME_PARTS
+    }
+    assert not {n for n in names if n.split("/")[2:3] in (["validation"], ["synthetic"], ["tools"], ["cli"])}
+    expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
+    assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
+    for rel in ("configs/common.yaml", "docs/README.md", "LICENSE"):
+        assert members[root + rel] == (bundle / rel).read_bytes()
+    vit = "shared_networks/networks/vit.py"
+    assert members[root + vit] == (REPO / vit).read_bytes()
+
+    entries = yaml.safe_load(members[root + "large_files.yml"])["large_files"]
+    assert entries == [
+        {"path": f"models/{w}", "url": f"{URL}/{stem}_{w}", "hash_val": sha256((bundle / "models" / w).read_bytes()),
+         "hash_type": "sha256"}
+        for w in ("model.pt", "mae.pt")
+    ]  # fmt: skip
+    for w in ("model.pt", "mae.pt"):
+        assert members[root + f"models/{w}"] == (bundle / "models" / w).read_bytes()
+        assert Path(out[f"weights:models/{w}"]).read_bytes() == (bundle / "models" / w).read_bytes()
+    sums = dict(reversed(line.split("  ")) for line in Path(out["sha256"]).read_text().splitlines())
+    assert sums == {Path(p).name: sha256(Path(p).read_bytes()) for k, p in out.items() if k != "sha256"}
+    source = REPO / "bundles" / "cxr14_mae_classification" / "large_files.yml"
+    assert (bundle / "large_files.yml").read_text() == source.read_text()  # the source is left alone
+
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out["zip"]).extractall(unpacked)
+    assert check_bundle(unpacked / "cxr14_mae_classification", net_in_out=False, released=True)
+
+
+def test_packed_package_imports_on_its_own(weighted, tmp_path):
+    """The runtime layers packed in a release import without the layers left out (validation, synthetic, tools, cli)."""
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    out = export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out["zip"]).extractall(unpacked)
+    root = unpacked / "cxr14_mae_classification"
+    assert sorted(p.name for p in (root / "shared_networks").iterdir()) == sorted(RUNTIME_PARTS)
+    code = (
+        "import json, sys, shared_networks as sn; "
+        "print(json.dumps([sn.__file__, sorted(m for m in sys.modules if m.startswith('shared_networks')),"
+        " all(hasattr(sn, n) for n in sn.__all__)]))"
+    )
+    # -I: isolated (no PYTHONPATH, no user site, no script folder); the cwd is put on sys.path by -c only without -I,
+    # so the unpacked bundle root is added explicitly, before the installed copy of the repository
+    boot = f"import sys; sys.path.insert(0, {str(root)!r}); " + code
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", boot], cwd=root, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    path, loaded, complete = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(path).resolve() == (root / "shared_networks" / "__init__.py").resolve()
+    assert complete and "shared_networks.networks.mae" in loaded
+    assert not [m for m in loaded if m.split(".")[1:2] in (["validation"], ["synthetic"], ["tools"], ["cli"])]
+
+
+def test_same_inputs_give_the_same_zip(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    a = export_bundle(str(bundle), str(tmp_path / "a"), config_overrides=QUICK)
+    b = export_bundle(str(bundle), str(tmp_path / "b"), config_overrides=QUICK)
+    assert Path(a["zip"]).read_bytes() == Path(b["zip"]).read_bytes()
+    with zipfile.ZipFile(a["zip"]) as zf:
+        assert "cxr14_mae_classification/models/mae.pt" not in zf.namelist()  # absent -> not packed, not listed
+        entries = yaml.safe_load(zf.read("cxr14_mae_classification/large_files.yml"))["large_files"]
+    assert [e["path"] for e in entries] == ["models/model.pt"] and entries[0]["url"] == ""  # no --base_url
+
+
+def test_bundle_without_weights_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="models/model.pt does not exist: export a bundle after fine-tuning"):
+        export_bundle(str(REPO / "bundles" / "btcv_mae_segmentation"), str(tmp_path / "dist"))
+    assert not (tmp_path / "dist").exists()
+    with pytest.raises(FileNotFoundError, match="is not a bundle folder"):
+        export_bundle(str(tmp_path), str(tmp_path / "dist"))
+
+
+def test_weights_that_do_not_fit_the_network_are_an_error(weighted, tmp_path):
+    bundle = weighted("btcv_mae_segmentation")
+    with pytest.raises(ValueError, match=r"model.pt does not fit network_def of inference.yaml \(trained with other"):
+        export_bundle(str(bundle), str(tmp_path / "dist"))  # quick-size weights, full-size configs
+    assert list((tmp_path / "dist").glob("*")) == []
+
+
+def test_large_files_paths_must_stay_in_the_bundle(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    (bundle / "large_files.yml").write_text('large_files:\n  - {path: "../../secret.pt", url: "", hash_val: ""}\n')
+    with pytest.raises(ValueError, match=r"large_files.yml: each entry needs a 'path' inside the bundle, got '\.\./"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+
+
+def test_non_weights_checkpoints_are_refused(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification")
+    torch.save({"net": torch.nn.Linear(2, 2)}, bundle / "models" / "mae.pt")  # a pickled module, not a state dict
+    with pytest.raises(ValueError, match=r"mae.pt is not a weights-only PyTorch checkpoint"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    (bundle / "models" / "mae.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match=r"mae.pt is not a weights-only PyTorch checkpoint"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    assert list((tmp_path / "dist").glob("*")) == []
+
+
+def test_a_failed_export_leaves_the_previous_one_intact(weighted, tmp_path, monkeypatch):
+    bundle = weighted("cxr14_mae_classification")
+    dist = tmp_path / "dist"
+    first = export_bundle(str(bundle), str(dist), base_url=URL, config_overrides=QUICK)
+    before = {p.name: p.read_bytes() for p in dist.iterdir()}
+    write_quick_weights(bundle, seed=1)  # new weights, then the zip step fails half-way
+
+    def failing_zip(folder, target, arc_root, skip):
+        target.write_bytes(b"PK half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_module, "_zip_folder", failing_zip)
+    with pytest.raises(OSError, match="disk full"):
+        export_bundle(str(bundle), str(dist), base_url=URL, config_overrides=QUICK)
+    assert {p.name: p.read_bytes() for p in dist.iterdir()} == before  # no temporary left, nothing replaced
+    assert zipfile.ZipFile(first["zip"]).testzip() is None
+
+
+def test_light_zip_and_update_bundle(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification")
+    with pytest.raises(ValueError, match="needs --base_url"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), weights_in_zip=False, config_overrides=QUICK)
+    out = export_bundle(
+        str(bundle), str(tmp_path / "dist"), base_url=URL, weights_in_zip=False, update_bundle=True,
+        config_overrides=QUICK,
+    )  # fmt: skip
+    with zipfile.ZipFile(out["zip"]) as zf:
+        assert not [n for n in zf.namelist() if "/models/" in n]
+        packed = zf.read("cxr14_mae_classification/large_files.yml").decode()
+    assert out["large_files"] == str(bundle / "large_files.yml")
+    updated = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]
+    assert updated[:2] == yaml.safe_load(packed)["large_files"]  # the source bundle now lists the released files
+    assert updated[2:] == [{"path": "models/linear_probe.pt", "url": "", "hash_val": "", "hash_type": "sha256"}]
+
+
+def test_command_line(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    run = subprocess.run(
+        [sys.executable, "-m", "shared_networks.cli.export", "--bundle", str(bundle), "--out", str(tmp_path / "dist"),
+         "--base_url", URL, "--config_overrides", "['configs/quick.yaml']"],
+        capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.1.1.zip").is_file()
+    assert "cxr14_mae_classification_v0.1.1_model.pt" in run.stdout
+
+
+def _unsafe_loads(source: str) -> list[int]:
+    """Lines of ``torch.load(...)`` calls without ``weights_only=True`` in Python source."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+            kw = {k.arg: k.value for k in node.keywords}
+            if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_every_checkpoint_load_is_weights_only():
+    """A checkpoint is data: every ``torch.load`` in the code, tests, scripts and bundle configs passes
+    ``weights_only=True`` (MONAI's CheckpointLoader, ignite's Checkpoint and monai.bundle's exports already do)."""
+    assert _unsafe_loads("torch.load(p)\ntorch.load(p, weights_only=False)\ntorch.load(p, weights_only=True)") == [1, 2]
+    found = {}
+    code = [p for d in ("shared_networks", "tests", "scripts", "benchmarks", "monailabel_app", "bundles")
+            for p in (REPO / d).glob("**/*.py")]  # fmt: skip  # the project's code, not the environments beside it
+    for path in sorted(code):
+        if (lines := _unsafe_loads(path.read_text(encoding="utf-8"))):
+            found[str(path.relative_to(REPO))] = lines
+    for path in sorted(REPO.glob("bundles/*/configs/*.yaml")):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "torch.load(" in line and "weights_only=True" not in line:
+                found.setdefault(str(path.relative_to(REPO)), []).append(i)
+    assert found == {}
