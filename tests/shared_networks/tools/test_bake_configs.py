@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shared_networks.bake_configs import BAKED_MARK, bake_bundle_configs, bake_text, read_overrides
+from shared_networks.tools.bake_configs import BAKED_MARK, bake_bundle_configs, bake_text, read_overrides
 
 CONFIG = """\
 # a workflow
