@@ -1,4 +1,4 @@
-"""configs/multi_gpu.yaml of every bundle: merged config checks, and real 2-process torchrun runs on the CPU (gloo).
+"""configs/multi_gpu_train.yaml of every bundle: merged config checks, real 2-process torchrun runs on the CPU (gloo).
 
 The runs are `python -m torch.distributed.run --standalone --nproc_per_node 2 -m monai.bundle run` from the bundle
 folder, as the docs give them, with configs/quick.yaml and tiny generated data sets. A test-only override appended to
@@ -33,7 +33,7 @@ WORLD_SIZE = 2
 
 
 def config_files(bundle: str, workflow: str, quick: bool = True) -> list[str]:
-    names = ["common", *WORKFLOW_FILES[workflow]] + (["quick"] if quick else []) + ["multi_gpu"]
+    names = [*WORKFLOW_FILES[workflow]] + (["quick"] if quick else []) + ["multi_gpu_train"]
     return [f"configs/{n}.yaml" for n in names]
 
 
@@ -107,16 +107,16 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     # pretrain.yaml has no validation: only there the '+validate' entries are copied instead of merged (unused)
     assert copied == (["+validate", "+validate#dataloader", "+validate#evaluator"] if workflow == "pretrain" else [])
     assert merged["imports"][: len(base["imports"])] == base["imports"]
-    assert "$import shared_networks.distributed" in merged["imports"]
+    assert "$import torch.distributed" in merged["imports"]
     # the workflow's own initialize steps first, unchanged; the process group joined after them (nothing there needs it)
     assert merged["initialize"][: len(base["initialize"])] == base["initialize"]
-    assert merged["initialize"][len(base["initialize"])] == "$shared_networks.distributed.init_process_group()"
-    assert "finalize" not in base and merged["finalize"] == ["$shared_networks.distributed.destroy_process_group()"]
+    assert merged["initialize"][len(base["initialize"])] == "$shared_networks.init_process_group()"
+    assert "finalize" not in base and merged["finalize"] == ["$shared_networks.destroy_process_group()"]
     assert merged["run"] == base["run"]
     trainer, base_trainer = merged["train"]["trainer"], base["train"]["trainer"]
-    assert trainer["_target_"] == "shared_networks.distributed.DistributedTrainer"
+    assert trainer["_target_"] == "shared_networks.DistributedTrainer"
     assert trainer["network"] == base_trainer["network"]  # the bare network: the trainer wraps it in DDP
-    assert trainer["train_handlers"] == "$shared_networks.distributed.rank0_only(@train#handlers)"
+    assert trainer["train_handlers"] == "$shared_networks.rank0_only(@train#handlers)"
     assert {k: v for k, v in trainer.items() if k not in ("_target_", "find_unused_parameters", "train_handlers")} == {
         k: v for k, v in base_trainer.items() if k not in ("_target_", "train_handlers")
     }
@@ -129,7 +129,7 @@ def test_override_keeps_the_workflow_and_adds_the_distributed_parts(bundle, work
     loader, base_loader = merged["validate"]["dataloader"], base["validate"]["dataloader"]
     assert loader == {**base_loader, "sampler": "@validate#sampler", "shuffle": False}
     evaluator, base_evaluator = merged["validate"]["evaluator"], base["validate"]["evaluator"]
-    rank0_handlers = "$shared_networks.distributed.rank0_only(@validate#handlers)"
+    rank0_handlers = "$shared_networks.rank0_only(@validate#handlers)"
     assert evaluator == {**base_evaluator, "val_handlers": rank0_handlers}
     assert merged["validate"]["sampler"]["even_divisible"] is False  # each image validated once
 
@@ -139,7 +139,7 @@ def test_without_torchrun_the_override_says_how_to_launch(tmp_path, monkeypatch)
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     data = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=8, size=32, seed=1)
-    configs = BundleConfigs("cxr14_mae_classification", {"pretrain": ["pretrain", "multi_gpu"]})
+    configs = BundleConfigs("cxr14_mae_classification", {"pretrain": ["pretrain", "multi_gpu_train"]})
     with pytest.raises(RuntimeError, match="init_process_group") as error:  # monai.bundle names the failed step
         configs.workflow("pretrain", "train", dataset_dir=str(data), ckpt_dir=str(tmp_path), output_dir=str(tmp_path))
     assert "RANK, LOCAL_RANK, WORLD_SIZE" in str(error.value.__cause__)
@@ -154,7 +154,7 @@ def test_cxr14_pretrain_then_finetune_on_two_processes(tmp_path):
     data = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=24, size=64, seed=3)
     models, runs = tmp_path / "models", tmp_path / "runs"
     common = dict(dataset_dir=data, ckpt_dir=models)
-    configs = BundleConfigs("cxr14_mae_classification", WORKFLOW_FILES)
+    configs = BundleConfigs("cxr14_mae_classification")
 
     ranks, log = torchrun("cxr14_mae_classification", "pretrain", tmp_path / "pretrain_ranks",
                      output_dir=runs / "pretrain", max_epochs=2, recon_interval=1, **common)  # fmt: skip

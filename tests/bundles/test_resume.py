@@ -20,7 +20,7 @@ from shared_networks.data.phantoms import write_btcv_phantom_dataset, write_cxr1
 
 BTCV = BundleConfigs("btcv_mae_segmentation")
 BRATS = BundleConfigs("brats_mae_segmentation")
-CXR14 = BundleConfigs("cxr14_mae_classification", {"linear_probe": ["train", "linear_probe"]})
+CXR14 = BundleConfigs("cxr14_mae_classification")
 MAX_EPOCHS = 3
 
 
