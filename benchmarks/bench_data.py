@@ -1,7 +1,7 @@
 """Training crops per second from real CT with the BTCV bundle's own pre-processing: cached vs uncached.
 
-The transforms are read from the bundle's configs (``configs/common.yaml`` ``deterministic_transforms`` followed by
-``configs/train.yaml`` ``train#random_transforms``: load, RAS, 1.5 x 1.5 x 2 mm, HU window, foreground crop, then
+The transforms are read from the bundle's ``configs/train.yaml`` (``deterministic_transforms`` followed by
+``train#random_transforms``: load, RAS, 1.5 x 1.5 x 2 mm, HU window, foreground crop, then
 four 96^3 positive/negative crops, flips, rotations, intensity shift). Two arms over the same files, run alternately,
 one epoch each per round, ``DataLoader(batch_size=1, num_workers=0)`` so that only the transforms are timed:
 
@@ -42,7 +42,7 @@ BUNDLE = ROOT / "bundles" / "btcv_mae_segmentation"
 def bundle_transforms() -> tuple[list, list, int]:
     """The train workflow's deterministic and random transforms, and its crops per volume, from the configs."""
     parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "configs" / "common.yaml"), str(BUNDLE / "configs" / "train.yaml")])
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
     parser["bundle_root"] = str(BUNDLE)
     det = parser.get_parsed_content("deterministic_transforms")
     rand = parser.get_parsed_content("train#random_transforms")

@@ -45,7 +45,8 @@ def run_workflow(
     bundle: str, workflow: str, log: Path, desc: str, epochs: int | None, stages: Stages, **overrides
 ) -> None:
     """Runs one bundle workflow in a subprocess, logging to ``log`` with a progress bar; exits on failure."""
-    configs = [f"configs/{name}.yaml" for name in ("common", workflow, "quick")]
+    files = {"evaluate": ["train", "evaluate"]}.get(workflow, [workflow])  # evaluate merges over train (model-zoo)
+    configs = [f"configs/{name}.yaml" for name in (*files, "quick")]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs)]
     cmd += ["--logging_file", "configs/logging.conf"]
     if stages.mlflow:  # one SQLite store per part, beside the part's logs

@@ -1,10 +1,9 @@
-"""MONAI Label tasks for this project's bundles, whose workflows are split over several config files.
+"""MONAI Label tasks for this project's bundles, whose workflows may take override files merged last.
 
 MONAI Label's :class:`~monailabel.tasks.infer.bundle.BundleInferTask` and
 :class:`~monailabel.tasks.train.bundle.BundleTrainTask` read ``configs/inference.yaml`` or ``configs/train.yaml``
-alone; every workflow here is ``configs/common.yaml`` (merged first) + the workflow's file (+ overrides such as
-``configs/quick.yaml``, merged last). The subclasses below read that list and change nothing else of MONAI Label's
-behaviour, except:
+alone, as every workflow here runs; the subclasses below add overrides such as ``configs/quick.yaml``, merged
+last, and change nothing else of MONAI Label's behaviour, except:
 
 * items get fixed entries (``item_defaults``) that the bundle's transforms read, e.g. BraTS ``layout: msd``;
 * segmentation labels can be given (BraTS returns a label map numbered as MSD, not the TC/WT/ET network channels);
@@ -39,13 +38,13 @@ __all__ = ["ClassificationInferTask", "SplitConfigInferTask", "SplitConfigTrainT
 
 
 def bundle_config_files(bundle: str | os.PathLike, workflow: str, overrides: Sequence[str] = ()) -> list[str]:
-    """``configs/common.yaml``, ``configs/<workflow>.yaml``, then ``configs/<o>.yaml`` for each override, in order.
+    """``configs/<workflow>.yaml``, then ``configs/<o>.yaml`` for each override, in order.
 
     Raises:
         FileNotFoundError: naming the first file that does not exist.
     """
     configs = Path(bundle) / "configs"
-    files = [configs / f"{name}.yaml" for name in ("common", workflow, *overrides)]
+    files = [configs / f"{name}.yaml" for name in (workflow, *overrides)]
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"bundle config '{f}' does not exist (bundle '{bundle}', workflow '{workflow}').")
@@ -60,7 +59,7 @@ def _read_configs(files: Sequence[str], bundle_root: str) -> ConfigParser:
 
 
 class SplitConfigInferTask(BundleInferTask):
-    """``BundleInferTask`` on ``common.yaml`` + ``inference.yaml`` (+ ``config_overrides``).
+    """``BundleInferTask`` on ``inference.yaml`` (+ ``config_overrides``).
 
     Args:
         path: bundle folder (``configs/``, ``models/model.pt``).
@@ -141,7 +140,7 @@ class ClassificationInferTask(SplitConfigInferTask):
 
 
 class SplitConfigTrainTask(BundleTrainTask):
-    """``BundleTrainTask`` on ``common.yaml`` + ``train.yaml`` (+ ``config_overrides``), on the datastore's labels.
+    """``BundleTrainTask`` on ``train.yaml`` (+ ``config_overrides``), on the datastore's labels.
 
     The datastore's labelled images become the bundle's ``datalist`` (training and, by ``val_split``, validation), so
     the bundle's own checks (e.g. a non-empty validation split) apply.

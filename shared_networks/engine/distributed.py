@@ -1,13 +1,13 @@
 """Training on several processes (GPUs, machines) with ``torch.distributed``, as launched by ``torchrun``.
 
-The pieces each bundle's ``configs/multi_gpu.yaml`` needs beyond what PyTorch and MONAI provide: joining the process
+The pieces each bundle's ``multi_gpu_train.yaml`` needs beyond what PyTorch and MONAI provide: joining the process
 group that torchrun describes in the environment, the device of this process, a ``SupervisedTrainer`` that trains
 its network in ``DistributedDataParallel``, the linear lr scaling rule, and keeping the handlers that write files on
 rank 0. Data sharding is MONAI's ``DistributedSampler`` (its epoch is set by ``monai.engines.Workflow``), metric
 reduction MONAI's cumulative metrics (they all-gather their buffers).
 
     torchrun --standalone --nproc_per_node=2 -m monai.bundle run \
-        --config_file "['configs/common.yaml','configs/train.yaml','configs/multi_gpu.yaml']" --dataset_dir <data>
+        --config_file "['configs/train.yaml','configs/multi_gpu_train.yaml']" --dataset_dir <data>
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def init_process_group(backend: str | None = None) -> None:
     missing = [k for k in TORCHRUN_ENV if k not in os.environ]
     if missing:
         raise RuntimeError(
-            f"configs/multi_gpu.yaml needs the environment torchrun sets ({', '.join(missing)} missing): launch it "
-            "with `torchrun --nproc_per_node=N -m monai.bundle run ...`, or leave multi_gpu.yaml out for one device."
+            f"configs/multi_gpu_train.yaml needs the environment torchrun sets ({', '.join(missing)} missing): launch "
+            "it with `torchrun --nproc_per_node=N -m monai.bundle run ...`, or leave multi_gpu_train.yaml out for one "
+            "device."
         )
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":

@@ -66,7 +66,7 @@ class MeanROCAUCMetric(ROCAUCMetric):
 
     ``aggregate`` returns NaN (and logs a warning) only when no class has both labels in the accumulated data.
 
-    In a distributed run (``torch.distributed`` initialised, e.g. ``configs/multi_gpu.yaml``) ``get_buffer``
+    In a distributed run (``torch.distributed`` initialised, e.g. ``configs/multi_gpu_train.yaml``) ``get_buffer``
     all-gathers the scores and labels of every rank first (MONAI's ``Cumulative``), so each rank computes the AUC of
     all evaluated images: an AUC is not the mean of per-rank AUCs. Every rank must call ``aggregate`` and hold at
     least one image (MONAI's ``DistributedSampler`` refuses a data set smaller than the number of ranks).

@@ -276,7 +276,7 @@ def check_large_files(bundle: str | os.PathLike, released: bool = False) -> list
 
 def check_net_in_out(
     bundle: str | os.PathLike,
-    config_files: Sequence[str] = ("configs/common.yaml", "configs/inference.yaml"),
+    config_files: Sequence[str] = ("configs/inference.yaml",),
     net_id: str = "network_def",
     device: str = "cpu",
     **override: Any,
@@ -307,7 +307,7 @@ def check_bundle(
     bundle: str | os.PathLike,
     net_in_out: bool = True,
     released: bool = False,
-    config_files: Sequence[str] = ("configs/common.yaml", "configs/inference.yaml"),
+    config_files: Sequence[str] = ("configs/inference.yaml",),
     device: str = "cpu",
 ) -> list[str]:
     """Run every check on ``bundle``; raise ``BundleCheckError`` listing all problems, or return the checks run.

@@ -83,7 +83,7 @@ def weights_check(bundle: Path, rel: str, config_overrides: Sequence[str] = ()) 
     if config is None:
         return
     parser = ConfigParser()
-    files = [bundle / "configs" / "common.yaml", config, *(bundle / c for c in config_overrides)]
+    files = [config, *(bundle / c for c in config_overrides)]
     parser.read_config([str(f) for f in files])
     parser["bundle_root"] = str(bundle)
     network = parser.get_parsed_content(net_id)

@@ -22,7 +22,7 @@ def write_quick_weights(bundle: Path, which=("model.pt", "mae.pt"), seed: int = 
     for name in which:
         workflow, net_id = NETWORKS[name]
         p = ConfigParser()
-        p.read_config([str(bundle / "configs" / f) for f in ("common.yaml", f"{workflow}.yaml", "quick.yaml")])
+        p.read_config([str(bundle / "configs" / f) for f in (f"{workflow}.yaml", "quick.yaml")])
         p["bundle_root"] = str(bundle)
         torch.manual_seed(seed)
         nets[name] = p.get_parsed_content(net_id).eval()

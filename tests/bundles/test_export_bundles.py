@@ -110,7 +110,7 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     assert found == str(bundle / "shared_networks" / "__init__.py")
 
     data = write_btcv_phantom_dataset(tmp_path / "data", num_cases=4, shape=(64, 64, 48), seed=3)
-    configs = "['configs/common.yaml','configs/{}.yaml','configs/quick.yaml']"
+    configs = "['configs/{}.yaml','configs/quick.yaml']"
     image = data / "imagesTr" / "img0001.nii.gz"
     run = isolated(
         ["-m", "monai.bundle", "run", "--config_file", configs.format("inference"), "--dataset_dir", str(image),
@@ -185,7 +185,7 @@ def _eager_and_inputs(name: str, tmp_path: Path):
     args = dict(
         net_id="network_def", ckpt_file=str(bundle / "models" / "model.pt"),
         meta_file=str(bundle / "configs" / "metadata.json"),
-        config_file=[str(bundle / "configs" / f) for f in ("common.yaml", "inference.yaml", "quick.yaml")],
+        config_file=[str(bundle / "configs" / f) for f in ("inference.yaml", "quick.yaml")],
         input_shape=list(shape), bundle_root=str(bundle),
     )  # fmt: skip
     return bundle, x, y, args
@@ -202,8 +202,8 @@ def test_torchscript_and_onnx_exports_match_eager(name, tmp_path):
     bundle, x, y, args = _eager_and_inputs(name, tmp_path)
     ts_path = bundle / "models" / "model.ts"
     ckpt_export(filepath=str(ts_path), use_trace=True, **args)  # scripting fails on the ViT code (math.prod, ...)
-    ts, meta, extra = load_net_with_metadata(str(ts_path), more_extra_files=["common.json", "inference.json"])
-    assert meta["version"] == "0.1.1" and "network_def" in extra["common.json"].decode()
+    ts, meta, extra = load_net_with_metadata(str(ts_path), more_extra_files=["inference.json"])
+    assert meta["version"] == "0.2.0" and "network_def" in extra["inference.json"].decode()
     assert "evaluator" in extra["inference.json"].decode()  # the configs travel inside the TorchScript file
     with torch.no_grad():
         torch.testing.assert_close(ts(x), y, rtol=1e-4, atol=1e-5)
@@ -222,7 +222,7 @@ def test_export_command_lines(tmp_path):
     name = "cxr14_mae_classification"
     bundle, x, y, _ = _eager_and_inputs(name, tmp_path)
     common = ["network_def", "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
-              "--config_file", "['configs/common.yaml','configs/inference.yaml','configs/quick.yaml']",
+              "--config_file", "['configs/inference.yaml','configs/quick.yaml']",
               "--input_shape", "[1, 1, 64, 64]"]  # fmt: skip
     for command, out, extra in (
         ("ckpt_export", "models/model.ts", ["--use_trace", "true"]),

@@ -113,7 +113,7 @@ IMAGE = "network_data_format#inputs#image"
         ("references", "Zhou 2023", False, "references: must be of type array, got string"),
         ("version", "0.9.0", False, "version '0.9.0' is missing from changelog"),
         ("changelog#0.0.9", "older", False, None),  # an older entry is fine
-        ("changelog#0.2.0", "newer", False, "is older than the newest changelog entry"),
+        ("changelog#0.3.0", "newer", False, "is older than the newest changelog entry"),
         ("monai_version", "latest", False, "monai_version: 'latest' is not a version number"),
         (f"{IMAGE}#num_channels", "1", False, f"{IMAGE}#num_channels: must be of type integer, got string"),
         (f"{IMAGE}#num_channels", True, False, f"{IMAGE}#num_channels: must be of type integer, got boolean"),

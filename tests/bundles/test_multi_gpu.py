@@ -1,4 +1,4 @@
-"""configs/multi_gpu.yaml of every bundle: merged config checks, and real 2-process torchrun runs on the CPU (gloo).
+"""configs/multi_gpu_train.yaml of every bundle: merged config checks, real 2-process torchrun runs on the CPU (gloo).
 
 The runs are `python -m torch.distributed.run --standalone --nproc_per_node 2 -m monai.bundle run` from the bundle
 folder, as the docs give them, with configs/quick.yaml and tiny generated data sets. A test-only override appended to
@@ -34,7 +34,7 @@ WORLD_SIZE = 2
 
 
 def config_files(bundle: str, workflow: str, quick: bool = True) -> list[str]:
-    names = ["common", *WORKFLOW_FILES[workflow]] + (["quick"] if quick else []) + ["multi_gpu"]
+    names = [*WORKFLOW_FILES[workflow]] + (["quick"] if quick else []) + ["multi_gpu_train"]
     return [f"configs/{n}.yaml" for n in names]
 
 
@@ -140,7 +140,7 @@ def test_without_torchrun_the_override_says_how_to_launch(tmp_path, monkeypatch)
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     data = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=8, size=32, seed=1)
-    configs = BundleConfigs("cxr14_mae_classification", {"pretrain": ["pretrain", "multi_gpu"]})
+    configs = BundleConfigs("cxr14_mae_classification", {"pretrain": ["pretrain", "multi_gpu_train"]})
     with pytest.raises(RuntimeError, match="init_process_group") as error:  # monai.bundle names the failed step
         configs.workflow("pretrain", "train", dataset_dir=str(data), ckpt_dir=str(tmp_path), output_dir=str(tmp_path))
     assert "RANK, LOCAL_RANK, WORLD_SIZE" in str(error.value.__cause__)
@@ -155,7 +155,7 @@ def test_cxr14_pretrain_then_finetune_on_two_processes(tmp_path):
     data = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=24, size=64, seed=3)
     models, runs = tmp_path / "models", tmp_path / "runs"
     common = dict(dataset_dir=data, ckpt_dir=models)
-    configs = BundleConfigs("cxr14_mae_classification", WORKFLOW_FILES)
+    configs = BundleConfigs("cxr14_mae_classification")
 
     ranks, log = torchrun("cxr14_mae_classification", "pretrain", tmp_path / "pretrain_ranks",
                      output_dir=runs / "pretrain", max_epochs=2, recon_interval=1, **common)  # fmt: skip

@@ -21,7 +21,7 @@ from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
 
 BTCV = BundleConfigs("btcv_mae_segmentation")
 BRATS = BundleConfigs("brats_mae_segmentation")
-CXR14 = BundleConfigs("cxr14_mae_classification", {"linear_probe": ["train", "linear_probe"]})
+CXR14 = BundleConfigs("cxr14_mae_classification")
 MAX_EPOCHS = 3
 
 

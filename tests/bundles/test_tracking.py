@@ -18,7 +18,9 @@ BUNDLES = ["btcv_mae_segmentation", "brats_mae_segmentation", "cxr14_mae_classif
 EXPECTED = {
     "pretrain": ["train#handlers"],
     "train": ["train#handlers", "validate#handlers"],
-    "evaluate": ["handlers"],
+    # evaluate.yaml merges over train.yaml, whose trainer and validator stay in the config (unused: evaluation runs
+    # @evaluator alone), so MLflow joins their lists too, as with model-zoo's evaluate.json over train.json
+    "evaluate": ["train#handlers", "validate#handlers", "handlers"],
     "inference": ["handlers"],
 }
 

@@ -58,7 +58,7 @@ def sha256(data: bytes) -> str:
 def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification")
     out = export_bundle(str(bundle), str(tmp_path / "dist"), base_url=URL + "/", config_overrides=QUICK)
-    stem = "cxr14_mae_classification_v0.1.1"
+    stem = "cxr14_mae_classification_v0.2.0"
     assert out == {
         "zip": str(tmp_path / "dist" / f"{stem}.zip"),
         "sha256": str(tmp_path / "dist" / f"{stem}.sha256"),
@@ -81,7 +81,7 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     assert not {n for n in names if n.split("/")[2:3] in (["validation"], ["synthetic"], ["tools"], ["cli"])}
     expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
     assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
-    for rel in ("configs/common.yaml", "docs/README.md", "LICENSE"):
+    for rel in ("configs/train.yaml", "docs/README.md", "LICENSE"):
         assert members[root + rel] == (bundle / rel).read_bytes()
     vit = "shared_networks/networks/vit.py"
     assert members[root + vit] == (REPO / vit).read_bytes()
@@ -218,8 +218,8 @@ def test_command_line(weighted, tmp_path):
         capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.1.1.zip").is_file()
-    assert "cxr14_mae_classification_v0.1.1_model.pt" in run.stdout
+    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.2.0.zip").is_file()
+    assert "cxr14_mae_classification_v0.2.0_model.pt" in run.stdout
 
 
 def _unsafe_loads(source: str) -> list[int]:
