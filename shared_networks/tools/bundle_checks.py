@@ -1,16 +1,29 @@
-"""The checks the MONAI model-zoo runs on a bundle, offline: files, metadata, large_files.yml, network input/output.
+"""The checks of MONAI model-zoo's CI (``ci/verify_bundle.py``) on one bundle folder, offline, merging nothing else.
 
-Model-zoo's CI (``ci/verify_bundle.py``) checks that the bundle holds ``LICENSE``, ``configs/metadata.json``, an
-inference config and the weights (or a ``large_files.yml`` that fetches them); that ``version`` is a key of
-``changelog``; that ``metadata.json`` validates against the bundle schema (``meta_schema_20240725.json``, which
-``monai.bundle verify_metadata`` downloads); and runs ``monai.bundle verify_net_in_out`` on ``network_def`` of the
-inference config. Here the schema's required fields and types are written out (no download), with the tensor keys
-the MONAI bundle specification lists (type, format, modality, num_channels, spatial_shape, dtype, value_range,
-is_patch_data, channel_def) required for every input and output.
+Model-zoo runs, in this order, on the bundle folder as committed: the directory (``configs/metadata.json``; the
+files of ``large_files.yml`` are downloaded first), the version (``version`` is a key of ``changelog``), the metadata
+format (``monai.bundle verify_metadata`` against ``meta_schema_20240725.json``), the data shape (``monai.bundle
+verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone, with the metadata's
+``network_data_format``) and TorchScript (``monai.bundle ckpt_export`` of that ``network_def`` with
+``models/model.pt``, then ``torch.jit.load`` of any ``models/model.ts``). Here:
+
+- directory: ``LICENSE``, ``configs/metadata.json``, ``docs/README.md``, an inference config; ``large_files.yml``
+  parses and every entry has a path inside the bundle, an http(s) URL and a hash (an empty ``large_files: []`` is
+  fine); ``download=True`` fetches the files with ``monai.bundle download_large_files`` (hashes checked), as
+  model-zoo does; without it, files already present must match their hash.
+- version: ``version`` is a key of ``changelog`` and not older than its newest entry.
+- metadata: the schema's required fields and types, written out here (the schema is downloaded by
+  ``verify_metadata``, which fails offline), with the tensor fields of the MONAI bundle specification (type, format,
+  modality, num_channels, spatial_shape, dtype, value_range, is_patch_data, channel_def) for every input and output;
+  ``eval_metrics`` holds numbers only.
+- data shape: ``verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone.
+- TorchScript, when ``models/model.pt`` is present: ``ckpt_export`` of the same network and weights into a temporary
+  file, which is then loaded. One difference from model-zoo: the export traces (``use_trace=True``, the input shape
+  from the metadata), because MONAI's ViT code cannot be scripted (``math.prod``); model-zoo's default scripts.
 
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation --net_in_out false   # no network built
-    python -m shared_networks.cli.bundle_checks dist/btcv_mae_segmentation --released true        # URLs, hashes set
+    python -m shared_networks.cli.bundle_checks dist/btcv_mae_segmentation --released true --download true
 """
 
 from __future__ import annotations
@@ -31,8 +44,9 @@ from packaging.version import InvalidVersion, Version
 from shared_networks.utils.flags import as_bool
 
 __all__ = [
-    "BundleCheckError", "HASH_TYPES", "check_bundle", "check_large_files", "check_metadata",
-    "check_net_in_out", "check_required_files", "file_hash", "find_config", "read_large_files",
+    "BundleCheckError", "CHECKS", "HASH_TYPES", "check_bundle", "check_large_files", "check_metadata",
+    "check_net_in_out", "check_required_files", "check_torchscript", "check_version", "file_hash", "find_config",
+    "read_large_files",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -140,14 +154,14 @@ def read_large_files(path: str | os.PathLike) -> list[dict]:
     return content["large_files"]
 
 
-def check_required_files(bundle: str | os.PathLike) -> list[str]:
-    """Files model-zoo requires (LICENSE, configs/metadata.json) and prefers (an inference config, models/model.pt),
-    plus docs/README.md. ``models/model.pt`` may be absent when ``large_files.yml`` lists it."""
+def check_required_files(bundle: str | os.PathLike, released: bool = False) -> list[str]:
+    """LICENSE, configs/metadata.json, docs/README.md and an inference config; for a release (``released``), also
+    ``models/model.pt``, present or listed in ``large_files.yml``."""
     bundle = Path(bundle)
     problems = [f"{bundle / f}: required file is missing" for f in REQUIRED_FILES if not (bundle / f).is_file()]
     if find_config(bundle, "inference") is None:
         problems.append(f"{bundle / 'configs'}: no inference config (inference.json, .yaml or .yml)")
-    if not (bundle / "models" / "model.pt").is_file():
+    if released and not (bundle / "models" / "model.pt").is_file():
         lf = _find_large_files(bundle)
         try:
             listed = lf is not None and any(
@@ -190,8 +204,38 @@ def _check_tensor(tensor: Any, where: str) -> list[str]:
     return problems
 
 
+def check_version(metadata: Mapping[str, Any], path: str | os.PathLike = "configs/metadata.json") -> list[str]:
+    """``version`` and ``changelog`` present, ``version`` a key of ``changelog`` and not older than its newest key."""
+    problems = [f"{path}: {k}: required field is missing" for k in ("version", "changelog") if k not in metadata]
+    if problems:
+        return problems
+    version, changelog = metadata["version"], metadata["changelog"]
+    if not isinstance(version, str) or not isinstance(changelog, Mapping):
+        return [f"{path}: version must be a string and changelog an object"]
+    if version not in changelog:
+        problems.append(f"{path}: version {version!r} is missing from changelog (keys: {sorted(changelog)})")
+    bad = [k for k in changelog if _version_problem(k) is not None]
+    if bad:
+        problems.append(f"{path}: changelog: keys {bad} are not version numbers")
+    elif _version_problem(version) is None and changelog and Version(version) < max(Version(k) for k in changelog):
+        problems.append(f"{path}: version {version!r} is older than the newest changelog entry")
+    return problems
+
+
+def _metric_problems(value: Any, where: str) -> list[str]:
+    """``eval_metrics``: numbers, or objects of numbers (per class, per split); a text is not a measurement."""
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _metric_problems(v, f"{where}#{k}")]
+    if _json_type(value) in ("integer", "number"):
+        return []
+    return [f"{where}: must be a number (drop the key until it is measured), got {_json_type(value)} {value!r}"]
+
+
 def check_metadata(metadata: Mapping[str, Any], path: str | os.PathLike = "configs/metadata.json") -> list[str]:
-    """Fields and types of the bundle schema (meta_schema_20240725), ``version`` in ``changelog`` and the newest."""
+    """Fields and types of the bundle schema (meta_schema_20240725) and of every tensor in ``network_data_format``.
+
+    ``version`` against ``changelog`` is :func:`check_version`.
+    """
     problems = [f"{path}: {key}: required field is missing" for key in METADATA_REQUIRED if key not in metadata]
     for key, expected in METADATA_TYPES.items():
         if key in metadata and not _type_ok(metadata[key], expected):
@@ -204,16 +248,12 @@ def check_metadata(metadata: Mapping[str, Any], path: str | os.PathLike = "confi
     for name, version in metadata["required_packages_version"].items():
         if not isinstance(version, str) or _version_problem(version) is not None:
             problems.append(f"{path}: required_packages_version#{name}: {version!r} is not a version string")
+    for name, version in metadata.get("supported_apps", {}).items():
+        if not isinstance(version, str) or _version_problem(version) is not None:
+            problems.append(f"{path}: supported_apps#{name}: {version!r} is not a version string")
+    problems += _metric_problems(metadata.get("eval_metrics", {}), f"{path}: eval_metrics")
     if not all(isinstance(r, str) for r in metadata.get("references", [])):
         problems.append(f"{path}: references: must be a list of strings")
-    version, changelog = metadata["version"], metadata["changelog"]
-    if version not in changelog:
-        problems.append(f"{path}: version {version!r} is missing from changelog (keys: {sorted(changelog)})")
-    bad = [k for k in changelog if _version_problem(k) is not None]
-    if bad:
-        problems.append(f"{path}: changelog: keys {bad} are not version numbers")
-    elif _version_problem(version) is None and changelog and Version(version) < max(Version(k) for k in changelog):
-        problems.append(f"{path}: version {version!r} is older than the newest changelog entry")
     ndf = metadata["network_data_format"]
     for part, name in TENSOR_NAMES.items():
         tensors = ndf.get(part)
@@ -228,17 +268,19 @@ def check_metadata(metadata: Mapping[str, Any], path: str | os.PathLike = "confi
     return problems
 
 
-def check_large_files(bundle: str | os.PathLike, released: bool = False) -> list[str]:
-    """Entries of ``large_files.yml``: path inside the bundle, hash type and length, the hash of a present file.
+def check_large_files(bundle: str | os.PathLike, download: bool = False) -> list[str]:
+    """Entries of ``large_files.yml`` (absent or ``large_files: []`` is fine): a path inside the bundle, an http(s)
+    URL, a hash of its type; a file already present must match its hash.
 
     Args:
         bundle: bundle folder.
-        released: also require every entry to have an http(s) URL and a hash (an exported bundle).
+        download: fetch the missing files with ``monai.bundle download_large_files`` (as model-zoo's CI does; MONAI
+            checks each hash), after the entries passed.
     """
     bundle = Path(bundle)
     path = _find_large_files(bundle)
     if path is None:
-        return [f"{bundle}: no large_files.yml listing the weight files"]
+        return []
     try:
         entries = read_large_files(path)
     except ValueError as e:
@@ -259,71 +301,137 @@ def check_large_files(bundle: str | os.PathLike, released: bool = False) -> list
         if not isinstance(url, str) or not isinstance(hash_val, str) or hash_type not in HASH_TYPES:
             problems.append(f"{where}: url and hash_val must be strings, hash_type one of {', '.join(HASH_TYPES)}")
             continue
-        if url and urlparse(url).scheme not in ("http", "https"):
+        if not url:
+            problems.append(f"{where}: no url (an entry is written by the export with --base_url, or left out)")
+        elif urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
             problems.append(f"{where}: url {url!r} is not an http(s) URL")
-        if released and not url:
-            problems.append(f"{where}: no url (give --base_url when exporting)")
-        if hash_val and not re.fullmatch(f"[0-9a-f]{{{HASH_TYPES[hash_type]}}}", hash_val):
-            problems.append(f"{where}: hash_val is not a {hash_type} hex digest")
-        elif released and not hash_val:
+        if not hash_val:
             problems.append(f"{where}: no hash_val")
-        elif hash_val and target.is_file() and file_hash(target, hash_type) != hash_val:
+        elif not re.fullmatch(f"[0-9a-f]{{{HASH_TYPES[hash_type]}}}", hash_val):
+            problems.append(f"{where}: hash_val is not a {hash_type} hex digest")
+        elif target.is_file() and file_hash(target, hash_type) != hash_val:
             problems.append(f"{where}: the file's {hash_type} does not match hash_val")
-    if "models/model.pt" not in [e.get("path") for e in entries if isinstance(e, Mapping)]:
-        problems.append(f"{path}: models/model.pt is not listed")
+    if download and not problems and entries:
+        from monai.bundle import download_large_files
+
+        try:
+            download_large_files(bundle_path=str(bundle))
+        except Exception as e:  # any failure is a finding, reported with its cause
+            problems.append(f"{path}: download failed: {type(e).__name__}: {e}")
     return problems
 
 
+def _inference_config(bundle: Path, net_id: str) -> tuple[Path | None, list[str]]:
+    config = find_config(bundle, "inference")
+    if config is None:
+        return None, [f"{bundle / 'configs'}: no inference config (inference.json, .yaml or .yml)"]
+    from monai.bundle import ConfigParser
+
+    try:
+        content = ConfigParser.load_config_file(str(config))
+    except Exception as e:
+        return None, [f"{config}: cannot be read: {type(e).__name__}: {e}"]
+    if not isinstance(content, Mapping) or net_id not in content:
+        return None, [f"{config}: no '{net_id}' (the network model-zoo's checks build from this file alone)"]
+    return config, []
+
+
 def check_net_in_out(
-    bundle: str | os.PathLike,
-    config_files: Sequence[str] = ("configs/inference.yaml",),
-    net_id: str = "network_def",
-    device: str = "cpu",
-    **override: Any,
+    bundle: str | os.PathLike, net_id: str = "network_def", device: str = "cpu", **override: Any
 ) -> list[str]:
-    """``monai.bundle.verify_net_in_out``: a random input of the metadata's input shape through ``net_id`` gives the
-    metadata's output channels and dtype. ``override`` is forwarded (config ids, e.g. metadata shapes)."""
+    """Model-zoo's data-shape check: ``monai.bundle.verify_net_in_out`` on ``net_id`` of ``configs/inference.*``
+    alone: a random input of the metadata's input shape gives the metadata's output channels and dtype.
+
+    ``override`` (config ids -> values) is for tests; model-zoo passes none.
+    """
+    bundle = Path(bundle)
+    config, problems = _inference_config(bundle, net_id)
+    if problems:
+        return problems
     from monai.bundle import verify_net_in_out
 
-    bundle = Path(bundle)
     try:
         verify_net_in_out(
-            net_id=net_id,
-            meta_file=str(bundle / "configs" / "metadata.json"),
-            config_file=[str(bundle / f) for f in config_files],
-            device=device,
-            bundle_root=str(bundle),
-            **override,
-        )
+            net_id=net_id, meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(config),
+            device=device, bundle_root=str(bundle), **override,
+        )  # fmt: skip
     except Exception as e:  # any failure is a finding of the check, reported with its cause
         cause = f"{type(e).__name__}: {e}"
         if isinstance(e, AttributeError) and "tuple" in str(e):
             cause += f" ({net_id} must return one tensor)"
-        return [f"{bundle / 'configs/metadata.json'}: verify_net_in_out of {net_id} failed: {cause}"]
+        return [f"{config}: verify_net_in_out of {net_id} failed: {cause}"]
     return []
+
+
+def check_torchscript(bundle: str | os.PathLike, net_id: str = "network_def") -> list[str]:
+    """Model-zoo's TorchScript check: ``monai.bundle.ckpt_export`` of ``net_id`` of ``configs/inference.*`` alone
+    with ``models/model.pt`` (MONAI loads it strictly), into a temporary file that is then loaded and must hold the
+    checkpoint's tensors; a ``models/model.ts`` already in the bundle must load too. Traced (see the module docs)."""
+    import tempfile
+
+    import torch
+    from monai.bundle import ckpt_export
+
+    bundle = Path(bundle)
+    config, problems = _inference_config(bundle, net_id)
+    if problems:
+        return problems
+    ckpt = bundle / "models" / "model.pt"
+    with tempfile.TemporaryDirectory(prefix="ts_check.") as tmp:
+        ts_path = Path(tmp) / "model.ts"
+        try:
+            ckpt_export(
+                net_id=net_id, filepath=str(ts_path), ckpt_file=str(ckpt), config_file=str(config),
+                meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle), use_trace=True,
+            )  # fmt: skip
+            exported = torch.jit.load(str(ts_path), map_location="cpu").state_dict()
+        except Exception as e:
+            lines = f"{type(e).__name__}: {e}".splitlines()
+            return [f"{config}: ckpt_export of {net_id} with {ckpt.name} failed: " + " / ".join(lines[:4])[:800]]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    differ = [k for k, v in state.items() if k not in exported or not torch.equal(exported[k], v)]
+    if differ:
+        problems.append(
+            f"{ckpt}: the exported TorchScript does not hold {len(differ)} of its tensors ({differ[0]}, ...)"
+        )
+    if (bundle / "models" / "model.ts").is_file():
+        try:
+            torch.jit.load(str(bundle / "models" / "model.ts"), map_location="cpu")
+        except Exception as e:
+            problems.append(f"{bundle / 'models' / 'model.ts'}: does not load: {type(e).__name__}: {e}")
+    return problems
+
+
+CHECKS = ("directory", "version", "metadata", "data shape", "torchscript")
 
 
 def check_bundle(
     bundle: str | os.PathLike,
     net_in_out: bool = True,
+    torchscript: bool = True,
+    download: bool = False,
     released: bool = False,
-    config_files: Sequence[str] = ("configs/inference.yaml",),
     device: str = "cpu",
 ) -> list[str]:
-    """Run every check on ``bundle``; raise ``BundleCheckError`` listing all problems, or return the checks run.
+    """Model-zoo's checks on ``bundle`` as it is (no config merged); raise ``BundleCheckError`` listing all problems,
+    or return the names of the checks run (of :data:`CHECKS`).
 
     Args:
         bundle: bundle folder.
-        net_in_out: build the inference network and run ``verify_net_in_out`` (seconds to a minute on a CPU).
-        released: an exported bundle: every weight file has a URL and a hash.
-        config_files: the inference config files, relative to the bundle, merged in order.
-        device: where the network runs.
+        net_in_out: the data-shape check: build the inference network and run ``verify_net_in_out`` (seconds to a
+            minute on a CPU).
+        torchscript: the TorchScript check, when ``models/model.pt`` is present (after ``download``).
+        download: fetch the files of ``large_files.yml`` first, as model-zoo's CI does.
+        released: an exported bundle: ``models/model.pt`` present or listed in ``large_files.yml``.
+        device: where the data-shape check runs.
     """
     bundle = Path(bundle)
-    net_in_out, released = as_bool(net_in_out, "net_in_out"), as_bool(released, "released")
+    net_in_out, torchscript = as_bool(net_in_out, "net_in_out"), as_bool(torchscript, "torchscript")
+    download, released = as_bool(download, "download"), as_bool(released, "released")
     if not bundle.is_dir():
         raise FileNotFoundError(f"bundle folder {bundle} does not exist.")
-    done, problems = ["required files"], check_required_files(bundle)
+    done = ["directory"]
+    problems = check_required_files(bundle, released=released) + check_large_files(bundle, download=download)
     meta_path = bundle / "configs" / "metadata.json"
     if meta_path.is_file():
         try:
@@ -331,17 +439,19 @@ def check_bundle(
         except json.JSONDecodeError as e:
             problems.append(f"{meta_path}: not valid JSON: {e}")
         else:
-            done.append("metadata")
-            problems += check_metadata(metadata, meta_path) if isinstance(metadata, Mapping) else [
-                f"{meta_path}: must hold a JSON object"
-            ]  # fmt: skip
-    done.append("large files")
-    problems += check_large_files(bundle, released=released)
-    if net_in_out and not problems:  # a network is only worth building for a bundle that passed the rest
-        done.append("network input/output")
-        problems += check_net_in_out(bundle, config_files, device=device)
+            if not isinstance(metadata, Mapping):
+                problems.append(f"{meta_path}: must hold a JSON object")
+            else:
+                done += ["version", "metadata"]
+                problems += check_version(metadata, meta_path) + check_metadata(metadata, meta_path)
+    # networks are only worth building for a bundle that passed the rest (model-zoo stops at the first failure)
+    if net_in_out and not problems:
+        done.append("data shape")
+        problems += check_net_in_out(bundle, device=device)
+    if torchscript and not problems and (bundle / "models" / "model.pt").is_file():
+        done.append("torchscript")
+        problems += check_torchscript(bundle)
     if problems:
         raise BundleCheckError(bundle, problems)
     logger.info("bundle %s passed: %s", bundle, ", ".join(done))
     return done
-

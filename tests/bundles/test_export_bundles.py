@@ -1,10 +1,12 @@
-"""Released bundles: downloaded from a local HTTP server with MONAI's own commands and run with no checkout beside
-them; TorchScript and ONNX exports of every fine-tuned network give the eager output.
+"""Released bundles: downloaded from a local HTTP server with MONAI's own commands and run as downloaded, with no
+checkout beside them; TorchScript and ONNX exports of every fine-tuned network give the eager output.
 
-Weights are freshly initialised quick-size networks (configs/quick.yaml; tests/bundles/bundle_weights.py). The
-unpacked bundle runs in a Python that cannot import this repository: ``python -S`` (no site-packages processing, so
-the editable install's finder is not loaded) with only the environment's site-packages on ``PYTHONPATH``; the
-``shared_networks`` it imports is the copy packed at the bundle root (the working directory of ``monai.bundle run``).
+Weights are freshly initialised quick-size networks (configs/quick.yaml; tests/bundles/bundle_weights.py), exported
+with ``--config_overrides quick`` baked into the release's configs: the documented commands (no quick.yaml) run
+unchanged. The unpacked bundle runs in a Python that cannot import this repository: ``python -S`` (no site-packages
+processing, so the editable install's finder is not loaded) with only the environment's site-packages on
+``PYTHONPATH``; the ``shared_networks`` it imports is the copy packed at the bundle root, from the bundle folder and
+from any other working directory (``--bundle_root``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import functools
 import hashlib
 import http.server
+import json
 import locale
 import os
 import shutil
@@ -34,6 +37,7 @@ from monai.bundle import ckpt_export, download_large_files, onnx_export
 from monai.data import load_net_with_metadata
 
 from shared_networks.synthetic.ct import write_btcv_phantom_dataset
+from shared_networks.tools.bundle_checks import check_bundle
 from shared_networks.tools.export import export_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +75,7 @@ def release(tmp_path_factory):
     src = tmp / "src" / NAME
     shutil.copytree(REPO / "bundles" / NAME, src, ignore=shutil.ignore_patterns("models", "runs", "__pycache__"))
     write_quick_weights(src)
-    out = export_bundle(str(src), str(dist), base_url=base_url, config_overrides=["configs/quick.yaml"])
+    out = export_bundle(str(src), str(dist), base_url=base_url, config_overrides="quick")
     yield {"url": base_url, "out": out, "src": src, "zip": Path(out["zip"])}
     server.shutdown()
     server.server_close()
@@ -102,28 +106,53 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     with zipfile.ZipFile(release["zip"]) as zf:
         for member in zf.namelist():
             assert (site / member).read_bytes() == zf.read(member), member
+    assert not (bundle / "configs" / "quick.yaml").exists()  # baked in, not merged
 
-    # nothing but the packed copy provides shared_networks
+    # nothing but the packed copy provides shared_networks, from any working directory
     probe = "import importlib.util as u; s = u.find_spec('shared_networks'); print(s.origin if s else None)"
     assert isolated(["-c", probe], cwd=tmp_path, tmp=tmp_path).stdout.strip() == "None"
-    found = isolated(["-c", probe], cwd=bundle, tmp=tmp_path).stdout.strip()
-    assert found == str(bundle / "shared_networks" / "__init__.py")
+    packed = str(bundle / "shared_networks" / "__init__.py")
+    via_config = (
+        "import sys; from monai.bundle import ConfigParser; p = ConfigParser(); p.read_config(sys.argv[1]); "
+        "p['bundle_root'] = sys.argv[2]; print(p.get_parsed_content('shared_networks').__file__)"
+    )
+    found = isolated(["-c", via_config, f"{NAME}/configs/inference.yaml", NAME], cwd=site, tmp=tmp_path)
+    assert found.stdout.strip().splitlines()[-1] == packed, found.stderr[-2000:]
 
     data = write_btcv_phantom_dataset(tmp_path / "data", num_cases=4, shape=(64, 64, 48), seed=3)
-    configs = "['configs/{}.yaml','configs/quick.yaml']"
     image = data / "imagesTr" / "img0001.nii.gz"
+    ref = nib.load(image)
+    # the documented commands, unchanged: from the bundle folder, then from its parent with --bundle_root
+    for cwd, config, root in (
+        (bundle, "configs/inference.yaml", []),
+        (site, f"{NAME}/configs/inference.yaml", ["--bundle_root", NAME]),
+    ):
+        out = tmp_path / f"inference_{cwd.name}"
+        run = isolated(
+            ["-m", "monai.bundle", "run", "--config_file", config, *root, "--dataset_dir", str(image),
+             "--output_dir", str(out), "--num_workers", "0"],
+            cwd=cwd, tmp=tmp_path,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        seg = nib.load(out / "img0001_seg.nii.gz")
+        assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
+
+    # the TorchScript export of the docs (model-zoo's ckpt_export; traced: the ViT code cannot be scripted)
     run = isolated(
-        ["-m", "monai.bundle", "run", "--config_file", configs.format("inference"), "--dataset_dir", str(image),
-         "--output_dir", str(tmp_path / "inference"), "--num_workers", "0"],
+        ["-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file",
+         "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml",
+         "--use_trace", "true"],
         cwd=bundle, tmp=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    seg, ref = nib.load(tmp_path / "inference" / "img0001_seg.nii.gz"), nib.load(image)
-    assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
+    ts = torch.jit.load(bundle / "models" / "model.ts")
+    weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert all(torch.equal(ts.state_dict()[k], v) for k, v in weights.items())
+    (bundle / "models" / "model.ts").unlink()
 
     packed = sha256(bundle / "models" / "model.pt")
     run = isolated(
-        ["-m", "monai.bundle", "run", "--config_file", configs.format("train"), "--dataset_dir", str(data),
+        ["-m", "monai.bundle", "run", "--config_file", "configs/train.yaml", "--dataset_dir", str(data),
          "--max_epochs", "1", "--val_interval", "1", "--num_workers", "0", "--num_samples", "1"],
         cwd=bundle, tmp=tmp_path,
     )  # fmt: skip
@@ -135,6 +164,24 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
         torch.load(bundle / "models" / "model.pt", weights_only=True).keys()
         == torch.load(release["src"] / "models" / "model.pt", weights_only=True).keys()
     )
+
+
+@pytest.mark.slow
+def test_release_passes_model_zoo_checks(release, tmp_path):
+    """Model-zoo's checks on the light download (configs alone, weights fetched from large_files.yml): directory with
+    the download, version, metadata, data shape and TorchScript of the baked quick network."""
+    with zipfile.ZipFile(release["zip"]) as zf:
+        zf.extractall(tmp_path)
+    bundle = tmp_path / NAME
+    shutil.rmtree(bundle / "models")
+    done = check_bundle(bundle, download=True, released=True)
+    assert done == ["directory", "version", "metadata", "data shape", "torchscript"]
+    assert sha256(bundle / "models" / "model.pt") == sha256(release["src"] / "models" / "model.pt")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [48, 48, 48]
+    assert meta["config_overrides"]["files"] == ["configs/quick.yaml"]
+    assert meta["config_overrides"]["values"]["roi_size"] == [48, 48, 48]
+    assert "configs/quick.yaml" in (bundle / "docs" / "README.md").read_text(encoding="utf-8").split("\n")[0]
 
 
 @pytest.mark.slow
@@ -203,7 +250,7 @@ def test_torchscript_and_onnx_exports_match_eager(name, tmp_path):
     ts_path = bundle / "models" / "model.ts"
     ckpt_export(filepath=str(ts_path), use_trace=True, **args)  # scripting fails on the ViT code (math.prod, ...)
     ts, meta, extra = load_net_with_metadata(str(ts_path), more_extra_files=["inference.json"])
-    assert meta["version"] == "0.2.0" and "network_def" in extra["inference.json"].decode()
+    assert meta["version"] == "0.2.1" and "network_def" in extra["inference.json"].decode()
     assert "evaluator" in extra["inference.json"].decode()  # the configs travel inside the TorchScript file
     with torch.no_grad():
         torch.testing.assert_close(ts(x), y, rtol=1e-4, atol=1e-5)
