@@ -58,7 +58,7 @@ def sha256(data: bytes) -> str:
 def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification")
     out = export_bundle(str(bundle), str(tmp_path / "dist"), base_url=URL + "/", config_overrides=QUICK)
-    stem = "cxr14_mae_classification_v0.2.0"
+    stem = "cxr14_mae_classification_v0.2.1"
     assert out == {
         "zip": str(tmp_path / "dist" / f"{stem}.zip"),
         "sha256": str(tmp_path / "dist" / f"{stem}.sha256"),
@@ -71,7 +71,7 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
         members = {n: zf.read(n) for n in names}
     root = "cxr14_mae_classification/"
     assert all(n.startswith(root) for n in names)  # one base folder named after the bundle
-    configs = {f"{root}configs/{p.name}" for p in (bundle / "configs").iterdir()}
+    configs = {f"{root}configs/{p.name}" for p in (bundle / "configs").iterdir() if p.name != "quick.yaml"}
     source_root = Path(shared_networks.__file__).parent
     package = {
         f"{root}shared_networks/{p.relative_to(source_root).as_posix()}"
@@ -81,8 +81,14 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     assert not {n for n in names if n.split("/")[2:3] in (["validation"], ["synthetic"], ["tools"], ["cli"])}
     expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
     assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
-    for rel in ("configs/train.yaml", "docs/README.md", "LICENSE"):
-        assert members[root + rel] == (bundle / rel).read_bytes()
+    assert members[root + "LICENSE"] == (bundle / "LICENSE").read_bytes()
+    docs = members[root + "docs/README.md"].decode()
+    assert docs.startswith("> **This release.**") and "`configs/quick.yaml`" in docs.splitlines()[0]
+    assert docs.endswith((bundle / "docs/README.md").read_text(encoding="utf-8"))
+    train = members[root + "configs/train.yaml"].decode()
+    assert train.startswith("# baked: configs/quick.yaml (")
+    assert "img_size: [64, 64]  # from configs/quick.yaml" in train
+    assert yaml.safe_load(train)["img_size"] == [64, 64]
     vit = "shared_networks/networks/vit.py"
     assert members[root + vit] == (REPO / vit).read_bytes()
 
@@ -139,7 +145,7 @@ def test_same_inputs_give_the_same_zip(weighted, tmp_path):
     with zipfile.ZipFile(a["zip"]) as zf:
         assert "cxr14_mae_classification/models/mae.pt" not in zf.namelist()  # absent -> not packed, not listed
         entries = yaml.safe_load(zf.read("cxr14_mae_classification/large_files.yml"))["large_files"]
-    assert [e["path"] for e in entries] == ["models/model.pt"] and entries[0]["url"] == ""  # no --base_url
+    assert entries == []  # no --base_url: the weights travel in the zip only, no entry without a URL
 
 
 def test_bundle_without_weights_is_an_error(tmp_path):
@@ -155,6 +161,8 @@ def test_weights_that_do_not_fit_the_network_are_an_error(weighted, tmp_path):
     with pytest.raises(ValueError, match=r"model.pt does not fit network_def of inference.yaml \(trained with other"):
         export_bundle(str(bundle), str(tmp_path / "dist"))  # quick-size weights, full-size configs
     assert list((tmp_path / "dist").glob("*")) == []
+    with pytest.raises(FileNotFoundError, match="config override 'quik' is neither configs/quik.yaml"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides="quik")
 
 
 def test_large_files_paths_must_stay_in_the_bundle(weighted, tmp_path):
@@ -195,7 +203,7 @@ def test_a_failed_export_leaves_the_previous_one_intact(weighted, tmp_path, monk
 
 def test_light_zip_and_update_bundle(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification")
-    with pytest.raises(ValueError, match="needs --base_url"):
+    with pytest.raises(ValueError, match="need --base_url"):
         export_bundle(str(bundle), str(tmp_path / "dist"), weights_in_zip=False, config_overrides=QUICK)
     out = export_bundle(
         str(bundle), str(tmp_path / "dist"), base_url=URL, weights_in_zip=False, update_bundle=True,
@@ -207,19 +215,19 @@ def test_light_zip_and_update_bundle(weighted, tmp_path):
     assert out["large_files"] == str(bundle / "large_files.yml")
     updated = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]
     assert updated[:2] == yaml.safe_load(packed)["large_files"]  # the source bundle now lists the released files
-    assert updated[2:] == [{"path": "models/linear_probe.pt", "url": "", "hash_val": "", "hash_type": "sha256"}]
+    assert len(updated) == 2  # linear_probe.pt is absent: not listed
 
 
 def test_command_line(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification", which=("model.pt",))
     run = subprocess.run(
         [sys.executable, "-m", "shared_networks.cli.export", "--bundle", str(bundle), "--out", str(tmp_path / "dist"),
-         "--base_url", URL, "--config_overrides", "['configs/quick.yaml']"],
+         "--base_url", URL, "--config_overrides", "quick"],
         capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.2.0.zip").is_file()
-    assert "cxr14_mae_classification_v0.2.0_model.pt" in run.stdout
+    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.2.1.zip").is_file()
+    assert "cxr14_mae_classification_v0.2.1_model.pt" in run.stdout
 
 
 def _unsafe_loads(source: str) -> list[int]:
@@ -248,3 +256,65 @@ def test_every_checkpoint_load_is_weights_only():
             if "torch.load(" in line and "weights_only=True" not in line:
                 found.setdefault(str(path.relative_to(REPO)), []).append(i)
     assert found == {}
+
+
+def test_override_spellings_give_the_same_release(weighted, tmp_path):
+    """``quick``, ``configs/quick.yaml`` and the file's path name the same overrides; the release records them."""
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    zips = [
+        Path(export_bundle(str(bundle), str(tmp_path / str(i)), config_overrides=spec)["zip"]).read_bytes()
+        for i, spec in enumerate(["quick", "configs/quick.yaml", [str(bundle / "configs" / "quick.yaml")]])
+    ]
+    assert zips[0] == zips[1] == zips[2]
+    with zipfile.ZipFile(tmp_path / "0" / "cxr14_mae_classification_v0.2.1.zip") as zf:
+        meta = json.loads(zf.read("cxr14_mae_classification/configs/metadata.json"))
+    source = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]  # quick.yaml's img_size
+    assert meta["network_data_format"]["outputs"] == source["network_data_format"]["outputs"]  # class scores
+    quick = yaml.safe_load((bundle / "configs" / "quick.yaml").read_text(encoding="utf-8"))
+    assert meta["config_overrides"] == {"files": ["configs/quick.yaml"], "values": quick}
+
+
+def test_without_overrides_the_configs_are_copied(weighted, tmp_path):
+    """Weights that fit the configs as they are: the release holds them unchanged but for the package import."""
+    from shared_networks.tools.bake_configs import bake_bundle_configs
+    from shared_networks.tools.export import standalone_config_text
+
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    baked = tmp_path / "baked"
+    bake_bundle_configs(bundle / "configs", [bundle / "configs" / "quick.yaml"], baked)
+    shutil.rmtree(bundle / "configs")
+    shutil.move(baked, bundle / "configs")  # a bundle whose own configs are quick-size
+    out = export_bundle(str(bundle), str(tmp_path / "dist"))
+    with zipfile.ZipFile(out["zip"]) as zf:
+        for f in (bundle / "configs").iterdir():
+            packed = zf.read(f"cxr14_mae_classification/configs/{f.name}").decode()
+            text = f.read_text(encoding="utf-8")
+            assert packed == (standalone_config_text(text) if f.suffix == ".yaml" else text), f.name
+        assert zf.read("cxr14_mae_classification/docs/README.md") == (bundle / "docs/README.md").read_bytes()
+
+
+def test_standalone_configs_import_the_packed_package():
+    from shared_networks.tools.export import standalone_config_text
+
+    text = (
+        "imports:\n  - $import os\n  - $import shared_networks  # the package\nbundle_root: .\n"
+        "net:\n  _target_: shared_networks.UNETR  # comment with shared_networks.X\n  a: 1\n"
+        "xs:\n  - _target_: shared_networks.Foo\n"
+        "inputs: $shared_networks.list_image_inputs(@dataset_dir)  # shared_networks.list_image_inputs\n"
+        "f: $shared_networks.case_name_formatter\nname: shared_networks.not_an_expression\n"
+    )
+    new = standalone_config_text(text)
+    content = yaml.safe_load(new)
+    assert content["imports"] == ["$import os", "$import sys", "$import os", "$import pkgutil"]
+    assert content["net"]["_target_"] == "$@shared_networks.UNETR" and content["xs"][0]["_target_"].startswith("$@")
+    assert content["inputs"] == "$@shared_networks.list_image_inputs(@dataset_dir)"
+    assert content["f"] == "$@shared_networks.case_name_formatter"
+    assert content["name"] == "shared_networks.not_an_expression"
+    assert content["shared_networks"].startswith("$(sys.path.insert(0, os.path.abspath(@bundle_root))")
+    assert "# comment with shared_networks.X" in new and "# shared_networks.list_image_inputs" in new
+    # a config merged over another uses the item and does not define it
+    merged = standalone_config_text("device: $shared_networks.local_device()\n")
+    assert yaml.safe_load(merged) == {"device": "$@shared_networks.local_device()"}
+    for path in sorted(REPO.glob("bundles/*/configs/*.yaml")):  # every bundle config rewrites (the edit checks itself)
+        standalone_config_text(path.read_text(encoding="utf-8"))
