@@ -1,14 +1,19 @@
-"""The model-zoo checks (shared_networks.tools.bundle_checks) on the three bundles, and on broken copies of them."""
+"""The model-zoo checks (shared_networks.tools.bundle_checks) on the three bundles as committed, each config read
+alone as model-zoo's CI reads it, and on broken copies of them: every check can fail. TorchScript runs on a copy with
+quick weights and configs/quick.yaml baked into its configs (a full-size network is too slow to trace here)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import http.server
 import json
 import locale
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from shared_networks.tools.bundle_checks import (
     check_metadata,
     check_net_in_out,
     check_required_files,
+    check_version,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,16 +57,23 @@ def bundle_copy(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundles_pass_every_check(name):
-    """Files, metadata, large_files.yml and verify_net_in_out of the full-size inference network."""
-    done = check_bundle(REPO / "bundles" / name)
-    assert done == ["required files", "metadata", "large files", "network input/output"]
+    """Directory, version, metadata and verify_net_in_out of the full-size inference network of inference.yaml alone
+    (no weights are committed: no TorchScript)."""
+    done = check_bundle(REPO / "bundles" / name, download=True)
+    assert done == ["directory", "version", "metadata", "data shape"]
 
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_metadata_and_files_pass(name):
-    assert check_metadata(metadata(name)) == []
+    assert check_metadata(metadata(name)) == [] and check_version(metadata(name)) == []
     assert check_required_files(REPO / "bundles" / name) == []
     assert check_large_files(REPO / "bundles" / name) == []
+    meta = metadata(name)
+    assert meta["eval_metrics"] == {}  # numbers only, none measured yet
+    assert meta["supported_apps"] == {"monailabel": "0.8.5"}
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'version = "{meta["required_packages_version"]["mae-medical-bundles"]}"' in pyproject
+    assert 'name = "mae-medical-bundles"' in pyproject
 
 
 def test_command_line_reports_problems(bundle_copy):
@@ -79,7 +92,7 @@ def test_command_line_reports_problems(bundle_copy):
 def test_switches_from_the_command_line(bundle_copy):
     """fire hands ``--net_in_out false`` over as the string 'false': it must switch the check off."""
     bundle = bundle_copy("cxr14_mae_classification")
-    assert check_bundle(bundle, net_in_out="false") == ["required files", "metadata", "large files"]
+    assert check_bundle(bundle, net_in_out="false") == ["directory", "version", "metadata"]
     with pytest.raises(ValueError, match="released must be true or false .*got 'maybe'"):
         check_bundle(bundle, net_in_out="false", released="maybe")
 
@@ -111,9 +124,9 @@ IMAGE = "network_data_format#inputs#image"
         ("required_packages_version", ["x"], False, "required_packages_version: must be of type object, got array"),
         ("version", 0.1, False, "version: must be of type string, got number"),
         ("references", "Zhou 2023", False, "references: must be of type array, got string"),
-        ("version", "0.9.0", False, "version '0.9.0' is missing from changelog"),
-        ("changelog#0.0.9", "older", False, None),  # an older entry is fine
-        ("changelog#0.3.0", "newer", False, "is older than the newest changelog entry"),
+        ("eval_metrics#mean_dice", "not yet measured", False, "eval_metrics#mean_dice: must be a number"),
+        ("eval_metrics#mean_dice", {"liver": 0.9, "spleen": 0.8}, False, None),
+        ("supported_apps#monailabel", 0.8, False, "supported_apps#monailabel: 0.8 is not a version string"),
         ("monai_version", "latest", False, "monai_version: 'latest' is not a version number"),
         (f"{IMAGE}#num_channels", "1", False, f"{IMAGE}#num_channels: must be of type integer, got string"),
         (f"{IMAGE}#num_channels", True, False, f"{IMAGE}#num_channels: must be of type integer, got boolean"),
@@ -128,11 +141,26 @@ IMAGE = "network_data_format#inputs#image"
     ],
 )
 def test_broken_metadata_is_reported(path, value, delete, expected):
+    """Types and required fields of the schema (version against changelog: test_version_must_be_in_changelog)."""
     problems = check_metadata(_broken(metadata("btcv_mae_segmentation"), path, value, delete), "m.json")
     if expected is None:
         assert problems == []
     else:
         assert any(p.startswith("m.json: ") and expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        ("version", "0.9.0", "version '0.9.0' is missing from changelog"),
+        ("changelog#0.0.9", "older", None),  # an older entry is fine
+        ("changelog#0.3.0", "newer", "is older than the newest changelog entry"),
+        ("changelog", None, "changelog: required field is missing"),
+    ],
+)
+def test_version_must_be_in_changelog(path, value, expected):
+    problems = check_version(_broken(metadata("btcv_mae_segmentation"), path, value, delete=value is None), "m.json")
+    assert problems == [] if expected is None else (len(problems) == 1 and expected in problems[0]), problems
 
 
 def test_broken_bundle_lists_every_problem(bundle_copy):
@@ -157,33 +185,138 @@ def test_large_files_problems(bundle_copy):
 
     def write(entries):
         lf.write_text(json.dumps({"large_files": entries}))  # JSON is YAML
-        return check_large_files(bundle, released=True)
+        return check_large_files(bundle)
 
     entry = {"path": "models/model.pt", "url": "https://example.org/model.pt", "hash_val": good, "hash_type": "sha256"}
-    assert write([entry]) == []
+    assert write([entry]) == [] and write([]) == []
     assert "does not match hash_val" in write([{**entry, "hash_val": "0" * 64}])[0]
     assert "not a sha256 hex digest" in write([{**entry, "hash_val": good[:-1]}])[0]
-    assert "no url" in write([{**entry, "url": ""}])[0]
     assert "not an http(s) URL" in write([{**entry, "url": "file:///etc/passwd"}])[0]
+    assert "not an http(s) URL" in write([{**entry, "url": "https://"}])[0]
     assert "hash_type" in write([{**entry, "hash_type": "crc32"}])[0]
-    problems = write([{**entry, "path": "../outside.pt"}])
-    assert "path must stay inside the bundle" in problems[0] and "models/model.pt is not listed" in problems[1]
+    assert "path must stay inside the bundle" in write([{**entry, "path": "../outside.pt"}])[0]
     assert write([{**entry, "url": "", "hash_val": ""}]) == [
-        f"{lf}: models/model.pt: no url (give --base_url when exporting)",
+        f"{lf}: models/model.pt: no url (an entry is written by the export with --base_url, or left out)",
         f"{lf}: models/model.pt: no hash_val",
     ]
-    assert check_large_files(bundle, released=False) == []  # unreleased entries may lack url and hash
     lf.write_text("large_files: {path: x}")
     assert "must hold a 'large_files' list" in check_large_files(bundle)[0]
+    lf.unlink()
+    assert check_large_files(bundle) == []  # no file to download
 
 
-def test_model_pt_must_be_present_or_downloadable(bundle_copy):
+def test_model_pt_must_be_present_or_downloadable_in_a_release(bundle_copy):
     bundle = bundle_copy("cxr14_mae_classification")
-    assert check_required_files(bundle) == []  # listed in large_files.yml
-    (bundle / "large_files.yml").write_text("large_files: []\n")
-    assert check_required_files(bundle) == [
+    assert check_required_files(bundle) == [] == check_required_files(bundle, released=False)
+    assert check_required_files(bundle, released=True) == [
         f"{bundle}/models/model.pt: missing, and no large_files.yml entry downloads it"
     ]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served on 127.0.0.1: (folder, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _quick_bundle(make, name: str) -> Path:
+    """A copy of ``name`` with quick weights in models/ and configs/quick.yaml baked into its configs."""
+    from bundle_weights import write_quick_weights
+
+    from shared_networks.tools.bake_configs import bake_bundle_configs
+
+    bundle = make(name)
+    write_quick_weights(bundle, which=("model.pt",))
+    baked = bundle.parent / f"{name}_configs"
+    bake_bundle_configs(bundle / "configs", [bundle / "configs" / "quick.yaml"], baked)
+    shutil.rmtree(bundle / "configs")
+    shutil.move(baked, bundle / "configs")
+    meta = json.loads((bundle / "configs/metadata.json").read_text(encoding="utf-8"))
+    quick = {"btcv_mae_segmentation": [48, 48, 48], "cxr14_mae_classification": [64, 64]}[name]
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = quick
+    if len(quick) == 3:
+        meta["network_data_format"]["outputs"]["pred"]["spatial_shape"] = quick
+    (bundle / "configs/metadata.json").write_text(json.dumps(meta))
+    return bundle
+
+
+def test_each_check_can_fail(bundle_copy, served):
+    """Model-zoo's sequence on a bundle with weights downloaded from large_files.yml, then broken copies."""
+    folder, url = served
+    bundle = _quick_bundle(bundle_copy, "cxr14_mae_classification")
+    weights = (bundle / "models" / "model.pt").read_bytes()
+    (folder / "model.pt").write_bytes(weights)
+    (bundle / "models" / "model.pt").unlink()
+    good = {"path": "models/model.pt", "url": f"{url}/model.pt", "hash_val": hashlib.sha256(weights).hexdigest()}
+    lf = bundle / "large_files.yml"
+    lf.write_text(json.dumps({"large_files": [good]}))
+    assert check_bundle(bundle, download=True, released=True) == [
+        "directory", "version", "metadata", "data shape", "torchscript"
+    ]  # fmt: skip
+    assert (bundle / "models" / "model.pt").read_bytes() == weights
+
+    def fails(expected: str, **kwargs) -> None:
+        with pytest.raises(BundleCheckError) as err:
+            check_bundle(bundle, **kwargs)
+        assert any(expected in p for p in err.value.problems), err.value.problems
+
+    # directory: an empty URL, a wrong hash (of the file there, and of a download)
+    lf.write_text(json.dumps({"large_files": [{**good, "url": ""}]}))
+    fails("models/model.pt: no url")
+    lf.write_text(json.dumps({"large_files": [{**good, "hash_val": hashlib.sha256(b"x").hexdigest()}]}))
+    fails("the file's sha256 does not match hash_val")
+    (bundle / "models" / "model.pt").unlink()
+    fails("download failed: HashCheckError", download=True)
+    lf.write_text(json.dumps({"large_files": [good]}))
+    check_bundle(bundle, download=True, net_in_out=False, torchscript=False)
+    # version missing from the changelog; a metadata field of the wrong type
+    meta_path = bundle / "configs/metadata.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps({**meta, "version": "9.9.9"}))
+    fails("version '9.9.9' is missing from changelog")
+    meta_path.write_text(json.dumps({**meta, "eval_metrics": {"mean_auc": "not yet measured"}}))
+    fails("eval_metrics#mean_auc: must be a number")
+    meta_path.write_text(json.dumps(meta))
+    # data shape: inference.yaml without network_def; a network the metadata does not describe
+    inference = bundle / "configs/inference.yaml"
+    text = inference.read_text(encoding="utf-8")
+    inference.write_text(
+        text.replace("network_def:", "network_definition:").replace("@network_def", "@network_definition")
+    )
+    fails("inference.yaml: no 'network_def'")
+    inference.write_text(text)
+    meta_path.write_text(json.dumps({**meta, "network_data_format": {
+        **meta["network_data_format"], "inputs": {"image": {**meta["network_data_format"]["inputs"]["image"],
+                                                            "spatial_shape": [96, 96]}}}}))  # fmt: skip
+    fails("verify_net_in_out of network_def failed")
+    meta_path.write_text(json.dumps(meta))
+    # TorchScript: weights of another size than inference.yaml's network
+    (bundle / "configs/inference.yaml").write_text(text.replace("hidden_size: 96", "hidden_size: 48"))
+    fails("ckpt_export of network_def with model.pt failed", net_in_out=False)
+    inference.write_text(text)
+    check_bundle(bundle)
+
+
+def test_quick_weights_need_their_configs(bundle_copy):
+    """Quick weights in a bundle whose configs are full-size: model-zoo's TorchScript check fails (as a downloaded
+    release without its overrides baked would)."""
+    from bundle_weights import write_quick_weights
+
+    bundle = bundle_copy("cxr14_mae_classification")
+    write_quick_weights(bundle, which=("model.pt",))
+    with pytest.raises(BundleCheckError, match="ckpt_export of network_def with model.pt failed: RuntimeError: Error"):
+        check_bundle(bundle, net_in_out=False)
 
 
 def test_net_in_out_reports_a_network_returning_a_tuple(bundle_copy):
