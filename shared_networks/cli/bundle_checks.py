@@ -1,10 +1,11 @@
-"""Run the checks of MONAI's model-zoo on a bundle, offline (files, metadata, large_files.yml, network in/out).
+"""Run the checks of MONAI model-zoo's CI on a bundle as it is, offline (directory and large_files.yml, version,
+metadata, data shape and TorchScript of configs/inference.* alone).
 
 Command line::
 
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation
-    python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation --net_in_out false   # no network built
-    python -m shared_networks.cli.bundle_checks dist/btcv_mae_segmentation --released true        # URLs, hashes set
+    python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation --net_in_out false --torchscript false
+    python -m shared_networks.cli.bundle_checks dist/btcv_mae_segmentation --released true --download true
 
 See :func:`shared_networks.tools.bundle_checks.check_bundle` for every flag.
 """
@@ -20,7 +21,8 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m shared_networks.cli.bundle_checks BUNDLE [--net_in_out false] [--released true]``.
+    """``python -m shared_networks.cli.bundle_checks BUNDLE [--net_in_out false] [--torchscript false] [--download true]
+    [--released true]``.
 
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.

@@ -3,7 +3,7 @@
 Command line::
 
     python -m shared_networks.cli.export --bundle bundles/btcv_mae_segmentation --out dist \\
-        --base_url https://github.com/<owner>/<repo>/releases/download/v0.1.1
+        --base_url https://github.com/<owner>/<repo>/releases/download/v0.2.1 [--config_overrides quick]
 
 See :func:`shared_networks.tools.export.export_bundle` for every flag.
 """
@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m shared_networks.cli.export --bundle DIR [--out dist] [--base_url URL]``.
+    """``python -m shared_networks.cli.export --bundle DIR [--out dist] [--base_url URL] [--config_overrides quick]``.
 
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
