@@ -252,8 +252,8 @@ def plan(bundle: str, data: Mapping[str, Path], base_url: str, nproc: int = 1) -
         elif command in ("ckpt_export", "onnx_export"):
             argv = plan_export(bundle, argv)
         if launcher and any(a.split("=")[0] in MULTI_NODE for a in launcher):
-            steps.append(Step(number, documented, argv, cwd, "skip", "several machines: the launch needs a second"
-                              " machine; its config list is checked, and the same command runs on one machine"))  # fmt: skip
+            reason = "several machines: needs a second machine; its config list is checked, one machine runs it"
+            steps.append(Step(number, documented, argv, cwd, "skip", reason))
             continue
         argv = substitute(bundle, argv, data, base_url, version)
         if launcher:
@@ -301,7 +301,8 @@ def test_every_module_and_file_named_in_the_doc_exists(doc):
     text = doc.read_text(encoding="utf-8")
     for module in sorted(set(re.findall(r"python -m ((?:shared_networks|monai)[\w.]*)", text))):
         assert importlib.util.find_spec(module) is not None, f"{doc}: python -m {module}"
-    for path in sorted(set(re.findall(r"`((?:shared_networks|tests|scripts|benchmarks)/[\w/.]+\.(?:py|sh|md))`", text))):
+    paths = re.findall(r"`((?:shared_networks|tests|scripts|benchmarks)/[\w/.]+\.(?:py|sh|md))`", text)
+    for path in sorted(set(paths)):
         assert (REPO / path).is_file(), f"{doc}: {path}"
     for stale in ("common.yaml", "multi_gpu.yaml", "shared_networks.data.btcv", "shared_networks/handlers.py",
                   "shared_networks/distributed.py"):  # fmt: skip
@@ -358,7 +359,8 @@ def env() -> dict[str, str]:
     """The user's environment: this checkout's package importable, one thread per process."""
     import shared_networks
 
-    return {**os.environ, "PYTHONPATH": str(Path(shared_networks.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    package = str(Path(shared_networks.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": package, "OMP_NUM_THREADS": "1"}
 
 
 def build_release(bundle: Path, dist: Path, base_url: str) -> None:
