@@ -299,7 +299,7 @@ def test_every_config_file_named_in_the_doc_exists(bundle):
 def test_every_module_and_file_named_in_the_doc_exists(doc):
     """``python -m <module>`` lines name modules that import; repository paths named in the text exist."""
     text = doc.read_text(encoding="utf-8")
-    for module in sorted(set(re.findall(r"python -m ((?:shared_networks|monai)[\w.]*)", text))):
+    for module in sorted(set(re.findall(r"python -m ((?:shared_networks|monai)[\w.]*\w)", text))):
         assert importlib.util.find_spec(module) is not None, f"{doc}: python -m {module}"
     paths = re.findall(r"`((?:shared_networks|tests|scripts|benchmarks)/[\w/.]+\.(?:py|sh|md))`", text)
     for path in sorted(set(paths)):
