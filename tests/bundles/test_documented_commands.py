@@ -191,6 +191,18 @@ def substitute(bundle: str, argv: list[str], data: Mapping[str, Path], base_url:
     return out
 
 
+def substitute_all(bundle: str, argv: list[str], data: Mapping[str, Path], base_url: str, version: str) -> list[str]:
+    """:func:`substitute`, also inside a ``--config_file`` list string (``bundles/<name>/configs/...``)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("[") and all(isinstance(f, str) for f in ast.literal_eval(arg)):
+            files = substitute(bundle, config_files(arg), data, base_url, version)
+            out.append(config_list(files))
+        else:
+            out += substitute(bundle, [arg], data, base_url, version)
+    return out
+
+
 def plan_run(bundle: str, argv: list[str], config_dir: Path) -> list[str]:
     """``monai.bundle run``'s arguments (from ``run`` on) with quick.yaml, short schedules and no workers."""
     value = option(argv, "--config_file")
@@ -255,7 +267,7 @@ def plan(bundle: str, data: Mapping[str, Path], base_url: str, nproc: int = 1) -
             reason = "several machines: needs a second machine; its config list is checked, one machine runs it"
             steps.append(Step(number, documented, argv, cwd, "skip", reason))
             continue
-        argv = substitute(bundle, argv, data, base_url, version)
+        argv = substitute_all(bundle, argv, data, base_url, version)
         if launcher:
             assert launcher[0] == "--standalone" and all(a.startswith("--nproc_per_node=") for a in launcher[1:])
             argv = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "monai.bundle",
