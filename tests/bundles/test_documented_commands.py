@@ -213,7 +213,7 @@ def plan_run(bundle: str, argv: list[str], config_dir: Path, released: bool = Fa
     for f in files:
         assert (config_dir / Path(f).name).is_file() and Path(f).parent == configs, f"{bundle}: {f}"
     names = [Path(f).stem for f in files]
-    if "quick" not in names and not released:  # quick.yaml goes before the multi-GPU override, as the docs say, else last
+    if "quick" not in names and not released:  # quick.yaml before the multi-GPU override, as the docs say, else last
         at = names.index("multi_gpu_train") if "multi_gpu_train" in names else len(files)
         files.insert(at, str(configs / "quick.yaml"))
     argv = set_option(argv, "--config_file", config_list(files))
