@@ -274,7 +274,11 @@ def test_one_training_epoch_on_datastore_labels(server, tmp_path):
     log = server.log.read_text(errors="replace")  # the server logs every line of its training process
     assert "Epoch: 1/1, Iter: 1/1" in log  # one epoch, one training image (the other validates)
     # continued from the served weights (read through the baked copy's link to the bundle's models/)
-    assert re.search(rf"Restored all variables from \S*/{BTCV}/models/model\.pt", log)
+    restored = re.search(rf"Restored all variables from \S*/{BTCV}/models/model\.pt", log)
+    assert restored
+    # the bundle's MAE encoder was loaded before (when the trainer was built): the fine-tuned weights won
+    encoder = re.search(rf"pre-trained encoder from \S*/{BTCV}/models/mae\.pt: \d+ tensors loaded", log)
+    assert encoder and encoder.start() < restored.start()
     assert re.search(r"Epoch\[1\] Metrics -- val_mean_dice: \d", log)  # validated on the other image
     # the best model of the run, written by the bundle's checkpoint saver, replaced the served one
     assert model_pt.stat().st_mtime_ns > written
