@@ -54,7 +54,8 @@ class PretrainedEncoderLoader:
     continue from ``models/model.pt``, a resume from a training checkpoint) then loads after it and wins, whatever the
     order of the handler list. It loads once: attaching again (or calling it) does nothing.
 
-    ``load_path=None`` (or an empty string) trains from scratch and says so; a path that does not exist raises,
+    ``load_path=None`` (or an empty string) trains from scratch and says so; a path that does not exist raises
+    ``FileNotFoundError`` when the engine starts (building the workflow, e.g. to check its properties, still works),
     so a typo never silently becomes a from-scratch run.
 
     Args:
@@ -79,6 +80,9 @@ class PretrainedEncoderLoader:
         self.report = None
 
     def attach(self, engine: Engine) -> None:
+        if self.load_path is not None and not os.path.exists(self.load_path):
+            engine.add_event_handler(Events.STARTED, self)  # raises there, naming the file
+            return
         self(engine)
 
     def __call__(self, engine: Engine | None = None) -> None:

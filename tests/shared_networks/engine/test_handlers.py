@@ -72,6 +72,10 @@ def test_pretrained_encoder_loader(tmp_path, caplog):
         assert scratch.report is False
     with pytest.raises(FileNotFoundError, match="typo.pt"):
         PretrainedEncoderLoader(net, tmp_path / "typo.pt")()
+    typo = Engine(lambda e, b: None)
+    PretrainedEncoderLoader(net, tmp_path / "typo.pt").attach(typo)  # a workflow can still be built (and checked)
+    with pytest.raises(FileNotFoundError, match="typo.pt"):
+        typo.run([0], max_epochs=1)  # the run stops as it starts
 
 
 @pytest.mark.parametrize("max_epochs,expected", [(5, [2, 4, 5]), (4, [2, 4]), (1, [1])])
