@@ -47,9 +47,11 @@ What each bundle needs besides is said in :data:`BUNDLES`:
   spelling (``BundleInferTask`` lower-cases them); MONAI Label does not train it (its labels are not label maps);
 * training continues from ``models/model.pt`` (``pretrained``, the default) with a strict ``CheckpointLoader``
   (``load_strict=True``), which loads when the trainer starts, after the bundle's ``PretrainedEncoderLoader`` (it
-  loads when attached): the fine-tuned weights win over the MAE encoder. The datastore's labelled images replace
-  ``train#dataset#data`` and ``validate#dataset#data`` (``val_split`` >= 0), so the bundle's ``dataset_dir`` is
-  never read.
+  loads when attached, so ``models/mae.pt`` must exist): the fine-tuned weights win over the MAE encoder.
+  ``"pretrained": false`` fails in MONAI Label 0.8.5 (``os.path.exists(None)``). The datastore's labelled images
+  replace ``train#dataset#data`` and ``validate#dataset#data`` (``val_split`` >= 0); ``monai.bundle.run`` still runs
+  the config's ``initialize`` (``init_id=None`` is its default id), whose split check reads ``validate#dataset#data``:
+  the bundle's ``dataset_dir`` is never read.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class ServedBundle(NamedTuple):
     trainable: bool = True
 
 
+MODEL_FILE = "model.pt"  # the fine-tuned weights in each bundle's models/
+
+
 class BundleInferTaskKeepingPaths(BundleInferTask):
     """``BundleInferTask`` whose pre-processing leaves the request's string entries ``<input_key>_*`` (MONAI Label's
     ``image_path``) untouched: MONAI 1.6's ``Spacingd`` would update them as metadata dicts and fail."""
@@ -114,7 +119,6 @@ class BundleTrainTaskOnModelPt(BundleTrainTask):
         return options
 
 
-MODEL_FILE = "model.pt"  # the fine-tuned weights in each bundle's models/
 INFER_TASK = BundleInferTaskKeepingPaths
 TRAIN_TASK = BundleTrainTaskOnModelPt
 PUBLIC_OVERRIDES = {  # tests/monailabel/test_public_api.py
