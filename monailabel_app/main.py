@@ -9,68 +9,181 @@ Started by ``scripts/serve_monailabel.sh`` (see README.md, "Serving in MONAI Lab
 
 * ``bundles``: folder holding the bundle folders (default: ``bundles/`` beside this app);
 * ``models``: comma-separated bundle names to serve (default: all three);
-* ``configs``: comma-separated names of config files merged last onto every workflow, e.g. ``quick`` for weights
-  trained with ``configs/quick.yaml`` (the network must match the weights in ``models/model.pt``);
+* ``configs``: comma-separated names of override files in each bundle's ``configs/``, e.g. ``quick`` for weights
+  trained with ``configs/quick.yaml`` (the network must match the weights in ``models/model.pt``): the bundle is then
+  served from a copy in ``<app>/model/baked-<names>/<bundle>`` whose configs hold the override values
+  (:func:`shared_networks.tools.bake_configs.bake_bundle_configs`) and whose ``models`` links to the bundle's own
+  ``models/``, so weights trained through MONAI Label land there;
 * ``skip_trainers``: ``true`` to serve inference only.
 
 A bundle is served once its ``models/model.pt`` exists (MONAI Label skips it, with a warning, before).
+
+Every bundle is served by MONAI Label's own :class:`~monailabel.tasks.train.bundle.BundleTrainTask` and
+:class:`~monailabel.tasks.infer.bundle.BundleInferTask`, built with public constructor arguments only. One public
+method of each is overridden (:data:`PUBLIC_OVERRIDES`), where MONAI Label 0.8.5 cannot serve these bundles as they
+are; no private method of MONAI Label is (``tests/monailabel/test_public_api.py`` checks both):
+
+* :class:`BundleInferTaskKeepingPaths`, ``run_pre_transforms``: keeps the string entries ``image_*`` that MONAI Label
+  adds to a request (``image_path``, read by its writer) out of the transforms' way, because MONAI 1.6's ``Spacingd``
+  updates every ``image_*`` entry of a NIfTI input as a metadata dict and fails on a string (``'str' object has no
+  attribute 'update'``; MONAI Label 0.8.5 predates that);
+* :class:`BundleTrainTaskOnModelPt`, ``config``: offers ``models/model.pt`` alone as the ``model_filename`` to
+  continue from. MONAI Label lists every ``models/*.pt``, shortest name first, and a client (3D Slicer, OHIF) sends
+  the first: here the MAE checkpoint ``mae.pt``, which is not weights of the fine-tuning network (nor are the resume
+  checkpoints ``train_checkpoint_epoch=N.pt``). The infer task's ``model_filename`` option is set the same way after
+  construction, through the dict its public ``config()`` returns (MONAI Label reads its defaults from it); and it
+  loads strictly (``load_strict=True``), so a wrong file fails loudly instead of leaving layers at random.
+
+What each bundle needs besides is said in :data:`BUNDLES`:
+
+* the two segmentation bundles return a ``uint8`` label map: the infer task's ``config`` holds
+  ``result_dtype: uint8`` (a request may still ask for another type); MONAI Label's writer keeps the network's float
+  type otherwise;
+* the BraTS label map is numbered as MSD Task01 (1 edema, 2 non-enhancing tumour, 3 enhancing tumour), not as the
+  network's TC/WT/ET channels of the metadata, so its ``labels`` are set after construction; the bundle numbers items
+  without a ``layout`` entry (MONAI Label's ``{image, label}``) as MSD itself;
+* the chest X-ray classifier returns its 14 probabilities with MONAI Label's ``ClassificationWriter``
+  (``add_post_restore=False``: the spatial ``Restored`` does not apply to a vector); its labels keep the metadata's
+  spelling (``BundleInferTask`` lower-cases them); MONAI Label does not train it (its labels are not label maps);
+* training continues from ``models/model.pt`` (``pretrained``, the default) with a strict ``CheckpointLoader``
+  (``load_strict=True``), which loads when the trainer starts, after the bundle's ``PretrainedEncoderLoader`` (it
+  loads when attached, so ``models/mae.pt`` must exist): the fine-tuned weights win over the MAE encoder.
+  ``"pretrained": false`` fails in MONAI Label 0.8.5 (``os.path.exists(None)``). The datastore's labelled images
+  replace ``train#dataset#data`` and ``validate#dataset#data`` (``val_split`` >= 0); ``monai.bundle.run`` still runs
+  the config's ``initialize`` (``init_id=None`` is its default id), whose split check reads ``validate#dataset#data``:
+  the bundle's ``dataset_dir`` is never read.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import monailabel
-from lib.bundle_tasks import ClassificationInferTask, SplitConfigInferTask, SplitConfigTrainTask
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import strtobool
 
+from shared_networks.data.cxr14 import CXR14_FINDINGS
 from shared_networks.data.regions import LABEL_CONVENTIONS
+from shared_networks.tools.bake_configs import bake_bundle_configs
 
 logger = logging.getLogger(__name__)
 
 
 class ServedBundle(NamedTuple):
-    """How one bundle is served: its infer task class, entries its transforms read from every item, further entries
-    of every inference request (MONAI Label options), label names, and whether it is trainable.
+    """How one bundle is served: the public arguments of its infer task, its labels when they are not the
+    metadata's output channels (lower-cased), and whether MONAI Label trains it.
 
     (A NamedTuple, not a dataclass: MONAI Label executes main.py without registering it in ``sys.modules``.)
     """
 
-    infer: type[SplitConfigInferTask] = SplitConfigInferTask
-    item_defaults: Mapping[str, Any] = MappingProxyType({})
-    request_defaults: Mapping[str, Any] = MappingProxyType({})
+    infer_args: Mapping[str, Any] = MappingProxyType({})
     labels: Mapping[str, int] | None = None
     trainable: bool = True
 
 
+MODEL_FILE = "model.pt"  # the fine-tuned weights in each bundle's models/
+
+
+class BundleInferTaskKeepingPaths(BundleInferTask):
+    """``BundleInferTask`` whose pre-processing leaves the request's string entries ``<input_key>_*`` (MONAI Label's
+    ``image_path``) untouched: MONAI 1.6's ``Spacingd`` would update them as metadata dicts and fail."""
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Any]) -> dict[str, Any]:
+        prefix = f"{self.input_key}_"
+        keys = [k for k, v in data.items() if str(k).startswith(prefix) and isinstance(v, str)]
+        aside = {k: data.pop(k) for k in keys}
+        data = super().run_pre_transforms(data, transforms)
+        data.update(aside)
+        return data
+
+
+class BundleTrainTaskOnModelPt(BundleTrainTask):
+    """``BundleTrainTask`` whose ``model_filename`` option (the weights training continues from) is ``model.pt`` alone:
+    MONAI Label would offer every ``models/*.pt``, the MAE checkpoint ``mae.pt`` first."""
+
+    def config(self) -> dict[str, Any]:
+        options = super().config()
+        options["model_filename"] = [MODEL_FILE]
+        return options
+
+
+INFER_TASK = BundleInferTaskKeepingPaths
+TRAIN_TASK = BundleTrainTaskOnModelPt
+PUBLIC_OVERRIDES = {  # tests/monailabel/test_public_api.py
+    "BundleInferTaskKeepingPaths": ("run_pre_transforms",),
+    "BundleTrainTaskOnModelPt": ("config",),
+}
 _MSD = LABEL_CONVENTIONS["msd"]
-_LABEL_MAP = {"result_dtype": "uint8"}  # MONAI Label's writer keeps the network's float type otherwise
+_LABEL_MAP = MappingProxyType({"config": {"result_dtype": "uint8"}})
 BUNDLES: dict[str, ServedBundle] = {
-    "btcv_mae_segmentation": ServedBundle(request_defaults=_LABEL_MAP),
-    # MONAI Label's datastore holds single files: BraTS cases are MSD Task01 4-D NIfTI files (FLAIR, T1w, T1gd, T2w),
-    # segmented into a label map numbered as MSD (1 edema, 2 non-enhancing tumour, 3 enhancing tumour)
+    "btcv_mae_segmentation": ServedBundle(infer_args=_LABEL_MAP),
+    # MONAI Label's datastore holds single files: BraTS cases are MSD Task01 4-D NIfTI files (FLAIR, T1w, T1gd, T2w)
     "brats_mae_segmentation": ServedBundle(
-        item_defaults={"layout": _MSD.name},
-        request_defaults=_LABEL_MAP,
-        labels={name: value for value, name in _MSD.names.items() if value},
+        infer_args=_LABEL_MAP, labels={name: value for value, name in _MSD.names.items() if value}
     ),
-    # 14 finding probabilities; its labels are not label maps, so MONAI Label does not train it
-    "cxr14_mae_classification": ServedBundle(infer=ClassificationInferTask, trainable=False),
+    "cxr14_mae_classification": ServedBundle(
+        infer_args={"type": InferType.CLASSIFICATION, "add_post_restore": False},
+        labels={name: i for i, name in enumerate(CXR14_FINDINGS)},
+        trainable=False,
+    ),
 }
 
 
 def _names(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def infer_task(name: str, path: str, conf: Mapping[str, str]) -> InferTask | None:
+    """The infer task of bundle ``name`` at ``path``; None (MONAI Label has logged why) without ``models/model.pt``."""
+    b = BUNDLES[name]
+    task = INFER_TASK(path, dict(conf), load_strict=True, **b.infer_args)
+    if not task.is_valid():
+        return None
+    if b.labels is not None:
+        task.labels = dict(b.labels)
+    task.config()["model_filename"] = [MODEL_FILE]  # the request defaults (MONAI Label lists every models/*.pt)
+    return task
+
+
+def train_task(name: str, path: str, conf: Mapping[str, str]) -> TrainTask | None:
+    """The train task of bundle ``name`` at ``path`` (continuing from ``models/model.pt``, strictly loaded)."""
+    task = TRAIN_TASK(path, dict(conf), load_strict=True)
+    return task if task.is_valid() else None
+
+
+def baked_bundle(bundle: str | os.PathLike, overrides: Sequence[str], out: str | os.PathLike) -> str:
+    """A copy of ``bundle`` at ``out`` whose ``configs/`` hold the values of ``configs/<o>.yaml`` for each override.
+
+    ``out/models`` is a link to ``bundle/models`` (created if absent): the served weights are the bundle's own, and
+    weights trained through MONAI Label are written there. An earlier copy at ``out`` is replaced.
+
+    Raises:
+        FileNotFoundError: naming the first override file the bundle does not have.
+    """
+    bundle, out = os.path.realpath(bundle), os.path.realpath(out)
+    files = [os.path.join(bundle, "configs", f"{name}.yaml") for name in overrides]
+    for f in files:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"--conf configs: bundle '{bundle}' has no override file '{f}'.")
+    if os.path.lexists(out):
+        shutil.rmtree(out)
+    bake_bundle_configs(os.path.join(bundle, "configs"), files, os.path.join(out, "configs"))
+    models = os.path.join(bundle, "models")
+    os.makedirs(models, exist_ok=True)
+    os.symlink(models, os.path.join(out, "models"), target_is_directory=True)
+    return out
 
 
 class MAEBundlesApp(MONAILabelApp):
@@ -87,6 +200,12 @@ class MAEBundlesApp(MONAILabelApp):
         missing = [m for m in self.models if not os.path.isdir(os.path.join(self.bundles_root, m))]
         if missing:
             raise ValueError(f"--conf bundles: '{self.bundles_root}' has no bundle folder {missing}.")
+        self.paths = {m: os.path.join(self.bundles_root, m) for m in self.models}
+        if self.config_overrides:
+            baked = os.path.join(app_dir, "model", "baked-" + "-".join(self.config_overrides))
+            for m in self.models:
+                self.paths[m] = baked_bundle(self.paths[m], self.config_overrides, os.path.join(baked, m))
+                logger.info(f"{m}: served from {self.paths[m]} (configs with {self.config_overrides} baked in)")
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -96,24 +215,14 @@ class MAEBundlesApp(MONAILabelApp):
             version=monailabel.__version__,
         )
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.bundles_root, name)
-
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for name in self.models:
-            b = BUNDLES[name]
-            labels = {} if b.labels is None else {"labels": b.labels}
-            task = b.infer(
-                self._path(name),
-                self.conf,
-                config_overrides=self.config_overrides,
-                item_defaults={**b.request_defaults, **b.item_defaults},
-                **labels,
-            )
-            if task.is_valid():  # invalid: no models/model.pt yet (MONAI Label has logged why)
-                logger.info(f"+++ Adding Inferer:: {name} => {task}")
-                infers[name] = task
+            task = infer_task(name, self.paths[name], self.conf)
+            if task is None:  # no models/model.pt yet (MONAI Label has logged why)
+                continue
+            logger.info(f"+++ Adding Inferer:: {name} => {task}")
+            infers[name] = task
         return infers
 
     def init_trainers(self) -> dict[str, TrainTask]:
@@ -121,11 +230,10 @@ class MAEBundlesApp(MONAILabelApp):
         if strtobool(self.conf.get("skip_trainers", "false")):
             return trainers
         for name in self.models:
-            b = BUNDLES[name]
-            if not b.trainable:
+            if not BUNDLES[name].trainable:
                 continue
-            task = SplitConfigTrainTask(self._path(name), self.conf, self.config_overrides, b.item_defaults)
-            if task.is_valid():
+            task = train_task(name, self.paths[name], self.conf)
+            if task is not None:
                 logger.info(f"+++ Adding Trainer:: {name} => {task}")
                 trainers[name] = task
         return trainers

@@ -5,8 +5,9 @@
 #   bash scripts/serve_monailabel.sh --studies <folder of images> [--port 8000] [--host 127.0.0.1]
 #        [--bundles <folder of bundle folders>] [--configs quick] [--models a,b] [other monailabel start_server options]
 #
-# --bundles: where the bundle folders (with models/model.pt) are, default bundles/; --configs: config files merged last
-# onto every workflow, e.g. quick for weights trained with configs/quick.yaml; --models: bundles to serve, default all.
+# --bundles: where the bundle folders (with models/model.pt) are, default bundles/; --configs: override files of each
+# bundle's configs/, e.g. quick for weights trained with configs/quick.yaml (each bundle is then served from a copy
+# under <app>/model/ with them baked in, its models/ linked to the bundle's); --models: bundles to serve, default all.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MONAILABEL_VENV:-$root/.venv-monailabel}"

@@ -47,9 +47,15 @@ class ValidationEveryAndLast(ValidationHandler):
 
 
 class PretrainedEncoderLoader:
-    """Loads an MAE checkpoint's encoder into ``network`` when the engine starts, and logs the key report.
+    """Loads an MAE checkpoint's encoder into ``network`` when attached to the trainer, and logs the key report.
 
-    ``load_path=None`` (or an empty string) trains from scratch and says so; a path that does not exist raises,
+    It loads at :meth:`attach` (while the trainer is built), not at ``Events.STARTED``: every checkpoint loader that
+    fires when the engine starts (``monai.handlers.CheckpointLoader`` as MONAI Label's bundle train task inserts it to
+    continue from ``models/model.pt``, a resume from a training checkpoint) then loads after it and wins, whatever the
+    order of the handler list. It loads once: attaching again (or calling it) does nothing.
+
+    ``load_path=None`` (or an empty string) trains from scratch and says so; a path that does not exist raises
+    ``FileNotFoundError`` when the engine starts (building the workflow, e.g. to check its properties, still works),
     so a typo never silently becomes a from-scratch run.
 
     Args:
@@ -74,10 +80,13 @@ class PretrainedEncoderLoader:
         self.report = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
+        if self.load_path is not None and not os.path.exists(self.load_path):
+            engine.add_event_handler(Events.STARTED, self)  # raises there, naming the file
+            return
+        self(engine)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        if self.report is not None:  # already loaded (a resumed run restarts the engine)
+        if self.report is not None:  # already loaded
             return
         if self.load_path is None:
             logger.warning("no pre-trained checkpoint given: fine-tuning from random initialisation (baseline)")

@@ -1,11 +1,12 @@
 """The three bundles served by a real MONAI Label server (scripts/serve_monailabel.sh, .venv-monailabel) on 127.0.0.1.
 
 The server runs on a studies folder of real samples from ../shared/data (two BTCV CTs, the MSD Task01 4-D MRI, one
-chest X-ray) with freshly initialised quick-size networks saved as each bundle's models/model.pt (a training run per
-bundle would add minutes and test nothing more here: what is checked is that MONAI Label runs each bundle's own
-pipeline). Each answer is checked against the bundle's own inference workflow run in this process on the same file
-with the same weights; then one BTCV training epoch runs through MONAI Label on labels saved in its datastore, and
-the trained weights are served.
+chest X-ray) with freshly initialised quick-size networks saved as each bundle's models/model.pt (and models/mae.pt
+for the segmentation bundles, as after the bundle's own pre-training; a training run per bundle would add minutes and
+test nothing more here: what is checked is that MONAI Label's stock bundle tasks run each bundle's own pipeline). The
+app serves them with ``--configs quick``, from copies whose configs have configs/quick.yaml baked in. Each answer is
+checked against the bundle's own inference workflow run in this process on the same file with the same weights; then
+one BTCV training epoch runs through MONAI Label on labels saved in its datastore, and the trained weights are served.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import pytest
 import torch
 from bundle_configs import BundleConfigs
+from bundle_weights import write_quick_weights
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS
 
@@ -169,6 +171,8 @@ def server(tmp_path_factory, utf8_locale) -> Server:
     for name in (BTCV, BRATS, CXR):
         shutil.copytree(REPO / "bundles" / name / "configs", srv.bundles / name / "configs")
         _fresh_weights(srv.bundles / name, name)
+        if name != CXR:  # the fine-tuning config's MAE encoder (the fine-tuned model.pt loads over it)
+            write_quick_weights(srv.bundles / name, ("mae.pt",))
     # a copy of the app: the server writes logs/ and model/ into its app folder
     ignore = shutil.ignore_patterns("__pycache__", "logs", "model", "bin")
     shutil.copytree(REPO / "monailabel_app", srv.app, ignore=ignore)
@@ -198,6 +202,10 @@ def _infer_label_map(server: Server, model: str, image: str, tmp_path: Path) -> 
 
 
 def test_serves_the_three_bundles(server):
+    for name in (BTCV, BRATS, CXR):  # from copies with configs/quick.yaml baked in, on the bundle's own weights
+        served = server.app / "model" / "baked-quick" / name
+        assert (served / "configs" / "inference.yaml").read_text().startswith("# baked: configs/quick.yaml")
+        assert (served / "models").resolve() == (server.bundles / name / "models").resolve()
     models = server.info["models"]
     assert set(models) == {BTCV, BRATS, CXR}
     assert set(server.info["trainers"]) == {BTCV, BRATS}
@@ -265,7 +273,12 @@ def test_one_training_epoch_on_datastore_labels(server, tmp_path):
     assert task["status"] == "DONE", f"training ended as {task['status']}:\n{server.log_tail()}"
     log = server.log.read_text(errors="replace")  # the server logs every line of its training process
     assert "Epoch: 1/1, Iter: 1/1" in log  # one epoch, one training image (the other validates)
-    assert f"Restored all variables from {model_pt}" in log  # continued from the served weights
+    # continued from the served weights (read through the baked copy's link to the bundle's models/)
+    restored = re.search(rf"Restored all variables from \S*/{BTCV}/models/model\.pt", log)
+    assert restored
+    # the bundle's MAE encoder was loaded before (when the trainer was built): the fine-tuned weights won
+    encoder = re.search(rf"pre-trained encoder from \S*/{BTCV}/models/mae\.pt: \d+ tensors loaded", log)
+    assert encoder and encoder.start() < restored.start()
     assert re.search(r"Epoch\[1\] Metrics -- val_mean_dice: \d", log)  # validated on the other image
     # the best model of the run, written by the bundle's checkpoint saver, replaced the served one
     assert model_pt.stat().st_mtime_ns > written

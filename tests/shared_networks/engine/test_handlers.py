@@ -61,9 +61,10 @@ def test_pretrained_encoder_loader(tmp_path, caplog):
     net = UNETR(1, 3, (16, 16), spatial_dims=2, feature_size=4, **ENC)
     engine = Engine(lambda e, b: None)
     loader = PretrainedEncoderLoader(net, tmp_path / "mae.pt")
-    loader.attach(engine)
-    engine.run([0], max_epochs=1)
+    loader.attach(engine)  # loads now, before the engine starts
     assert len(loader.report.loaded) == len(net.encoder.state_dict())
+    assert torch.equal(net.encoder.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
+    engine.run([0], max_epochs=1)
     assert torch.equal(net.encoder.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
     for value in (None, "", "none", "None"):  # a command line can only say "none"
         scratch = PretrainedEncoderLoader(net, value)
@@ -71,6 +72,10 @@ def test_pretrained_encoder_loader(tmp_path, caplog):
         assert scratch.report is False
     with pytest.raises(FileNotFoundError, match="typo.pt"):
         PretrainedEncoderLoader(net, tmp_path / "typo.pt")()
+    typo = Engine(lambda e, b: None)
+    PretrainedEncoderLoader(net, tmp_path / "typo.pt").attach(typo)  # a workflow can still be built (and checked)
+    with pytest.raises(FileNotFoundError, match="typo.pt"):
+        typo.run([0], max_epochs=1)  # the run stops as it starts
 
 
 @pytest.mark.parametrize("max_epochs,expected", [(5, [2, 4, 5]), (4, [2, 4]), (1, [1])])
@@ -80,3 +85,29 @@ def test_validation_every_and_last(max_epochs, expected):
     ValidationEveryAndLast(interval=2, validator=validator).attach(engine)
     engine.run([0], max_epochs=max_epochs)
     assert [c.args[0] for c in validator.run.call_args_list] == expected
+
+
+def test_a_checkpoint_loaded_when_the_engine_starts_wins_over_the_mae_encoder(tmp_path):
+    """MONAI Label continues training from models/model.pt with a CheckpointLoader (Events.STARTED) put first in the
+    handler list: the fine-tuned weights must not be overwritten by the MAE encoder, whatever the order."""
+    from monai.handlers import CheckpointLoader
+
+    mae = MaskedAutoencoderViT(1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
+                               decoder_num_heads=2, **ENC)  # fmt: skip
+    torch.save(mae.state_dict(), tmp_path / "mae.pt")
+    torch.manual_seed(1)
+    tuned = UNETR(1, 3, (16, 16), spatial_dims=2, feature_size=4, **ENC)
+    torch.save(tuned.state_dict(), tmp_path / "model.pt")
+    for order in ("checkpoint first", "encoder first"):
+        torch.manual_seed(2)
+        net = UNETR(1, 3, (16, 16), spatial_dims=2, feature_size=4, **ENC)
+        handlers = [
+            CheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": net}, strict=True),
+            PretrainedEncoderLoader(net, tmp_path / "mae.pt"),
+        ]
+        engine = Engine(lambda e, b: None)
+        for h in handlers if order == "checkpoint first" else handlers[::-1]:
+            h.attach(engine)
+        engine.run([0], max_epochs=1)
+        for key, value in tuned.state_dict().items():
+            assert torch.equal(net.state_dict()[key], value), (order, key)
