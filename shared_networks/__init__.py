@@ -24,6 +24,7 @@ from shared_networks.engine.distributed import (
     rank0_only,
     scale_lr,
 )
+from shared_networks.engine.finite import FiniteCheckpointLoader, StopOnNonFinite
 from shared_networks.engine.handlers import (
     PretrainedEncoderLoader,
     ReconstructionSaver,
@@ -34,20 +35,27 @@ from shared_networks.engine.metrics import ClassificationReport, HausdorffDistan
 from shared_networks.engine.optim import param_groups_lrd
 from shared_networks.engine.seeding import EpochSeeder
 from shared_networks.networks.classifier import ViTClassifier
-from shared_networks.networks.handoff import HandoffReport, interpolate_pos_embed, load_pretrained_encoder
+from shared_networks.networks.handoff import (
+    HandoffReport,
+    NonFiniteError,
+    first_non_finite,
+    interpolate_pos_embed,
+    load_pretrained_encoder,
+)
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 from shared_networks.networks.unetr import UNETR
 from shared_networks.networks.vit import PatchEmbed, ViTEncoder, sincos_pos_embed
 
 __all__ = [
     # networks
-    "UNETR", "HandoffReport", "MaskedAutoencoderViT", "MaskedPatchLoss", "PatchEmbed", "ViTClassifier", "ViTEncoder",
-    "interpolate_pos_embed", "load_pretrained_encoder", "patchify", "random_masking", "sincos_pos_embed", "unpatchify",
+    "UNETR", "HandoffReport", "MaskedAutoencoderViT", "MaskedPatchLoss", "NonFiniteError", "PatchEmbed",
+    "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder", "patchify",
+    "random_masking", "sincos_pos_embed", "unpatchify",
     # engine
-    "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "HausdorffDistanceMM",
-    "MeanROCAUC", "MetricsReport", "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver",
-    "ValidationEveryAndLast", "destroy_process_group", "init_process_group", "local_device", "param_groups_lrd",
-    "prepare_image_as_target", "rank0_only", "scale_lr",
+    "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "FiniteCheckpointLoader",
+    "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PretrainedEncoderLoader", "ReconstructionSaver",
+    "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "destroy_process_group",
+    "init_process_group", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedPILReader", "LabelToRegionsd", "RegionsToLabeld", "ToGreyd",
     "brats_datalist", "brats_inference_inputs", "btcv_datalist", "case_name_formatter", "cxr14_datalist",

@@ -14,22 +14,51 @@ from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
+from shared_networks.networks.handoff import NonFiniteError, check_finite
 from shared_networks.utils.flags import as_bool
 
 __all__ = ["AtomicCheckpointSaver", "ResumableCheckpointSaver", "load_checkpoint"]
 
 
+class _RefuseNonFinite(BaseSaveHandler):
+    """Save handler that refuses (:class:`NonFiniteError`, naming the file and the tensor) a checkpoint holding NaN
+    or infinite values, before anything is written."""
+
+    def __init__(self, inner: BaseSaveHandler, save_dir: str | os.PathLike) -> None:
+        self.inner = inner
+        self.save_dir = save_dir
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        check_finite(
+            checkpoint,
+            f"refusing to write '{Path(self.save_dir) / filename}'",
+            "the weights diverged (see the training log); the previous file, if any, is kept",
+        )
+        self.inner(checkpoint, filename, metadata)
+
+    def remove(self, filename: str) -> None:
+        self.inner.remove(filename)
+
+
 class AtomicCheckpointSaver(CheckpointSaver):
-    """``monai.handlers.CheckpointSaver`` that writes every file atomically (temporary file, then rename).
+    """``monai.handlers.CheckpointSaver`` that writes every file atomically (temporary file, then rename), and never
+    writes non-finite weights.
 
     MONAI's saver turns ignite's atomic writing off (to keep group/other read permission); a crash mid-save then
-    leaves a truncated checkpoint. This saver turns it back on and restores the usual 0644 permissions.
+    leaves a truncated checkpoint. This saver turns it back on and restores the usual 0644 permissions. A checkpoint
+    with a NaN or infinite tensor is refused with :class:`NonFiniteError` naming the file and the tensor (the file
+    already there is kept), and with ``save_final`` a run stopped by a ``NonFiniteError`` (e.g. from
+    :class:`~shared_networks.engine.finite.StopOnNonFinite`) writes no final checkpoint "on exception".
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for ckpt in self._checkpoints():
             ckpt.save_handler._atomic = True
+            ckpt.save_handler = _RefuseNonFinite(ckpt.save_handler, self.save_dir)
 
     def _checkpoints(self):
         return [c for c in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint) if c]
@@ -46,6 +75,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self._fix_permissions()
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
+        if isinstance(e, NonFiniteError):  # the weights may be bad: no "last checkpoint" of them
+            raise e
         try:
             super().exception_raised(engine, e)
         finally:
@@ -227,6 +258,11 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
                 )
             path = files[-1][1]
         checkpoint = load_checkpoint(path, self.map_location, self.save_dict)
+        check_finite(
+            checkpoint,
+            f"checkpoint '{path}' to resume from",
+            "that run diverged; resume from an earlier checkpoint with --resume_ckpt, or start again",
+        )
         max_epochs = engine.state.max_epochs
         Checkpoint.load_objects(to_load=self.save_dict, checkpoint=checkpoint, strict=True)
         if max_epochs is not None and engine.state.epoch > max_epochs:

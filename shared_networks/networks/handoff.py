@@ -4,18 +4,70 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HandoffReport", "extract_encoder_state", "interpolate_pos_embed", "load_pretrained_encoder"]
+__all__ = [
+    "HandoffReport", "NonFiniteError", "check_finite", "extract_encoder_state", "first_non_finite",
+    "interpolate_pos_embed", "load_pretrained_encoder",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("network", "model", "state_dict", "net")
+
+
+class NonFiniteError(FloatingPointError, RuntimeError):
+    """A loss, gradient or weight tensor holds NaN or infinite values; the message names where (file and tensor, or
+    epoch, iteration and the batch's files). Both a ``FloatingPointError`` and a ``RuntimeError``."""
+
+
+def _tensors(state, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(key, tensor)`` of every tensor in a (nested) state dict, keys joined with '.'."""
+    if isinstance(state, torch.Tensor):
+        yield prefix, state
+    elif isinstance(state, Mapping):
+        for key, value in state.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            yield from _tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def first_non_finite(state) -> str | None:
+    """Key of the first tensor of ``state`` (a state dict, nested dicts/lists of them, or a module) holding NaN or
+    infinite values (nested keys joined with '.'), or ``None`` when every floating-point tensor is finite."""
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    for key, value in _tensors(state):
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def describe_non_finite(tensor: torch.Tensor) -> str:
+    """``"3 NaN, 0 inf of 96 values"``."""
+    t = tensor.detach()
+    return f"{int(torch.isnan(t).sum())} NaN, {int(torch.isinf(t).sum())} inf of {t.numel()} values"
+
+
+def check_finite(state, source: str, hint: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming ``source`` (a file) and the first tensor of ``state`` with NaN or
+    infinite values; ``hint`` is appended to the message."""
+    key = first_non_finite(state)
+    if key is None:
+        return
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    tensor = dict(_tensors(state))[key]
+    raise NonFiniteError(
+        f"{source}: tensor '{key}' holds non-finite values ({describe_non_finite(tensor)})"
+        + (f"; {hint}" if hint else ".")
+    )
 
 
 @dataclass
@@ -92,6 +144,9 @@ def load_pretrained_encoder(
         src_img_size: pre-training image size, needed only for non-cubic pre-training grids.
         map_location: where tensors are loaded.
 
+    Raises:
+        NonFiniteError: naming the checkpoint and its first tensor with NaN or infinite values.
+
     Returns:
         The :class:`HandoffReport`, also logged at INFO level.
     """
@@ -103,6 +158,12 @@ def load_pretrained_encoder(
             checkpoint = torch.load(checkpoint, map_location=map_location, weights_only=True)
         except Exception as e:  # truncated zip, pickle with code, not a torch file
             raise ValueError(f"pre-trained checkpoint {source} cannot be read: {e}") from e
+    check_finite(
+        _unwrap(checkpoint) if isinstance(checkpoint, Mapping) else checkpoint,
+        f"pre-trained checkpoint {source}",
+        "its pre-training diverged or read bad images (check the data with python -m shared_networks.cli.validate and "
+        "pre-train again), or fine-tune from scratch with --pretrained_ckpt none",
+    )
     src, n_other = extract_encoder_state(checkpoint)
     if not src:
         raise ValueError(f"{source} holds no 'encoder.*' tensors: is it an MAE checkpoint of this project?")

@@ -51,6 +51,7 @@ from typing import Any
 import torch
 import yaml
 
+from shared_networks.networks.handoff import check_finite
 from shared_networks.tools.bake_configs import bake_bundle_configs, read_overrides
 from shared_networks.tools.bundle_checks import check_bundle, file_hash, find_config, read_large_files
 from shared_networks.utils.files import atomic_write_text
@@ -171,11 +172,15 @@ def render_large_files(entries: Sequence[Mapping[str, str]], header: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def weights_check(bundle: Path, rel: str, config_overrides: Sequence[str | os.PathLike] = ()) -> None:
-    """Load ``bundle/rel`` with ``weights_only=True`` and, for model.pt, mae.pt and linear_probe.pt, strictly into the
-    network the bundle's config builds, read alone (``config_overrides`` merged last, paths relative to ``bundle``).
+def weights_check(
+    bundle: Path, rel: str, config_overrides: Sequence[str | os.PathLike] = (), source: str | os.PathLike | None = None
+) -> None:
+    """Load ``bundle/rel`` with ``weights_only=True``, check that every tensor is finite and, for model.pt, mae.pt and
+    linear_probe.pt, load it strictly into the network the bundle's config builds, read alone (``config_overrides``
+    merged last, paths relative to ``bundle``).
 
-    Raises ``ValueError`` naming the file when it is not a state dict or does not fit the network.
+    Raises ``ValueError`` naming the file (``source`` when given: the file a staged copy came from) when it is not a
+    state dict or does not fit the network, ``NonFiniteError`` naming it and the first tensor with NaN or inf values.
     """
     from monai.bundle import ConfigParser
 
@@ -186,6 +191,11 @@ def weights_check(bundle: Path, rel: str, config_overrides: Sequence[str | os.Pa
         raise ValueError(f"{path} is not a weights-only PyTorch checkpoint: {type(e).__name__}: {e}") from e
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} must hold a state dict (names -> tensors), got {type(state).__name__}.")
+    check_finite(
+        state,
+        f"refusing to export {source or path}",
+        "the model was trained on bad data or diverged; retrain it after checking the data",
+    )
     workflow, net_id = WEIGHT_NETWORKS.get(rel, (None, None))
     config = find_config(bundle, workflow) if workflow else None
     if config is None:
@@ -211,10 +221,50 @@ def weights_check(bundle: Path, rel: str, config_overrides: Sequence[str | os.Pa
         ) from e
 
 
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def check_packed_files(paths: Sequence[Path], roots: Sequence[Path]) -> None:
+    """Refuse to pack anything but regular files and folders inside ``roots``: for each of ``paths`` (a file or a
+    folder, walked without following links) a symbolic link whose target lies outside ``roots``, a dangling link, or
+    a special file (FIFO, socket, device) raises ``ValueError`` naming it. A link to a file or folder inside
+    ``roots`` is packed as what it points to."""
+    roots = [Path(r).resolve() for r in roots]
+
+    def check(entry: Path) -> None:
+        if entry.is_symlink():
+            target = entry.resolve()
+            if not target.exists():
+                raise ValueError(f"refusing to export '{entry}': a symbolic link to '{target}', which does not exist.")
+            if not _inside(target, roots):
+                raise ValueError(
+                    f"refusing to export '{entry}': a symbolic link to '{target}', outside the bundle and the "
+                    f"package ({', '.join(map(str, roots))}). Copy the file into the bundle, or remove the link."
+                )
+        elif not (entry.is_file() or entry.is_dir()):
+            raise ValueError(f"refusing to export '{entry}': not a regular file or folder.")
+
+    for top in paths:
+        if not (top.exists() or top.is_symlink()):
+            continue
+        check(top)
+        if top.is_dir():
+            for dirpath, dirnames, filenames in os.walk(top.resolve(), followlinks=False):
+                for name in sorted(dirnames + filenames):
+                    check(Path(dirpath) / name)
+                    # a linked folder inside the roots is copied (walked) as the folder it points to
+                    if name in dirnames and (Path(dirpath) / name).is_symlink():
+                        check_packed_files([(Path(dirpath) / name).resolve()], roots)
+
+
 def _zip_folder(folder: Path, target: Path, arc_root: str, skip: set[Path]) -> None:
-    """Deflate ``folder`` into ``target`` under ``arc_root/``, sorted, with fixed times and modes (reproducible)."""
+    """Deflate ``folder`` into ``target`` under ``arc_root/``, sorted, with fixed times and modes (reproducible).
+    Only regular files are packed: a symbolic link or a special file in ``folder`` raises ``ValueError``."""
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.rglob("*")):
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise ValueError(f"refusing to pack '{path}': not a regular file.")
             if path.is_dir() or path in skip:
                 continue
             info = zipfile.ZipInfo(f"{arc_root}/{path.relative_to(folder).as_posix()}", date_time=ZIP_DATE)
@@ -315,6 +365,9 @@ def export_bundle(
         raise ValueError("--weights_in_zip false and --update_bundle true need --base_url (the weights' URLs).")
     candidates = list(dict.fromkeys([*WEIGHT_NETWORKS, *(e["path"] for e in entries)]))
     present = [rel for rel in candidates if (src / rel).is_file()]
+    # only regular files of the bundle and the package: no link (or linked folder) that leads out of them
+    packed = [src / "docs", src / "LICENSE", src / "configs", *(PACKAGE / p for p in RUNTIME_PARTS)]
+    check_packed_files([*packed, *(src / rel for rel in present)], [src, PACKAGE])
 
     stem = f"{name}_v{version}"
     out_dir = Path(out).expanduser().resolve()
@@ -339,7 +392,7 @@ def export_bundle(
         for rel in present:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, root / rel)
-            weights_check(root, rel)  # the released configs, each read alone
+            weights_check(root, rel, source=src / rel)  # finite; the released configs, each read alone
             asset = f"{stem}_{Path(rel).name}"
             if base_url:
                 url = f"{base_url.rstrip('/')}/{asset}"
