@@ -22,25 +22,37 @@ __all__ = ["AtomicCheckpointSaver", "ResumableCheckpointSaver", "load_checkpoint
 
 class _RefuseNonFinite(BaseSaveHandler):
     """Save handler that refuses (:class:`NonFiniteError`, naming the file and the tensor) a checkpoint holding NaN
-    or infinite values, before anything is written."""
+    or infinite values before anything is written or deleted, and deletes the files ignite drops only after the new
+    one is completely written.
+
+    ignite's ``Checkpoint`` deletes the oldest of its ``n_saved`` files (with MONAI's fixed file names: the file
+    itself) before writing the new one; a crash or a refusal while writing would then leave one checkpoint fewer than
+    asked for, or no best model at all.
+    """
 
     def __init__(self, inner: BaseSaveHandler, save_dir: str | os.PathLike) -> None:
         self.inner = inner
         self.save_dir = save_dir
+        self.pending: list[str] = []
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        fixed = getattr(self.inner, "filename", None)  # MONAI's saver: a fixed final/best file name
         check_finite(
             checkpoint,
-            f"refusing to write '{Path(self.save_dir) / filename}'",
+            f"refusing to write '{Path(self.save_dir) / (fixed or filename)}'",
             "the weights diverged (see the training log); the previous file, if any, is kept",
         )
         self.inner(checkpoint, filename, metadata)
+        for old in self.pending:
+            if old != filename and not fixed:  # a fixed name was just replaced by the new file
+                self.inner.remove(old)
+        self.pending.clear()
 
     def remove(self, filename: str) -> None:
-        self.inner.remove(filename)
+        self.pending.append(filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -137,31 +149,6 @@ class _BestModelState:
             self.best_saver.load_state_dict(state_dict["best_saver"])
 
 
-class _RemoveAfterSave(BaseSaveHandler):
-    """Save handler that deletes the checkpoints ignite drops only after the next one is completely written.
-
-    ignite's ``Checkpoint`` deletes the oldest of its ``n_saved`` files before writing the new one; a crash while
-    writing would then leave one checkpoint fewer than asked for.
-    """
-
-    def __init__(self, inner: BaseSaveHandler) -> None:
-        self.inner = inner
-        self.pending: list[str] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        self.inner(checkpoint, filename, metadata)
-        for old in self.pending:
-            if old != filename:
-                self.inner.remove(old)
-        self.pending.clear()
-
-    def remove(self, filename: str) -> None:
-        self.pending.append(filename)
-
-
 class ResumableCheckpointSaver(AtomicCheckpointSaver):
     """Training checkpoints for resuming: every ``save_interval`` epochs, atomically, the last ``n_saved`` kept.
 
@@ -223,8 +210,6 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         )  # fmt: skip
         self.file_prefix = file_prefix
         self.n_saved = int(n_saved)
-        if self._interval_checkpoint is not None:
-            self._interval_checkpoint.save_handler = _RemoveAfterSave(self._interval_checkpoint.save_handler)
         self.resume = as_bool(resume, "resume")
         self.load_path = None if load_path is None or str(load_path).strip().lower() in ("", "none") else load_path
         self.map_location = map_location

@@ -112,9 +112,11 @@ class StopOnNonFinite:
         self._deferred = False  # loss checked before the backward pass, gradients after it
         self._pending: NonFiniteError | None = None
 
+    def _network(self, engine: Engine) -> torch.nn.Module | None:
+        # the trainer's network is set only after its handlers are attached
+        return self.network if self.network is not None else getattr(engine, "network", None)
+
     def attach(self, engine: Engine) -> None:
-        if self.network is None:
-            self.network = getattr(engine, "network", None)
         allowed = getattr(engine, "_allowed_events", [])
         if IterationEvents.LOSS_COMPLETED in allowed and IterationEvents.BACKWARD_COMPLETED in allowed:
             engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.check_loss)
@@ -164,9 +166,10 @@ class StopOnNonFinite:
         pending, self._pending = self._pending, None
         if pending is not None:
             raise pending
-        if self.network is None or self._skip_grads(engine):
+        network = self._network(engine)
+        if network is None or self._skip_grads(engine):
             return
-        named = [(n, p.grad) for n, p in self.network.named_parameters() if p.grad is not None]
+        named = [(n, p.grad) for n, p in network.named_parameters() if p.grad is not None]
         if not named:
             return
         norms = torch._foreach_norm([g.detach() for _, g in named])
@@ -178,11 +181,12 @@ class StopOnNonFinite:
         )
 
     def check_parameters(self, engine: Engine) -> None:
-        if self.network is None:
+        network = self._network(engine)
+        if network is None:
             return
-        key = first_non_finite(dict(self.network.named_parameters()))
+        key = first_non_finite(dict(network.named_parameters()))
         if key is not None:
-            param = dict(self.network.named_parameters())[key]
+            param = dict(network.named_parameters())[key]
             raise NonFiniteError(
                 f"non-finite weights in '{key}' ({describe_non_finite(param)}) after epoch {engine.state.epoch}, "
                 f"iteration {engine.state.iteration}. {self._hint()}"
