@@ -318,3 +318,45 @@ def test_standalone_configs_import_the_packed_package():
     assert yaml.safe_load(merged) == {"device": "$@shared_networks.local_device()"}
     for path in sorted(REPO.glob("bundles/*/configs/*.yaml")):  # every bundle config rewrites (the edit checks itself)
         standalone_config_text(path.read_text(encoding="utf-8"))
+
+
+def test_export_refuses_a_model_with_non_finite_values(weighted, tmp_path):
+    import math
+
+    bundle = weighted("btcv_mae_segmentation", which=("model.pt",))
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    key = sorted(state)[3]
+    state[key] = state[key].clone().fill_(math.nan)
+    torch.save(state, bundle / "models" / "model.pt")
+    expected = rf"export {bundle / 'models' / 'model.pt'}: tensor '{key}'"
+    with pytest.raises(shared_networks.NonFiniteError, match=expected):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    assert not list((tmp_path / "dist").glob("*.zip")) and not list((tmp_path / "dist").glob("*.sha256"))
+
+
+def test_export_refuses_links_out_of_the_bundle_and_packs_links_inside_as_files(weighted, tmp_path):
+    bundle = weighted("cxr14_mae_classification", which=("model.pt",))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for release")
+    (bundle / "docs" / "notes.md").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"refusing to export '.*docs/notes\.md': a symbolic link to '.*secret\.txt'"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    (bundle / "docs" / "notes.md").unlink()
+    (bundle / "docs" / "extra").symlink_to(tmp_path, target_is_directory=True)  # a linked folder out
+    with pytest.raises(ValueError, match=r"docs/extra'"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    (bundle / "docs" / "extra").unlink()
+    outside_model = tmp_path / "model.pt"
+    shutil.move(bundle / "models" / "model.pt", outside_model)
+    (bundle / "models" / "model.pt").symlink_to(outside_model)
+    with pytest.raises(ValueError, match=r"models/model\.pt'"):
+        export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    # a link inside the bundle is packed as the file it points to
+    (bundle / "models" / "model.pt").unlink()
+    shutil.move(outside_model, bundle / "models" / "model.pt")
+    (bundle / "docs" / "copy.md").symlink_to(bundle / "docs" / "README.md")
+    out = export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    with zipfile.ZipFile(out["zip"]) as zf:
+        names = zf.namelist()
+        assert "cxr14_mae_classification/docs/copy.md" in names
+        assert not any("secret" in n or "extra" in n for n in names)
