@@ -84,7 +84,9 @@ class StopOnNonFinite:
     are never updated from a bad batch. The gradient check is one norm over all gradients; only when it is not
     finite are the tensors searched for the first bad one. With mixed precision (a ``GradScaler``) infinite scaled
     gradients are the scaler's business (it skips the step), so gradients are not checked there. On other engines
-    the loss and gradients are checked at ``ITERATION_COMPLETED``. At every ``EPOCH_COMPLETED`` the network's weights
+    the loss and gradients are checked at ``ITERATION_COMPLETED``. In a multi-process run a rank with a bad loss
+    raises after the backward pass, when the all-reduced gradients are bad on every rank, so all ranks stop together
+    (none waits forever in the all-reduce). At every ``EPOCH_COMPLETED`` the network's weights
     are checked too (before the epoch's validation and checkpoints when attached first).
 
     The error goes up through ``engine.run()`` (``monai.bundle run`` exits non-zero): while it is raised this handler
