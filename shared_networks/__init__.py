@@ -1,12 +1,12 @@
 """MAE self pre-training for medical images: the public names the bundles' configs use.
 
 Every ``_target_`` and ``$`` expression in a bundle config names ``shared_networks.<Name>`` from this list, so a
-config stays valid whatever the package's internal layout. Sub-packages, imported top to bottom (none imports a
-layer above its own): ``utils`` (files, flags, paths), ``networks`` (ViT, MAE, UNETR, classifier, weight hand-off),
-``engine`` (optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed), ``data`` (datalists,
-readers, transforms), ``validation`` (data-set checks), ``synthetic`` (demo phantoms), ``tools`` (export, model-zoo
-checks, report) and ``cli`` (the command lines). Importing this package loads the runtime layers only
-(networks, engine, data): what a bundle runs, and what a release packs.
+config stays valid whatever the package's internal layout. Sub-packages, imported top to bottom (none imports a layer
+above its own): ``utils`` (files, flags, paths), ``networks`` (ViT, MAE, UNETR, classifier, weight hand-off),
+``engine`` (optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed, command-line override
+check), ``data`` (datalists, readers, transforms), ``validation`` (data-set checks), ``synthetic`` (demo phantoms),
+``tools`` (export, model-zoo checks, report) and ``cli`` (the command lines). Importing this package loads the runtime
+layers only (networks, engine, data): what a bundle runs, and what a release packs.
 """
 
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
@@ -33,6 +33,7 @@ from shared_networks.engine.handlers import (
 )
 from shared_networks.engine.metrics import ClassificationReport, HausdorffDistanceMM, MeanROCAUC, MetricsReport
 from shared_networks.engine.optim import param_groups_lrd
+from shared_networks.engine.overrides import check_overrides
 from shared_networks.engine.seeding import EpochSeeder
 from shared_networks.networks.classifier import ViTClassifier
 from shared_networks.networks.handoff import (
@@ -54,7 +55,7 @@ __all__ = [
     # engine
     "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "FiniteCheckpointLoader",
     "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PretrainedEncoderLoader", "ReconstructionSaver",
-    "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "destroy_process_group",
+    "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "check_overrides", "destroy_process_group",
     "init_process_group", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedPILReader", "LabelToRegionsd", "RegionsToLabeld", "ToGreyd",

@@ -1,2 +1,2 @@
 """Training and evaluation machinery: optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed
-runs."""
+runs, the check of command-line overrides."""
