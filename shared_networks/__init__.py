@@ -12,6 +12,7 @@ layers only (networks, engine, data): what a bundle runs, and what a release pac
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
+from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
 from shared_networks.data.readers import list_image_inputs, require_split
 from shared_networks.data.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
 from shared_networks.data.transforms import CheckedPILReader, ToGreyd
@@ -58,7 +59,7 @@ __all__ = [
     "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "check_overrides", "destroy_process_group",
     "init_process_group", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
-    "CXR14_FINDINGS", "CheckChannelCountd", "CheckedPILReader", "LabelToRegionsd", "RegionsToLabeld", "ToGreyd",
-    "brats_datalist", "brats_inference_inputs", "btcv_datalist", "case_name_formatter", "cxr14_datalist",
-    "list_image_inputs", "list_xray_inputs", "require_split",
+    "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
+    "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",
+    "case_name_formatter", "cxr14_datalist", "list_image_inputs", "list_xray_inputs", "require_split",
 ]  # fmt: skip

@@ -24,11 +24,40 @@ from shared_networks.data.btcv import write_btcv_datalist
 from shared_networks.data.cxr14 import write_cxr14_datalist
 from shared_networks.utils.flags import as_bool
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
+from shared_networks.validation.images import MAX_PIXELS
 from shared_networks.validation.report import DatasetError, require_valid
+from shared_networks.validation.volumes import MAX_VOXELS
 
-__all__ = ["PREPARE_COMMANDS", "main", "prepare_brats", "prepare_btcv", "prepare_cxr14"]
+__all__ = [
+    "PREPARE_COMMANDS", "ArgumentError", "check_limit", "check_output_file", "main", "prepare_brats", "prepare_btcv",
+    "prepare_cxr14",
+]  # fmt: skip
 
 PathLike = str | os.PathLike[str]
+
+
+class ArgumentError(ValueError):
+    """A command line argument that cannot work, found before any data is read."""
+
+
+def check_output_file(path: PathLike, what: str = "--output_json") -> Path:
+    """``path`` as a file that can be written: not a folder, in an existing folder. Checked before any data is read.
+
+    Raises:
+        ArgumentError: naming the argument and the path.
+    """
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        raise ArgumentError(f"{what} '{target}' is a folder; give a file name (e.g. '{target / 'datalist.json'}').")
+    if not target.parent.is_dir():
+        raise ArgumentError(f"{what} '{target}': the folder '{target.parent}' does not exist; create it first.")
+    return target
+
+
+def check_limit(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(f"--{name} must be a positive whole number, got {value!r}.")
+    return value
 
 
 def prepare_btcv(
@@ -43,6 +72,7 @@ def prepare_btcv(
     validate: bool = True,
     read_data: bool = True,
     num_workers: int = 2,
+    max_voxels: int = MAX_VOXELS,
 ) -> Path:
     """Check every file of a BTCV folder, then write its datalist JSON (training/validation/test/pretrain).
 
@@ -69,12 +99,16 @@ def prepare_btcv(
         read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
             unnoticed).
         num_workers: threads reading files for the check.
+        max_voxels: files whose header declares more voxels are reported as errors, not read.
 
     Returns:
         The absolute path of the written JSON file.
     """
+    check_output_file(output_json)
     if as_bool(validate, "validate"):
-        require_valid(validate_btcv(dataset_dir, datalist_file, read_data, num_workers))
+        require_valid(
+            validate_btcv(dataset_dir, datalist_file, read_data, num_workers, check_limit(max_voxels, "max_voxels"))
+        )
     return write_btcv_datalist(
         dataset_dir, output_json, split=split, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
         num_val=num_val, datalist_file=datalist_file,
@@ -91,6 +125,7 @@ def prepare_brats(
     validate: bool = True,
     read_data: bool = True,
     num_workers: int = 2,
+    max_voxels: int = MAX_VOXELS,
 ) -> Path:
     """Check every file of an MSD Task01 or BraTS 2021 folder, then write its datalist JSON (train/val/test/pretrain).
 
@@ -113,12 +148,16 @@ def prepare_brats(
         read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
             unnoticed).
         num_workers: threads reading files for the check.
+        max_voxels: files whose header declares more voxels are reported as errors, not read.
 
     Returns:
         The absolute path of the written file.
     """
+    check_output_file(output_json)
     if as_bool(validate, "validate"):
-        require_valid(validate_brats(dataset_dir, datalist_file, read_data, num_workers))
+        require_valid(
+            validate_brats(dataset_dir, datalist_file, read_data, num_workers, check_limit(max_voxels, "max_voxels"))
+        )
     return write_brats_datalist(
         dataset_dir, output_json, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file
     )
@@ -135,6 +174,7 @@ def prepare_cxr14(
     validate: bool = True,
     read_data: bool = True,
     num_workers: int = 2,
+    max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """Check every file of a ChestX-ray14 folder in the NIH layout, then write its datalist JSON.
 
@@ -160,12 +200,15 @@ def prepare_cxr14(
         read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
             unnoticed).
         num_workers: threads reading files for the check.
+        max_pixels: images whose header declares more pixels are reported as errors, not decoded.
 
     Returns:
         The absolute path of the written file.
     """
+    check_output_file(output_json)
     if as_bool(validate, "validate"):
-        require_valid(validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers))
+        max_pixels = check_limit(max_pixels, "max_pixels")
+        require_valid(validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers, max_pixels))
     return write_cxr14_datalist(
         dataset_dir, output_json, val_fraction=val_fraction, seed=seed, num_val=num_val, missing=missing,
         labels_csv=labels_csv,
@@ -183,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     try:
         run_fire(PREPARE_COMMANDS, "shared_networks.cli.prepare", argv, serialize=str)
-    except DatasetError as err:  # the report, without a traceback
+    except (DatasetError, ArgumentError) as err:  # the report or the argument's problem, without a traceback
         print(err, file=sys.stderr)
         sys.exit(1)
 

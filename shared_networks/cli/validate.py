@@ -14,8 +14,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from shared_networks.cli import run_fire
+from shared_networks.cli.prepare import ArgumentError, check_limit, check_output_file
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
+from shared_networks.validation.images import MAX_PIXELS
 from shared_networks.validation.report import ValidationReport
+from shared_networks.validation.volumes import MAX_VOXELS
 
 __all__ = ["ValidationCommands", "main"]
 
@@ -26,6 +29,13 @@ _VALIDATORS: dict[str, Callable[..., ValidationReport]] = {
     "brats": validate_brats,
     "cxr14": validate_cxr14,
 }
+
+
+def _start(report_json: PathLike | None, limit: int, name: str) -> None:
+    """Arguments checked before any data is read: the report file and the size limit."""
+    if report_json:
+        check_output_file(report_json, "--report_json")
+    check_limit(limit, name)
 
 
 def _finish(report: ValidationReport, report_json: PathLike | None, max_shown: int) -> ValidationReport:
@@ -52,6 +62,7 @@ class ValidationCommands:
         num_workers: int = 2,
         report_json: str | None = None,
         max_shown: int = 100,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
         """Check a BTCV folder: the Synapse layout RawData/Training/img/img0001.nii.gz with
         RawData/Training/label/label0001.nii.gz (optional RawData/Testing/img/; the RawData/ prefix may be left out),
@@ -65,8 +76,10 @@ class ValidationCommands:
             num_workers: threads reading files.
             report_json: also write the problems to this JSON file.
             max_shown: problems printed of each kind.
+            max_voxels: files whose header declares more voxels are reported, not read.
         """
-        _finish(validate_btcv(dataset_dir, datalist_file, read_data, num_workers), report_json, max_shown)
+        _start(report_json, max_voxels, "max_voxels")
+        _finish(validate_btcv(dataset_dir, datalist_file, read_data, num_workers, max_voxels), report_json, max_shown)
 
     def brats(
         self,
@@ -76,6 +89,7 @@ class ValidationCommands:
         num_workers: int = 2,
         report_json: str | None = None,
         max_shown: int = 100,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
         """Check an MSD Task01 folder (imagesTr/BRATS_001.nii.gz 4-D FLAIR, T1w, t1gd, T2w; labelsTr/; optional
         imagesTs/) or BraTS 2021 case folders (BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz).
@@ -88,8 +102,10 @@ class ValidationCommands:
             num_workers: threads reading files.
             report_json: also write the problems to this JSON file.
             max_shown: problems printed of each kind.
+            max_voxels: files whose header declares more voxels are reported, not read.
         """
-        _finish(validate_brats(dataset_dir, datalist_file, read_data, num_workers), report_json, max_shown)
+        _start(report_json, max_voxels, "max_voxels")
+        _finish(validate_brats(dataset_dir, datalist_file, read_data, num_workers, max_voxels), report_json, max_shown)
 
     def cxr14(
         self,
@@ -100,6 +116,7 @@ class ValidationCommands:
         num_workers: int = 2,
         report_json: str | None = None,
         max_shown: int = 100,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         """Check a ChestX-ray14 folder in the NIH layout: images/*.png (or images_001/images/ ...),
         Data_Entry_2017.csv (or Data_Entry_2017_v2020.csv), train_val_list.txt and test_list.txt.
@@ -112,8 +129,10 @@ class ValidationCommands:
             num_workers: threads decoding images.
             report_json: also write the problems to this JSON file.
             max_shown: problems printed of each kind.
+            max_pixels: images whose header declares more pixels are reported, not decoded.
         """
-        report = validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers)
+        _start(report_json, max_pixels, "max_pixels")
+        report = validate_cxr14(dataset_dir, missing, labels_csv, read_data, num_workers, max_pixels)
         _finish(report, report_json, max_shown)
 
 
@@ -123,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command line arguments; ``None`` reads ``sys.argv``.
     """
-    run_fire(ValidationCommands, "shared_networks.cli.validate", argv)
+    try:
+        run_fire(ValidationCommands, "shared_networks.cli.validate", argv)
+    except ArgumentError as err:  # found before any data is read; no traceback
+        print(err, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

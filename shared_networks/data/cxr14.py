@@ -18,7 +18,7 @@ Command line (checks every file, then writes the datalist JSON)::
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import os
 from collections import Counter
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared_networks.data.files import Issues, raise_or_collect
+from shared_networks.data.files import Issues, raise_or_collect, read_json_object, read_text
 from shared_networks.data.readers import is_dicom_file
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
@@ -115,8 +115,9 @@ def read_cxr14_labels(csv_path: PathLike, issues: Issues | None = None) -> dict[
         raise FileNotFoundError(f"ChestX-ray14 label file '{path}' does not exist.")
     index = {name: i for i, name in enumerate(CXR14_FINDINGS)}
     entries: dict[str, tuple[list[float], str]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    text = read_text(path, "ChestX-ray14 label file")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         needed = ("Image Index", "Finding Labels", "Patient ID")
         missing = [c for c in needed if c not in (reader.fieldnames or [])]
         if missing:
@@ -125,9 +126,12 @@ def read_cxr14_labels(csv_path: PathLike, issues: Issues | None = None) -> dict[
             name = (row["Image Index"] or "").strip()
             findings = [s.strip() for s in (row["Finding Labels"] or "").split("|") if s.strip()]
             where = f"'{path}' row {row_number} ({name or 'no image name'})"
+            patient = (row["Patient ID"] or "").strip()
             problem = None
             if not name or not findings:
                 problem = "empty image name or finding labels"
+            elif not patient:
+                problem = "empty Patient ID (the validation split is drawn by patient)"
             elif name in entries:
                 problem = "image listed twice"
             elif NO_FINDING in findings and len(findings) > 1:
@@ -142,7 +146,9 @@ def read_cxr14_labels(csv_path: PathLike, issues: Issues | None = None) -> dict[
             for finding in findings:
                 if finding != NO_FINDING:
                     label[index[finding]] = 1.0
-            entries[name] = (label, (row["Patient ID"] or "").strip())
+            entries[name] = (label, patient)
+    except csv.Error as err:  # a NUL byte, an unterminated quote ...
+        raise ValueError(f"'{path}' is not a readable CSV file: {err}.") from err
     return entries
 
 
@@ -151,7 +157,7 @@ def read_split_list(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"ChestX-ray14 split file '{path}' does not exist (NIH layout: {TRAIN_VAL_LIST}, "
                                 f"{TEST_LIST} beside the images).")  # fmt: skip
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, "ChestX-ray14 split file").splitlines() if line.strip()]
     duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ValueError(f"'{path}' lists images more than once: {_some(duplicates)}.")
@@ -196,13 +202,8 @@ def _check_disjoint(source: str, datalist: dict[str, list[dict]]) -> None:
 def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[dict]]:
     path = Path(datalist_file).expanduser()
     path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        raise FileNotFoundError(f"datalist file '{path}' does not exist.")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"datalist file '{path}' is not valid JSON: {e}") from e
-    if not isinstance(content, dict) or not set(content) <= set(LIST_KEYS):
+    content = read_json_object(path, "datalist file")
+    if not set(content) <= set(LIST_KEYS):
         raise ValueError(f"datalist file '{path}' must be an object with keys among {list(LIST_KEYS)}.")
     datalist: dict[str, list[dict]] = {}
     missing: list[str] = []

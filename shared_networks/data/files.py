@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import tempfile
@@ -14,7 +15,7 @@ import numpy as np
 
 __all__ = [
     "NIFTI_SUFFIXES", "Issues", "check_disjoint", "is_nifti", "nifti_stem", "raise_or_collect", "read_json_object",
-    "relative_to", "resolve_path", "save_nifti",
+    "read_text", "relative_to", "resolve_path", "save_nifti",
 ]  # fmt: skip
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
@@ -50,19 +51,52 @@ def relative_to(root: Path, value: str) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else value
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """Read a JSON object from ``path``.
+_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32", codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}  # fmt: skip
+
+
+def read_text(path: PathLike, what: str = "text file") -> str:
+    """The text of a UTF-8 file (a UTF-8 byte-order mark is accepted and dropped).
 
     Raises:
-        ValueError: if the file is not valid JSON or does not hold a JSON object.
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file, its encoding problem and where it is, for a UTF-16/32 file (byte-order mark) or
+            bytes that are not UTF-8 (e.g. a latin-1 or cp1252 export): "save it as UTF-8".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist.")
+    raw = path.read_bytes()
+    for bom in sorted(_BOMS, key=len, reverse=True):
+        if raw.startswith(bom):
+            raise ValueError(f"{what} '{path}' is {_BOMS[bom]} text (byte-order mark); save it as UTF-8.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{what} '{path}' is not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} (line {line}) "
+            "is not valid UTF-8 (a latin-1 or Windows export?); save it as UTF-8."
+        ) from None
+
+
+def read_json_object(path: Path, what: str = "Datalist") -> dict[str, Any]:
+    """Read a JSON object from ``path`` (UTF-8, a byte-order mark accepted).
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file if it is not UTF-8, not valid JSON or does not hold a JSON object.
     """
     try:
-        with path.open(encoding="utf-8") as handle:
-            content = json.load(handle)
+        content = json.loads(read_text(path, what))
     except json.JSONDecodeError as err:
-        raise ValueError(f"Datalist '{path}' is not valid JSON: {err}.") from err
+        raise ValueError(f"{what} '{path}' is not valid JSON: {err}.") from err
+    except RecursionError as err:
+        raise ValueError(f"{what} '{path}' is nested too deeply to be a datalist.") from err
     if not isinstance(content, dict):
-        raise ValueError(f"Datalist '{path}' must hold a JSON object with list keys, got {type(content).__name__}.")
+        raise ValueError(f"{what} '{path}' must hold a JSON object, got {type(content).__name__}.")
     return content
 
 

@@ -35,11 +35,12 @@ from typing import Any
 from shared_networks.data import cxr14
 from shared_networks.data.brats import MODALITIES, brats_datalist, find_brats_cases
 from shared_networks.data.btcv import BTCV_LABELS, btcv_datalist, find_btcv_cases
+from shared_networks.data.files import read_json_object
 from shared_networks.data.regions import LABEL_CONVENTIONS
 from shared_networks.utils.flags import as_bool
-from shared_networks.validation.images import check_png
-from shared_networks.validation.report import ValidationReport, check_items, collect
-from shared_networks.validation.volumes import VolumeSpec, validate_volume_items
+from shared_networks.validation.images import MAX_PIXELS, check_png
+from shared_networks.validation.report import ValidationReport, check_items, collect, outside_link
+from shared_networks.validation.volumes import MAX_VOXELS, VolumeSpec, validate_volume_items
 
 __all__ = ["validate_brats", "validate_btcv", "validate_cxr14"]
 
@@ -58,8 +59,67 @@ def _unique_items(datalist: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[M
 
 
 
+def _missing_root(report: ValidationReport, root: Path) -> bool:
+    """Report a data set folder that does not exist (or is not a folder) as one problem; ``True`` when so."""
+    if root.is_dir():
+        return False
+    what = "does not exist" if not root.exists() else "is not a folder"
+    report.error(root, f"the data set folder '{root}' {what}")
+    return True
+
+
+def _check_modality_order(report: ValidationReport, root: Path) -> None:
+    """The ``modality`` of an MSD ``dataset.json`` against the channel order the bundle assumes (:data:`MODALITIES`)."""
+    path = root / "dataset.json"
+    if not path.exists():
+        return
+    link = outside_link(path, root)
+    if link is not None:
+        report.problems.append(link)
+        return
+    try:
+        content = read_json_object(path, "MSD dataset.json")
+    except (OSError, ValueError) as err:
+        report.error(path, str(err))
+        return
+    modality = content.get("modality")
+    if modality is None:
+        return
+    if not isinstance(modality, Mapping):
+        report.error(path, f"'modality' must map channel numbers to names, got {modality!r}")
+        return
+    try:
+        declared = [str(modality[k]) for k in sorted(modality, key=int)]
+    except (TypeError, ValueError):
+        report.error(path, f"'modality' keys must be channel numbers, got {sorted(map(str, modality))}")
+        return
+    if [m.lower() for m in declared] != [m.lower() for m in MODALITIES]:
+        report.error(
+            path, f"declares the channels {declared} ('modality'), but the bundle reads them as {list(MODALITIES)}: "
+            "reorder the image channels (or the data set is not MSD Task01)",
+        )  # fmt: skip
+
+
+def _check_json(report: ValidationReport, path: Path, root: Path, what: str) -> None:
+    """A JSON file of the data set (when present): inside the folder, UTF-8, one JSON object."""
+    if not path.exists():
+        return
+    link = outside_link(path, root)
+    if link is not None:
+        report.problems.append(link)
+        return
+    try:
+        read_json_object(path, what)
+    except (OSError, ValueError) as err:
+        report.error(path, str(err))
+
+
 def validate_btcv(
-    dataset_dir: PathLike, datalist_file: PathLike | None = None, read_data: bool = True, num_workers: int = 2
+    dataset_dir: PathLike,
+    datalist_file: PathLike | None = None,
+    read_data: bool = True,
+    num_workers: int = 2,
+    max_voxels: int = MAX_VOXELS,
 ) -> ValidationReport:
     """Check a BTCV folder (Synapse or tutorial layout; see :mod:`shared_networks.data.btcv`), or a datalist's files.
 
@@ -70,12 +130,16 @@ def validate_btcv(
         datalist_file: check the files of this datalist JSON instead of the folder's cases.
         read_data: read voxel data too (``False``: headers only).
         num_workers: threads reading files.
+        max_voxels: files whose header declares more voxels are reported, not read.
     """
     read_data = as_bool(read_data, "read_data")
 
     root = Path(dataset_dir).expanduser().resolve()
     report = ValidationReport("BTCV", str(root))
     spec = VolumeSpec("BTCV", label_values=tuple(BTCV_LABELS))
+    if _missing_root(report, root):
+        return report
+    _check_json(report, root / "dataset_0.json", root, "BTCV split file")
     try:
         if datalist_file is not None:
             items = _unique_items(btcv_datalist(root, datalist_file=datalist_file))
@@ -84,14 +148,18 @@ def validate_btcv(
             labelled, unlabelled = find_btcv_cases(root, issues)
             collect(report, issues)
             items = labelled + unlabelled
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+    except (OSError, ValueError) as err:
         report.error(datalist_file or root, str(err))
         return report
-    return validate_volume_items(report, items, spec, read_data, num_workers)
+    return validate_volume_items(report, items, spec, read_data, num_workers, root, max_voxels)
 
 
 def validate_brats(
-    dataset_dir: PathLike, datalist_file: PathLike | None = None, read_data: bool = True, num_workers: int = 2
+    dataset_dir: PathLike,
+    datalist_file: PathLike | None = None,
+    read_data: bool = True,
+    num_workers: int = 2,
+    max_voxels: int = MAX_VOXELS,
 ) -> ValidationReport:
     """Check an MSD Task01 or BraTS 2021 folder (see :mod:`shared_networks.data.brats`), or a datalist's files.
 
@@ -103,6 +171,7 @@ def validate_brats(
         datalist_file: check the files of this datalist JSON instead of the folder's cases.
         read_data: read voxel data too (``False``: headers only).
         num_workers: threads reading files.
+        max_voxels: files whose header declares more voxels are reported, not read.
     """
     read_data = as_bool(read_data, "read_data")
 
@@ -112,6 +181,8 @@ def validate_brats(
         layout: VolumeSpec(f"{layout} brain tumour", len(MODALITIES), MODALITIES, convention.values)
         for layout, convention in LABEL_CONVENTIONS.items()
     }
+    if _missing_root(report, root):
+        return report
     try:
         if datalist_file is not None:
             # headers are read below, every file, instead of stopping at the first bad one
@@ -122,10 +193,14 @@ def validate_brats(
             collect(report, issues)
             items = labelled + unlabelled
             report.dataset = {"msd": "MSD Task01", "brats2021": "BraTS 2021"}[layout]
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            if layout == "msd":
+                _check_modality_order(report, root)
+    except (OSError, ValueError) as err:
         report.error(datalist_file or root, str(err))
         return report
-    return validate_volume_items(report, items, lambda item: specs[item.get("layout", "msd")], read_data, num_workers)
+    return validate_volume_items(
+        report, items, lambda item: specs[item.get("layout", "msd")], read_data, num_workers, root, max_voxels
+    )
 
 
 
@@ -135,12 +210,14 @@ def validate_cxr14(
     labels_csv: PathLike | None = None,
     read_data: bool = True,
     num_workers: int = 2,
+    max_pixels: int = MAX_PIXELS,
 ) -> ValidationReport:
     """Check a ChestX-ray14 folder in the NIH layout (see :mod:`shared_networks.data.cxr14`).
 
-    The label file must parse (every bad row is reported), every image of ``train_val_list.txt`` and
-    ``test_list.txt`` must have a label row and be on disk, and every listed image must be a readable single-frame
-    grey or RGB(A) PNG that is not constant.
+    The label file must parse (every bad row is reported, a blank Patient ID included), every image of
+    ``train_val_list.txt`` and ``test_list.txt`` must have a label row and be on disk, and every listed image must be
+    a readable single-frame grey or RGB(A) PNG that is not constant. Text files must be UTF-8 (a byte-order mark is
+    accepted). A problem of one file (a bad CSV header, an unreadable list) never hides those of the others.
 
     Args:
         dataset_dir: the NIH folder.
@@ -148,35 +225,59 @@ def validate_cxr14(
         labels_csv: label file (default: ``Data_Entry_2017_v2020.csv`` or ``Data_Entry_2017.csv``).
         read_data: decode every image too (``False``: headers only).
         num_workers: threads decoding images.
+        max_pixels: images whose header declares more pixels are reported, not decoded.
     """
     read_data = as_bool(read_data, "read_data")
     root = Path(dataset_dir).expanduser().resolve()
     report = ValidationReport("ChestX-ray14", str(root))
+    if _missing_root(report, root):
+        return report
+    if missing not in cxr14.MISSING_POLICIES:
+        report.error(root, f"missing must be one of {list(cxr14.MISSING_POLICIES)}, got {missing!r}")
+        return report
     issues: list[tuple[str, Exception]] = []
+    labels: dict[str, Any] | None = None
+    csv_path: Path | None = None
     try:
         csv_path = cxr14.find_labels_csv(root, labels_csv)
-        labels = cxr14.read_cxr14_labels(csv_path, issues)
-        images = cxr14.find_cxr14_images(root)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+    except (OSError, ValueError) as err:
         report.error(root, str(err))
-        return report
+    if csv_path is not None:
+        link = outside_link(csv_path, root)
+        if link is not None:
+            report.problems.append(link)
+        else:
+            try:
+                labels = cxr14.read_cxr14_labels(csv_path, issues)
+            except (OSError, ValueError) as err:
+                report.error(csv_path, str(err))
     collect(report, issues)
+    try:
+        images = cxr14.find_cxr14_images(root)
+    except (OSError, ValueError) as err:
+        report.error(root, str(err))
+        images = {}
     listed: list[str] = []
     for name in (cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST):
+        link = outside_link(root / name, root)
+        if link is not None:
+            report.problems.append(link)
+            continue
         try:
             listed += cxr14.read_split_list(root / name)
-        except (FileNotFoundError, ValueError) as err:
+        except (OSError, ValueError) as err:
             report.error(root / name, str(err))
-    for name in listed:
-        if name not in labels:
-            report.error(root / "images" / name, f"listed in the split files but has no row in '{csv_path.name}'")
+    if labels is not None and csv_path is not None:
+        for name in listed:
+            if name not in labels:
+                report.error(root / "images" / name, f"listed in the split files but has no row in '{csv_path.name}'")
     present = []
     for name in dict.fromkeys(listed):
         if name in images:
             present.append(images[name])
         elif missing == "skip":
             report.warning(root / "images" / name, "listed in the split files but not on disk (left out)")
-        else:
+        elif images:
             report.error(root / "images" / name, "listed in the split files but not on disk")
-    check_items(report, present, lambda p: check_png(p, read_data), num_workers)
+    check_items(report, present, lambda p: check_png(p, read_data, root, max_pixels), num_workers)
     return report

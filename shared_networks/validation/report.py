@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +13,10 @@ from typing import Any
 
 from shared_networks.utils.files import atomic_write_text
 
-__all__ = ["ERROR", "WARNING", "DatasetError", "Problem", "ValidationReport", "check_items", "collect", "require_valid"]
+__all__ = [
+    "ERROR", "WARNING", "DatasetError", "Problem", "ValidationReport", "check_items", "collect", "item_path",
+    "outside_link", "require_valid",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,29 @@ def require_valid(report: ValidationReport, max_shown: int | None = 100) -> None
     report.raise_for_errors(max_shown)
 
 
+def item_path(item: Any) -> str:
+    """The file(s) of a datalist item (or the item itself when it is a path), for a problem's ``path``."""
+    if isinstance(item, Mapping):
+        image = item.get("image", item)
+        return ", ".join(map(str, image)) if isinstance(image, (list, tuple)) else str(image)
+    return str(item)
+
+
+def outside_link(path: PathLike, root: PathLike | None) -> Problem | None:
+    """An error when ``path`` lies in the folder ``root`` but is (or passes through) a symbolic link leading out of
+    it, so that the check does not silently read files elsewhere; ``None`` otherwise."""
+    if root is None:
+        return None
+    root = Path(root)
+    path = Path(os.path.abspath(path))
+    if not path.is_relative_to(root):
+        return None
+    target = path.resolve()
+    if target.is_relative_to(root):
+        return None
+    return Problem(ERROR, str(path), f"is a symbolic link to '{target}', outside the data set folder '{root}'")
+
+
 def collect(report: ValidationReport, issues: Iterable[tuple[str, Exception]]) -> None:
     for path, err in issues:
         report.error(path, str(err))
@@ -139,11 +165,18 @@ def check_items(
 ) -> None:
     """Run ``check`` on every item (in threads: decompression and decoding release the GIL), in item order."""
     workers = max(1, int(num_workers))
+
+    def guarded(item: Any) -> tuple[list[Problem], int]:
+        try:
+            return check(item)
+        except Exception as err:  # MemoryError too: one bad file never stops the check of the others
+            return [Problem(ERROR, item_path(item), f"cannot be checked ({type(err).__name__}: {err})")], 1
+
     if workers == 1 or len(items) < 2:
-        results = [check(item) for item in items]
+        results = [guarded(item) for item in items]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(check, items))
+            results = list(pool.map(guarded, items))
     for problems, count in results:
         report.problems.extend(problems)
         report.num_files += count

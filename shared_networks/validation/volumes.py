@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import zlib
+import gzip
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,15 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from shared_networks.validation.report import ERROR, WARNING, Problem, ValidationReport, check_items
+from shared_networks.validation.report import ERROR, WARNING, Problem, ValidationReport, check_items, outside_link
 
-__all__ = ["MAX_LABEL_VALUE", "SPACING_ATOL", "VolumeSpec", "check_volume_item", "validate_volume_items"]
+__all__ = ["MAX_LABEL_VALUE", "MAX_VOXELS", "SPACING_ATOL", "VolumeSpec", "check_volume_item", "validate_volume_items"]
 
 SPACING_ATOL = 1e-3  # mm: header spacings and affines closer than this are the same grid
 MAX_LABEL_VALUE = 1 << 16  # label maps with larger values are checked with np.unique instead of a histogram
+MAX_VOXELS = 1 << 29
+"""Default limit on the voxels a NIfTI header may declare (536,870,912: a 512 x 512 x 2048 CT); larger files are
+reported, not read, so that a crafted header cannot exhaust memory. ``max_voxels`` of the checks changes it."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,44 @@ class _Volume:
     data: np.ndarray | None
 
 
-def _read_volume(path: Path, problems: list[Problem], read_data: bool) -> _Volume | None:
-    """Header (and data) of a NIfTI file; ``None`` after recording an error when it is missing or unreadable."""
+def _declared_bytes(img: Any) -> int:
+    """Bytes a NIfTI file holds according to its header: the voxel data offset plus shape x data type size."""
+    offset = getattr(img.dataobj, "offset", None)  # the file's vox_offset (the image's header copy holds 0)
+    offset = img.header.get_data_offset() if offset is None else offset
+    return int(offset) + math.prod(img.shape) * img.header.get_data_dtype().itemsize
+
+
+def _stored_bytes(path: Path, limit: int) -> tuple[int, bool]:
+    """``(bytes, complete)``: the uncompressed length of a file (read as a stream, at most ``limit + 1`` bytes
+    counted), and whether its stream is complete (``False``: a gzip stream cut short)."""
+    if not path.name.endswith(".gz"):
+        return path.stat().st_size, True
+    count = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while count <= limit:
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    break
+                count += len(chunk)
+    except EOFError:
+        return count, False
+    return count, True
+
+
+def _read_volume(
+    path: Path, problems: list[Problem], read_data: bool, root: Path | None = None, max_voxels: int = MAX_VOXELS
+) -> _Volume | None:
+    """Header (and data) of a NIfTI file; ``None`` after recording an error when it is missing or unreadable.
+
+    Never raises: any error of one file (MemoryError included) becomes a problem naming it. Before the voxels are read,
+    the header's voxel count is held against ``max_voxels``, and the file's (uncompressed) length against what the
+    header declares, in both directions.
+    """
+    link = outside_link(path, root)
+    if link is not None:
+        problems.append(link)
+        return None
     if not path.is_file():
         problems.append(Problem(ERROR, str(path), "missing file"))
         return None
@@ -62,14 +102,44 @@ def _read_volume(path: Path, problems: list[Problem], read_data: bool) -> _Volum
         shape = tuple(int(s) for s in img.shape)
         zooms = tuple(float(z) for z in img.header.get_zooms())
         affine = np.asarray(img.affine, dtype=float)
+        declared = _declared_bytes(img)
     except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ... for broken files
         problems.append(Problem(ERROR, str(path), f"not a readable NIfTI file ({type(err).__name__}: {err})"))
         return None
+    voxels = math.prod(shape)
+    if voxels > max_voxels:
+        problems.append(
+            Problem(
+                ERROR, str(path), f"header declares shape {shape} = {voxels} voxels, more than the limit of "
+                f"{max_voxels} (max_voxels); the voxels are not read. Raise --max_voxels if the image is real.",
+            )
+        )  # fmt: skip
+        return None
     data = None
+    if read_data or not path.name.endswith(".gz"):
+        try:
+            stored, complete = _stored_bytes(path, declared)
+        except Exception as err:  # gzip.BadGzipFile, zlib.error, OSError ...
+            problems.append(Problem(ERROR, str(path), f"corrupt compressed data ({type(err).__name__}: {err})"))
+            return None
+        what = f"header declares {declared} bytes (shape {shape}, {img.header.get_data_dtype()})"
+        if not complete or stored < declared:
+            cut = f"its gzip stream is cut short (after at least {stored})" if not complete else f"it holds {stored}"
+            problems.append(
+                Problem(ERROR, str(path), f"truncated or corrupt voxel data: {what} but {cut} (header and content "
+                        "disagree)")
+            )  # fmt: skip
+            return None
+        if stored > declared:
+            problems.append(
+                Problem(ERROR, str(path), f"{what} but holds at least {stored - declared} bytes more (header and "
+                        "content disagree: the header's shape or data type is wrong)")
+            )  # fmt: skip
+            return None
     if read_data:
         try:
             data = np.asanyarray(img.dataobj)
-        except (EOFError, OSError, ValueError, zlib.error) as err:
+        except Exception as err:  # EOFError, OSError, ValueError, zlib.error, MemoryError ...
             problems.append(
                 Problem(ERROR, str(path), f"truncated or corrupt voxel data ({type(err).__name__}: {err})")
             )
@@ -173,7 +243,13 @@ def _same_grid(vol: _Volume, ref: _Volume, problems: list[Problem], what: str) -
         )  # fmt: skip
 
 
-def check_volume_item(item: Mapping[str, Any], spec: VolumeSpec, read_data: bool = True) -> tuple[list[Problem], int]:
+def check_volume_item(
+    item: Mapping[str, Any],
+    spec: VolumeSpec,
+    read_data: bool = True,
+    root: Path | None = None,
+    max_voxels: int = MAX_VOXELS,
+) -> tuple[list[Problem], int]:
     """Check the image(s) and label of one datalist item.
 
     Args:
@@ -181,6 +257,8 @@ def check_volume_item(item: Mapping[str, Any], spec: VolumeSpec, read_data: bool
         spec: what the files must be.
         read_data: read the voxels too (NaN/inf, constant images, label values, truncated data); ``False`` reads
             headers only.
+        root: the data set folder: files reached through a symbolic link leading out of it are reported, not read.
+        max_voxels: files whose header declares more voxels are reported, not read.
 
     Returns:
         ``(problems, number of files checked)``.
@@ -193,7 +271,7 @@ def check_volume_item(item: Mapping[str, Any], spec: VolumeSpec, read_data: bool
             Problem(ERROR, str(paths[0].parent), f"{len(paths)} image files given; {spec.channels} are needed")
         )
     for index, path in enumerate(paths):
-        vol = _read_volume(path, problems, read_data)
+        vol = _read_volume(path, problems, read_data, root, max_voxels)
         if vol is None:
             continue
         shape, ndim = vol.shape, len(vol.shape)
@@ -231,7 +309,7 @@ def check_volume_item(item: Mapping[str, Any], spec: VolumeSpec, read_data: bool
             _same_grid(vol, ref, problems, spec.channel(index) + " file")
     label_path = item.get("label")
     if label_path is not None:
-        label = _read_volume(Path(label_path), problems, read_data)
+        label = _read_volume(Path(label_path), problems, read_data, root, max_voxels)
         if label is not None:
             _check_label(label, spec, problems)
             if ref is not None:
@@ -245,6 +323,8 @@ def validate_volume_items(
     spec: VolumeSpec | Callable[[Mapping[str, Any]], VolumeSpec],
     read_data: bool = True,
     num_workers: int = 2,
+    root: Path | None = None,
+    max_voxels: int = MAX_VOXELS,
 ) -> ValidationReport:
     """Check every item with :func:`check_volume_item`, adding the problems to ``report``.
 
@@ -254,7 +334,11 @@ def validate_volume_items(
         spec: the spec, or a function giving each item's spec.
         read_data: read voxel data too.
         num_workers: threads.
+        root: the data set folder (symbolic links leading out of it are reported).
+        max_voxels: limit on the voxels a header may declare.
     """
     spec_of = spec if callable(spec) else (lambda _: spec)
-    check_items(report, items, lambda item: check_volume_item(item, spec_of(item), read_data), num_workers)
+    check_items(
+        report, items, lambda item: check_volume_item(item, spec_of(item), read_data, root, max_voxels), num_workers
+    )
     return report
