@@ -5,6 +5,9 @@ Started by ``scripts/serve_monailabel.sh`` (see README.md, "Serving in MONAI Lab
     .venv-monailabel/bin/monailabel start_server --app monailabel_app --studies <images> --host 127.0.0.1 \
         --conf zoo_source local [--conf bundles <folder>] [--conf models <a,b>] [--conf configs quick]
 
+(``serve_monailabel.sh`` adds ``--uvicorn_app origin_guard:app``: ``origin_guard.py`` answers 403 to browser requests
+from origins other than the server's own.)
+
 ``--conf`` keys of this app:
 
 * ``bundles``: folder holding the bundle folders (default: ``bundles/`` beside this app);
