@@ -5,6 +5,9 @@ Started by ``scripts/serve_monailabel.sh`` (see README.md, "Serving in MONAI Lab
     .venv-monailabel/bin/monailabel start_server --app monailabel_app --studies <images> --host 127.0.0.1 \
         --conf zoo_source local [--conf bundles <folder>] [--conf models <a,b>] [--conf configs quick]
 
+(``serve_monailabel.sh`` adds ``--uvicorn_app origin_guard:app``: ``origin_guard.py`` answers 403 to browser requests
+from origins other than the server's own.)
+
 ``--conf`` keys of this app:
 
 * ``bundles``: folder holding the bundle folders (default: ``bundles/`` beside this app);
@@ -19,10 +22,18 @@ Started by ``scripts/serve_monailabel.sh`` (see README.md, "Serving in MONAI Lab
 A bundle is served once its ``models/model.pt`` exists (MONAI Label skips it, with a warning, before).
 
 Every bundle is served by MONAI Label's own :class:`~monailabel.tasks.train.bundle.BundleTrainTask` and
-:class:`~monailabel.tasks.infer.bundle.BundleInferTask`, built with public constructor arguments only. One public
-method of each is overridden (:data:`PUBLIC_OVERRIDES`), where MONAI Label 0.8.5 cannot serve these bundles as they
-are; no private method of MONAI Label is (``tests/monailabel/test_public_api.py`` checks both):
+:class:`~monailabel.tasks.infer.bundle.BundleInferTask`, built with public constructor arguments only. Two public
+methods of each are overridden (:data:`PUBLIC_OVERRIDES`), where MONAI Label 0.8.5 cannot serve these bundles as they
+are or safely; no private method of MONAI Label is (``tests/monailabel/test_public_api.py`` checks both):
 
+* both classes, ``__call__`` (how MONAI Label runs a task, with the request): checks the request
+  (``request_checks.py`` beside this file) and then calls MONAI Label's. MONAI Label copies request fields unchecked
+  into the overrides of ``monai.bundle.run`` and the bundle's parsed config, where a string starting with ``$`` is
+  run as Python (``@`` a reference, ``%`` an include), and joins ``model_filename`` to ``models/``. Only the fields
+  MONAI Label's server, clients and tasks use are accepted, each typed and range-checked (true/false strictly:
+  ``"false"`` is false), ``model_filename`` only ``model.pt``, and no string starting with ``$``, ``@`` or ``%``
+  anywhere in a request. A refusal is an HTTP 422 naming the field for an infer request (and a ``run_sync`` train
+  request); a training run in the background ends as ERROR with the refusal in its details (``GET /train/``);
 * :class:`BundleInferTaskKeepingPaths`, ``run_pre_transforms``: keeps the string entries ``image_*`` that MONAI Label
   adds to a request (``image_path``, read by its writer) out of the transforms' way, because MONAI 1.6's ``Spacingd``
   updates every ``image_*`` entry of a NIfTI input as a metadata dict and fails on a string (``'str' object has no
@@ -64,6 +75,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import monailabel
+from fastapi import HTTPException
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -72,7 +85,8 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
-from monailabel.utils.others.generic import strtobool
+from monailabel.utils.others.generic import device_list, device_map, strtobool
+from request_checks import RequestRefused, TaskFacts, check_infer_request, check_train_request
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS
 from shared_networks.data.regions import LABEL_CONVENTIONS
@@ -96,9 +110,32 @@ class ServedBundle(NamedTuple):
 MODEL_FILE = "model.pt"  # the fine-tuned weights in each bundle's models/
 
 
+def _checked(check: Any, request: Mapping[str, Any], bundle_path: str, kind: str) -> dict[str, Any]:
+    """``check(request)`` against the task's facts; a refusal is raised as an HTTP 422 naming the field.
+
+    The server answers an infer request (and a train request with ``run_sync``) with that 422; a training run in the
+    background (the default) ends as ERROR, the refusal last in its ``details`` (``GET /train/``).
+    """
+    facts = TaskFacts(
+        bundle_path=bundle_path,
+        model_files=(MODEL_FILE,),
+        devices=[*device_list(), *device_map()],
+        tracking_uri=settings.MONAI_LABEL_TRACKING_URI,
+    )
+    try:
+        return check(request, facts)
+    except RequestRefused as e:
+        logger.error(f"Refused {kind} request for {os.path.basename(bundle_path)}: {e}")
+        raise HTTPException(status_code=422, detail=str(e)) from e
+
+
 class BundleInferTaskKeepingPaths(BundleInferTask):
     """``BundleInferTask`` whose pre-processing leaves the request's string entries ``<input_key>_*`` (MONAI Label's
     ``image_path``) untouched: MONAI 1.6's ``Spacingd`` would update them as metadata dicts and fail."""
+
+    def __call__(self, request: Mapping[str, Any], callbacks: Any = None) -> Any:
+        """Checks ``request`` (:func:`request_checks.check_infer_request`), then runs MONAI Label's inference."""
+        return super().__call__(_checked(check_infer_request, request, self.bundle_path, "infer"), callbacks)
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Any]) -> dict[str, Any]:
         prefix = f"{self.input_key}_"
@@ -113,6 +150,10 @@ class BundleTrainTaskOnModelPt(BundleTrainTask):
     """``BundleTrainTask`` whose ``model_filename`` option (the weights training continues from) is ``model.pt`` alone:
     MONAI Label would offer every ``models/*.pt``, the MAE checkpoint ``mae.pt`` first."""
 
+    def __call__(self, request: Mapping[str, Any], datastore: Any) -> Any:
+        """Checks ``request`` (:func:`request_checks.check_train_request`), then runs MONAI Label's training."""
+        return super().__call__(_checked(check_train_request, request, self.bundle_path, "train"), datastore)
+
     def config(self) -> dict[str, Any]:
         options = super().config()
         options["model_filename"] = [MODEL_FILE]
@@ -122,8 +163,8 @@ class BundleTrainTaskOnModelPt(BundleTrainTask):
 INFER_TASK = BundleInferTaskKeepingPaths
 TRAIN_TASK = BundleTrainTaskOnModelPt
 PUBLIC_OVERRIDES = {  # tests/monailabel/test_public_api.py
-    "BundleInferTaskKeepingPaths": ("run_pre_transforms",),
-    "BundleTrainTaskOnModelPt": ("config",),
+    "BundleInferTaskKeepingPaths": ("__call__", "run_pre_transforms"),
+    "BundleTrainTaskOnModelPt": ("__call__", "config"),
 }
 _MSD = LABEL_CONVENTIONS["msd"]
 _LABEL_MAP = MappingProxyType({"config": {"result_dtype": "uint8"}})

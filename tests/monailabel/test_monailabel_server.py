@@ -110,6 +110,15 @@ class Server:
         except urllib.error.HTTPError as e:
             pytest.fail(f"{method} {path}: HTTP {e.code} {e.read()[:500]!r}\n{self.log_tail()}")
 
+    def raw(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """``(status, headers, body)`` of a request, whatever its status."""
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
     def put_file(self, path: str, field: str, file: Path) -> object:
         boundary = uuid.uuid4().hex
         body = (
@@ -253,6 +262,74 @@ def test_classification_returns_the_14_probabilities(server, tmp_path):
     np.testing.assert_allclose(scores, own, atol=1e-5)
 
 
+def _form(**fields: str) -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _wait_for_training(server: Server) -> dict:
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while (task := server.request("GET", "/train/"))["status"] in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, f"training still running after {TRAIN_TIMEOUT_S} s:\n{server.log_tail()}"
+        time.sleep(2)
+    return task
+
+
+def test_config_expressions_in_requests_are_refused(server, tmp_path):
+    """The reported attack: a request field holding a MONAI config expression ran as Python in the server."""
+    marker = tmp_path / "marker"
+    payload = f"$__import__('pathlib').Path({str(marker)!r}).write_text('ran') and 1"
+    attack = {"max_epochs": payload, "val_split": 0.5, "device": "cpu", "multi_gpu": False}
+
+    # training in the background (the default): the task ends as ERROR, refused before MONAI Label's task runs
+    started = server.request("POST", f"/train/{BTCV}", attack)
+    assert started["status"] in ("SUBMITTED", "RUNNING")
+    task = _wait_for_training(server)
+    assert task["id"] == started["id"] and task["status"] == "ERROR", f"{task}\n{server.log_tail()}"
+    assert "Request field 'max_epochs' is refused" in "\n".join(task["details"])
+    assert "Train Request:" not in "\n".join(task["details"])  # MONAI Label's BundleTrainTask.__call__ never ran
+
+    # training run synchronously, and the other refusals: HTTP 422 naming the field
+    for params, field in [
+        (attack, "max_epochs"),
+        ({"max_epochs": 1, "device": "cpu", "pretrained": "false"}, "pretrained"),
+        ({"max_epochs": 1, "device": "cpu", "model_filename": "../../x.pt"}, "model_filename"),
+        ({"max_epochs": 1, "device": "cpu", "train#trainer#max_epochs": 1}, "train#trainer#max_epochs"),
+    ]:
+        status, _, body = server.raw("POST", f"/train/{BTCV}?run_sync=true", json.dumps(params).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+        assert status == 422 and field in json.loads(body)["detail"], (status, body[:500])
+
+    # inference: the request's params (a form field, which a web page may send without a CORS preflight)
+    for params, field in [
+        ({"device": payload}, "device"),
+        ({"label_info": {"x": [payload]}}, "label_info.x[0]"),
+        ({"label_tag": "../../outside"}, "label_tag"),
+        ({"model_filename": "../../../x.pt"}, "model_filename"),
+    ]:
+        body, headers = _form(params=json.dumps(params))
+        status, _, answer = server.raw("POST", f"/infer/{BTCV}?image=img0001&output=json", body, headers)
+        assert status == 422 and field in json.loads(answer)["detail"], (status, answer[:500])
+
+    time.sleep(5)  # nothing else left running that could still write it
+    assert not marker.exists()
+
+
+def test_requests_from_another_browser_origin_are_refused(server):
+    evil = {"Origin": "http://evil.example"}
+    preflight = {**evil, "Access-Control-Request-Method": "POST"}
+    status, headers, _ = server.raw("OPTIONS", f"/train/{BTCV}", headers=preflight)
+    assert status == 403 and headers.get("access-control-allow-origin") is None
+    body, form = _form(params="{}")  # a form POST needs no preflight: refused as well
+    status, headers, _ = server.raw("POST", f"/infer/{CXR}?image={CXR_IMAGE}&output=json", body, {**form, **evil})
+    assert status == 403 and headers.get("access-control-allow-origin") is None
+    own = {"Origin": server.url, "Access-Control-Request-Method": "POST"}  # the server's own origin still answers
+    status, headers, _ = server.raw("OPTIONS", f"/train/{BTCV}", headers=own)
+    assert status == 200 and headers.get("access-control-allow-origin") == server.url
+
+
 def test_one_training_epoch_on_datastore_labels(server, tmp_path):
     model_pt = server.bundles / BTCV / "models" / "model.pt"
     before = torch.load(model_pt, map_location="cpu", weights_only=True)
@@ -266,10 +343,7 @@ def test_one_training_epoch_on_datastore_labels(server, tmp_path):
         "POST", f"/train/{BTCV}", {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False}
     )
     assert started["status"] in ("SUBMITTED", "RUNNING")
-    deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while (task := server.request("GET", "/train/"))["status"] in ("SUBMITTED", "RUNNING"):
-        assert time.monotonic() < deadline, f"training still running after {TRAIN_TIMEOUT_S} s:\n{server.log_tail()}"
-        time.sleep(2)
+    task = _wait_for_training(server)
     assert task["status"] == "DONE", f"training ended as {task['status']}:\n{server.log_tail()}"
     log = server.log.read_text(errors="replace")  # the server logs every line of its training process
     assert "Epoch: 1/1, Iter: 1/1" in log  # one epoch, one training image (the other validates)

@@ -41,6 +41,11 @@ spec.loader.exec_module(app)
 def monailabel_class(c):
     return c.__module__ == "monailabel" or c.__module__.startswith("monailabel.")
 
+def public_name(c, n):
+    # a public method: no leading "_", or a dunder method (``__call__``: how MONAI Label runs a task)
+    dunder = n.startswith("__") and n.endswith("__") and inspect.isfunction(vars(c)[n])
+    return not n.startswith("_") or dunder
+
 def public_overrides(cls):
     # names of the public methods of MONAI Label's classes that classes of the MRO outside MONAI Label override
     theirs = [c for c in cls.__mro__ if monailabel_class(c)]
@@ -48,7 +53,7 @@ def public_overrides(cls):
     for c in cls.__mro__:
         if monailabel_class(c) or c is object:
             continue
-        names = [n for n in vars(c) if not n.startswith("_") and any(n in vars(t) for t in theirs)]
+        names = [n for n in vars(c) if public_name(c, n) and any(n in vars(t) for t in theirs)]
         if names:
             found[c.__qualname__] = sorted(names)
     return found
@@ -113,7 +118,10 @@ def test_no_class_of_the_app_overrides_a_private_method_of_monailabel(tmp_path):
     assert "MAEBundlesApp" in result["checked"] and result["app_is_monailabel"]
     assert result["infer_subclass"] and result["train_subclass"]
     # the public methods overridden are the ones declared (and documented in the app's docstring), no more
-    expected = {"BundleInferTaskKeepingPaths": ["run_pre_transforms"], "BundleTrainTaskOnModelPt": ["config"]}
+    expected = {
+        "BundleInferTaskKeepingPaths": ["__call__", "run_pre_transforms"],
+        "BundleTrainTaskOnModelPt": ["__call__", "config"],
+    }
     assert result["public"] == result["declared"] == expected
 
 
