@@ -6,7 +6,8 @@ above its own): ``utils`` (files, flags, paths), ``networks`` (ViT, MAE, UNETR, 
 ``engine`` (optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed, command-line override
 check), ``data`` (datalists, readers, transforms), ``validation`` (data-set checks), ``synthetic`` (demo phantoms),
 ``tools`` (export, model-zoo checks, report) and ``cli`` (the command lines). Importing this package loads the runtime
-layers only (networks, engine, data): what a bundle runs, and what a release packs.
+layers only (utils, networks, engine, data, validation): what a bundle runs (training workflows check their split
+with ``check_split`` first), and what a release packs.
 """
 
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
@@ -47,6 +48,8 @@ from shared_networks.networks.handoff import (
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 from shared_networks.networks.unetr import UNETR
 from shared_networks.networks.vit import PatchEmbed, ViTEncoder, sincos_pos_embed
+from shared_networks.validation.report import DatasetError
+from shared_networks.validation.workflow import check_split
 
 __all__ = [
     # networks
@@ -62,4 +65,6 @@ __all__ = [
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
     "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",
     "case_name_formatter", "cxr14_datalist", "list_image_inputs", "list_xray_inputs", "require_split",
+    # validation
+    "DatasetError", "check_split",
 ]  # fmt: skip

@@ -1,7 +1,8 @@
 """Pack one bundle into a zip that runs as downloaded: configs, docs, LICENSE, weights and the ``shared_networks`` code.
 
 Only the runtime layers of the package are packed (:data:`RUNTIME_PARTS`: the facade ``__init__.py``, ``utils``,
-``networks``, ``engine``, ``data``); the data-set checks, phantoms, tools and command lines are not.
+``networks``, ``engine``, ``data``, ``validation``: the training workflows check their split first); the phantoms,
+tools and command lines are not.
 
 - **Configs as the weights need them.** ``--config_overrides`` names the override files the weights were trained with
   (``quick``, ``configs/quick.yaml`` or any file path); their values are baked into the released configs
@@ -65,8 +66,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parents[1]
-# what a bundle runs: the facade and the runtime layers (validation, synthetic, tools and cli stay out of a release)
-RUNTIME_PARTS: tuple[str, ...] = ("__init__.py", "utils", "networks", "engine", "data")
+# what a bundle runs: the facade and the runtime layers (synthetic, tools and cli stay out of a release)
+RUNTIME_PARTS: tuple[str, ...] = ("__init__.py", "utils", "networks", "engine", "data", "validation")
 # weight file -> (workflow config, network id) it must load into strictly
 WEIGHT_NETWORKS = {
     "models/model.pt": ("inference", "network_def"),

@@ -78,7 +78,7 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
         for p in source_root.rglob("*.py")
         if p.relative_to(source_root).parts[0] in RUNTIME_PARTS
     }
-    assert not {n for n in names if n.split("/")[2:3] in (["validation"], ["synthetic"], ["tools"], ["cli"])}
+    assert not {n for n in names if n.split("/")[2:3] in (["synthetic"], ["tools"], ["cli"])}
     expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
     assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
     assert members[root + "LICENSE"] == (bundle / "LICENSE").read_bytes()
@@ -112,7 +112,7 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
 
 
 def test_packed_package_imports_on_its_own(weighted, tmp_path):
-    """The runtime layers packed in a release import without the layers left out (validation, synthetic, tools, cli)."""
+    """The runtime layers packed in a release import without the layers left out (synthetic, tools, cli)."""
     bundle = weighted("cxr14_mae_classification", which=("model.pt",))
     out = export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
     unpacked = tmp_path / "unpacked"
@@ -133,8 +133,8 @@ def test_packed_package_imports_on_its_own(weighted, tmp_path):
     assert result.returncode == 0, result.stderr
     path, loaded, complete = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(path).resolve() == (root / "shared_networks" / "__init__.py").resolve()
-    assert complete and "shared_networks.networks.mae" in loaded
-    assert not [m for m in loaded if m.split(".")[1:2] in (["validation"], ["synthetic"], ["tools"], ["cli"])]
+    assert complete and "shared_networks.networks.mae" in loaded and "shared_networks.validation.workflow" in loaded
+    assert not [m for m in loaded if m.split(".")[1:2] in (["synthetic"], ["tools"], ["cli"])]
 
 
 def test_same_inputs_give_the_same_zip(weighted, tmp_path):
