@@ -71,16 +71,8 @@ def _missing_root(report: ValidationReport, root: Path) -> bool:
 def _check_modality_order(report: ValidationReport, root: Path) -> None:
     """The ``modality`` of an MSD ``dataset.json`` against the channel order the bundle assumes (:data:`MODALITIES`)."""
     path = root / "dataset.json"
-    if not path.exists():
-        return
-    link = outside_link(path, root)
-    if link is not None:
-        report.problems.append(link)
-        return
-    try:
-        content = read_json_object(path, "MSD dataset.json")
-    except (OSError, ValueError) as err:
-        report.error(path, str(err))
+    content = _check_json(report, path, root, "MSD dataset.json")
+    if content is None:
         return
     modality = content.get("modality")
     if modality is None:
@@ -100,18 +92,20 @@ def _check_modality_order(report: ValidationReport, root: Path) -> None:
         )  # fmt: skip
 
 
-def _check_json(report: ValidationReport, path: Path, root: Path, what: str) -> None:
-    """A JSON file of the data set (when present): inside the folder, UTF-8, one JSON object."""
+def _check_json(report: ValidationReport, path: Path, root: Path, what: str) -> Mapping | None:
+    """A JSON file of the data set (when present): inside the folder, UTF-8, one JSON object; its content, or None
+    when it is absent or has a problem (reported)."""
     if not path.exists():
-        return
+        return None
     link = outside_link(path, root)
     if link is not None:
         report.problems.append(link)
-        return
+        return None
     try:
-        read_json_object(path, what)
+        return read_json_object(path, what)
     except (OSError, ValueError) as err:
         report.error(path, str(err))
+        return None
 
 
 def validate_btcv(
