@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import pickle
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -212,7 +214,17 @@ class FiniteCheckpointLoader(CheckpointLoader):
     """
 
     def __call__(self, engine: Engine) -> None:
-        super().__call__(engine)
+        if not os.path.isfile(self.load_path):
+            raise FileNotFoundError(f"checkpoint '{self.load_path}' does not exist (model_path / load_path).")
+        try:
+            super().__call__(engine)
+        except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
+            message = f"checkpoint '{self.load_path}' cannot be loaded: {type(err).__name__}: {err}"
+            try:
+                named = type(err)(message)
+            except TypeError:  # an exception type with another signature
+                named = RuntimeError(message)
+            raise named from err
         objects = self.load_dict
         for name, obj in objects.items():
             state = obj.state_dict() if hasattr(obj, "state_dict") else obj

@@ -193,6 +193,23 @@ def test_the_evaluation_loader_refuses_non_finite_weights_before_any_image(tmp_p
     assert seen == ["good.pt"]
 
 
+@pytest.mark.parametrize("content", [None, b"not a checkpoint", b"PK\x03\x04truncated zip"])
+def test_the_evaluation_loader_names_a_missing_or_unreadable_checkpoint(tmp_path, content):
+    path = tmp_path / "model.pt"
+    if content is not None:
+        path.write_bytes(content)
+    net = nn.Linear(4, 1)
+    evaluator = SupervisedEvaluator(
+        device="cpu",
+        val_data_loader=DataLoader(_data([1.0], ["/d/a.nii.gz"]), batch_size=1),
+        network=net,
+        val_handlers=[FiniteCheckpointLoader(load_path=str(path), load_dict={"model": net}, map_location="cpu")],
+    )
+    with pytest.raises(Exception, match=rf"checkpoint '{path}'") as info:
+        evaluator.run()
+    assert isinstance(info.value, FileNotFoundError) == (content is None)
+
+
 ENC = dict(patch_size=(4, 4), hidden_size=12, num_layers=1, num_heads=2, mlp_dim=24)
 
 
