@@ -7,6 +7,7 @@ each run saves, per rank, the final weights and what the rank saw (sampler lengt
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def rank_state_override(path: Path, workflow: str) -> Path:
         ]
     target = "os.path.join(@rank_dir, f'rank{torch.distributed.get_rank()}.pt')"
     save = f"$torch.save({{{', '.join(fields)}}}, {target})"
-    path.write_text(f'+run:\n  - "{save}"\n')
+    path.write_text(f'rank_dir: {json.dumps(str(path.parent))}\n+run:\n  - "{save}"\n')
     return path
 
 
@@ -62,7 +63,7 @@ def torchrun(bundle: str, workflow: str, rank_dir: Path, nproc: int = WORLD_SIZE
     rank_dir.mkdir(parents=True)
     files = config_files(bundle, workflow) + [str(rank_state_override(rank_dir / "rank_state.yaml", workflow))]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "monai.bundle", "run", "--config_file", str(files), "--rank_dir", str(rank_dir),
+           "-m", "monai.bundle", "run", "--config_file", str(files),
            "--num_workers", "0"]  # fmt: skip
     for key, value in override.items():
         cmd += [f"--{key}", str(value)]

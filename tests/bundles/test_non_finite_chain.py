@@ -72,8 +72,16 @@ def test_a_ct_with_a_nan_slab_stops_pretraining(btcv, tmp_path):
     voxels[:, :, 10:20] = np.nan  # a slab of ten axial slices: every 48^3 crop holds the whole (padded) z range
     nib.save(nib.Nifti1Image(voxels, nii.affine), image)
     models = tmp_path / "models"
+    # the workflow's own check of its split stops first, naming the file
     proc = _bundle_run("pretrain", dataset_dir=btcv, split="dataset_json", ckpt_dir=models,
                        output_dir=tmp_path / "runs", max_epochs=2)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert "DatasetError" in log and "img0001.nii.gz" in log and "not finite" in log, log[-3000:]
+    assert not models.exists() or not list(models.glob("*.pt"))
+    # trained without that check (--check_data false): the first non-finite loss stops training
+    proc = _bundle_run("pretrain", dataset_dir=btcv, split="dataset_json", ckpt_dir=models,
+                       output_dir=tmp_path / "runs", max_epochs=2, check_data=False)  # fmt: skip
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert "NonFiniteError: non-finite training loss" in log, log[-3000:]
