@@ -33,7 +33,13 @@ from shared_networks.engine.handlers import (
     ValidationEveryAndLast,
     prepare_image_as_target,
 )
-from shared_networks.engine.metrics import ClassificationReport, HausdorffDistanceMM, MeanROCAUC, MetricsReport
+from shared_networks.engine.metrics import (
+    ClassificationReport,
+    HausdorffDistanceMM,
+    MeanROCAUC,
+    MetricsReport,
+    PenalizedHausdorffDistanceMetric,
+)
 from shared_networks.engine.optim import param_groups_lrd
 from shared_networks.engine.overrides import check_overrides
 from shared_networks.engine.seeding import EpochSeeder
@@ -58,9 +64,10 @@ __all__ = [
     "random_masking", "sincos_pos_embed", "unpatchify",
     # engine
     "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "FiniteCheckpointLoader",
-    "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PretrainedEncoderLoader", "ReconstructionSaver",
-    "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "check_overrides", "destroy_process_group",
-    "init_process_group", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
+    "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader",
+    "ReconstructionSaver", "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "check_overrides",
+    "destroy_process_group", "init_process_group", "local_device", "param_groups_lrd", "prepare_image_as_target",
+    "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
     "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",

@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,9 +16,7 @@ from monai.handlers import from_engine
 
 from shared_networks.engine.metrics import (
     ClassificationReport,
-    HausdorffDistanceMM,
     MeanROCAUC,
-    MetricsReport,
     mean_defined,
     roc_auc_per_class,
 )
@@ -153,41 +150,3 @@ def test_mean_roc_auc_gathers_all_ranks(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     values = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert values == pytest.approx([expected, expected])
-
-
-def test_hausdorff_in_millimetres():
-    """A one-voxel shift along an axis of 2.5 mm spacing is an HD95 of 2.5 mm."""
-    gt = torch.zeros(1, 2, 10, 10, 10)
-    gt[0, 1, 3:6, 3:6, 3:6] = 1
-    gt[0, 0] = 1 - gt[0, 1]
-    pred = torch.roll(gt, shifts=1, dims=4)
-    affine = torch.diag(torch.tensor([1.0, 1.0, 2.5, 1.0]))
-    label = [MetaTensor(gt[0], affine=affine)]
-    handler = HausdorffDistanceMM(include_background=False, percentile=95, save_details=False)
-    handler.reset()
-    handler.update(([pred[0]], label))
-    assert float(handler.compute()) == pytest.approx(2.5)
-
-
-def test_metrics_report_files(tmp_path):
-    report = MetricsReport(tmp_path, ["spleen", "left kidney"], ["dice", "hd95"])
-    engine = SimpleNamespace(
-        state=SimpleNamespace(
-            metric_details={
-                "dice": torch.tensor([[0.5, float("nan")], [1.0, 0.25]]),
-                "hd95": torch.tensor([[2.0, float("nan")], [4.0, 8.0]]),
-            }
-        ),
-        logger=SimpleNamespace(info=lambda *a: None),
-    )
-    report.cases = ["a.nii.gz", "b.nii.gz"]
-    report(engine)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["n_cases"] == 2
-    assert summary["dice"]["per_class"]["spleen"] == {"mean": 0.75, "n": 2}
-    assert summary["dice"]["per_class"]["left kidney"] == {"mean": 0.25, "n": 1}  # NaN (absent organ) left out
-    assert summary["dice"]["mean"] == pytest.approx(0.5)
-    assert summary["hd95"]["mean"] == pytest.approx((3.0 + 8.0) / 2)
-    rows = (tmp_path / "per_case.csv").read_text().splitlines()
-    assert rows[0] == "case,dice_spleen,dice_left_kidney,hd95_spleen,hd95_left_kidney"
-    assert rows[1] == "a.nii.gz,0.5,nan,2,nan"
