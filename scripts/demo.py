@@ -18,12 +18,19 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from shared_networks.tools.report import FineTuneRun, ReportSection, build_report, summary_table
+from shared_networks.tools.report import (
+    SEGMENTATION_NOTE,
+    FineTuneRun,
+    ReportSection,
+    build_report,
+    summary_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -118,13 +125,16 @@ def infer(bundle: str, tag: str, out: Path, stages: Stages, inputs: Path, what: 
 
 
 def table_lines(title: str, summaries: dict[str, dict]) -> list[str]:
-    """The per-class table (Dice/HD95 or AUC) of the arms' evaluation summaries, side by side, as text."""
+    """The per-class table (Dice, HD95, missed and false-positive counts; or AUC) of the arms' evaluation summaries,
+    side by side, as text; for segmentation, the metric conventions under it."""
     header, rows, _ = summary_table(summaries)
     widths = [max(len(r[i]) for r in [header, *rows]) + 2 for i in range(len(header))]
     lines = [title]
     for row in [header, *rows]:
         cells = "".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
         lines.append("  " + row[0].ljust(widths[0]) + cells)
+    if any("structures" in s for s in summaries.values()):
+        lines += textwrap.wrap(SEGMENTATION_NOTE, width=116, initial_indent="  ", subsequent_indent="  ")
     return lines
 
 

@@ -3,8 +3,8 @@
 Built only from what the bundles' workflows write: the TensorBoard event files of ``pretrain.yaml`` (``train_loss``
 per iteration) and of each fine-tuning run of ``train.yaml`` (``train_loss`` per iteration, the validation metric
 per validation epoch), the reconstruction PNGs of ``shared_networks.ReconstructionSaver``, and the
-``summary.json`` of each evaluation (per-class Dice/HD95 of ``MetricsReport`` or ROC AUC of
-``ClassificationReport``). Curves are inline SVG; the page loads nothing from the network.
+``summary.json`` of each evaluation (per-class Dice, HD95 and missed / false-positive counts of ``MetricsReport``, or
+ROC AUC of ``ClassificationReport``). Curves are inline SVG; the page loads nothing from the network.
 
     from shared_networks.tools.report import FineTuneRun, ReportSection, build_report
     section = ReportSection("CT", pretrain_dir="runs/pretrain", val_tag="val_mean_dice", runs=[
@@ -27,7 +27,10 @@ from pathlib import Path
 
 from shared_networks.utils.files import atomic_write_text
 
-__all__ = ["FineTuneRun", "ReportSection", "build_report", "read_scalars", "svg_line_chart", "summary_table"]
+__all__ = [
+    "SEGMENTATION_NOTE", "FineTuneRun", "ReportSection", "build_report", "read_scalars", "svg_line_chart",
+    "summary_table",
+]  # fmt: skip
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 _RECON = re.compile(r"reconstruction_epoch(\d+)\.png$")
@@ -204,16 +207,26 @@ def _fmt(v: float | None, digits: int) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+SEGMENTATION_NOTE = (
+    "HD95 in mm. A structure in the label but not the prediction (missed) or in the prediction but not the label "
+    "(false positive, FP) has Dice 0 and the bundle's HD95 penalty (hd95_penalty_mm); one empty in both has Dice 1 "
+    "and is left out of HD95. Missed and FP: cases per class; last row: means of Dice and HD95, totals of the counts."
+)
+
+
 def summary_table(summaries: Mapping[str, dict]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """The per-class table of several runs' evaluation summaries, side by side.
 
     Segmentation summaries (``MetricsReport``) give the columns ``Dice (<run>)`` for every run, then ``HD95 mm
-    (<run>)``; classification summaries (``ClassificationReport``) give ``AUC (<run>)``. The last row holds the
-    means (over the classes where the metric is defined).
+    (<run>)``, then, where the summaries count them (``structures``), ``missed (<run>)`` and ``FP (<run>)``: the
+    cases where the class is in the label but not the prediction, and in the prediction but not the label.
+    Classification summaries (``ClassificationReport``) give ``AUC (<run>)``. The last row holds the means (over
+    the classes where the metric is defined) and the totals of the counts.
 
     Returns:
         header, rows of cell text (the first cell is the class), and per cell whether it holds the best value of
-        its metric in that row (highest Dice/AUC, lowest HD95; never when fewer than two runs have a value).
+        its metric in that row (highest Dice/AUC, lowest HD95 and counts; never when fewer than two runs have a
+        value).
     """
     names, items = list(summaries), list(summaries.values())
     kinds = {"segmentation" if "dice" in s else "classification" for s in items}
@@ -221,9 +234,16 @@ def summary_table(summaries: Mapping[str, dict]) -> tuple[list[str], list[list[s
         raise ValueError(f"runs {names} mix segmentation and classification summaries.")
     if kinds == {"segmentation"}:
         metrics = [("Dice", "dice", 3, True)] + ([("HD95 mm", "hd95", 1, False)] if "hd95" in items[0] else [])
+        if any("structures" in s for s in items):
+            metrics += [("missed", "missed", 0, False), ("FP", "false_positives", 0, False)]
         classes = list(items[0]["dice"]["per_class"])
 
         def value(s: dict, key: str, cls: str | None) -> float | None:
+            if key in ("missed", "false_positives"):
+                counts = s.get("structures")
+                if counts is None:
+                    return None
+                return (counts if cls is None else counts["per_class"].get(cls, {})).get(key)
             return s[key]["mean"] if cls is None else s[key]["per_class"].get(cls, {}).get("mean")
     else:
         metrics = [("AUC", "auc", 3, True)]
@@ -234,8 +254,9 @@ def summary_table(summaries: Mapping[str, dict]) -> tuple[list[str], list[list[s
 
     header = ["class"] + [f"{label} ({n})" for label, *_ in metrics for n in names]
     rows, best = [], []
+    last = "mean / total" if any(key == "missed" for _, key, *_ in metrics) else "mean"
     for cls in [*classes, None]:
-        row, flags = ["mean" if cls is None else cls], [False]
+        row, flags = [last if cls is None else cls], [False]
         for _, key, digits, higher in metrics:
             vals = [value(s, key, cls) for s in items]
             defined = [v for v in vals if v is not None]
@@ -308,7 +329,8 @@ def build_report(
             raise ValueError(f"section '{section.title}': fine-tuning run names must differ.")
         val = {n: _scalar(r.train_dir, section.val_tag) for n, r in runs.items()}
         train_loss = {n: _scalar(r.train_dir, "train_loss") for n, r in runs.items()}
-        header, rows, best = summary_table({n: _load_summary(r.summary) for n, r in runs.items()})
+        summaries = {n: _load_summary(r.summary) for n, r in runs.items()}
+        header, rows, best = summary_table(summaries)
 
         slug = _slug(section.title)
         body.append(f'<h2 id="{slug}">{e(section.title)}</h2>')
@@ -326,7 +348,7 @@ def build_report(
             body.append("</div>")
         else:
             body.append(f'<p class="note">no reconstruction_epoch*.png in {e(str(pre))}</p>')
-        body.append("<h3>Curves</h3><div class=\"charts\">")
+        body.append('<h3>Curves</h3><div class="charts">')
         body.append(svg_line_chart({"MAE loss": loss}, "MAE pre-training loss (masked patches)", "iteration", "loss"))
         body.append(svg_line_chart(val, f"fine-tuning: {section.val_tag} on the validation split", "epoch",
                                    section.val_tag, markers=True))  # fmt: skip
@@ -334,6 +356,8 @@ def build_report(
         body.append("</div>")
         body.append("<h3>Test split, per class (bold: the better run)</h3>")
         body.append(_table_html(header, rows, best))
+        if any("structures" in v for v in summaries.values()):
+            body.append(f'<p class="note">{e(SEGMENTATION_NOTE)}</p>')
         body.append('<p class="note">' + "; ".join(f"{e(n)}: {e(str(Path(r.summary)))}" for n, r in runs.items())
                     + "</p>")  # fmt: skip
 

@@ -114,8 +114,13 @@ def test_pretrain_finetune_evaluate_infer(phantoms, brats2021, tmp_path):
     for metric in ("dice", "hd95"):
         assert list(summary[metric]["per_class"]) == ["TC", "WT", "ET"]
     assert 0.0 <= summary["dice"]["mean"] <= 1.0
+    structures = summary["structures"]  # each region of each case: detected, missed, false positive or both empty
+    assert sum(structures[k] for k in ("detected", "missed", "false_positives", "both_empty")) == 3 * len(test_cases)
+    for region, counts in structures["per_class"].items():  # HD95 defined (a distance or 373.13) unless both empty
+        assert summary["hd95"]["per_class"][region]["n"] == len(test_cases) - counts["both_empty"]
     rows = (out / "evaluate" / "per_case.csv").read_text().splitlines()
-    assert rows[0] == "case,dice_TC,dice_WT,dice_ET,hd95_TC,hd95_WT,hd95_ET" and len(rows) == 1 + len(test_cases)
+    assert rows[0] == ("case,dice_TC,dice_WT,dice_ET,hd95_TC,hd95_WT,hd95_ET,status_TC,status_WT,status_ET,"
+                       "missed,false_positives,both_empty") and len(rows) == 1 + len(test_cases)  # fmt: skip
     wf.finalize()
 
     inputs = tmp_path / "in"

@@ -71,8 +71,13 @@ def test_pretrain_finetune_evaluate_infer(phantoms, tmp_path):
     test_cases = [p.split("/")[-1] for p in (d["image"] for d in datalist["test"])]
     assert summary["cases"] == test_cases and summary["n_cases"] == len(test_cases) >= 1
     assert len(summary["dice"]["per_class"]) == 13 and 0.0 <= summary["dice"]["mean"] <= 1.0
+    structures = summary["structures"]  # each organ of each case: detected, missed, false positive or both empty
+    assert sum(structures[k] for k in ("detected", "missed", "false_positives", "both_empty")) == 13 * len(test_cases)
+    for organ, counts in structures["per_class"].items():  # HD95 defined (a distance or the penalty) unless both empty
+        assert summary["hd95"]["per_class"][organ]["n"] == len(test_cases) - counts["both_empty"]
     rows = (out / "evaluate" / "per_case.csv").read_text().splitlines()
     assert len(rows) == 1 + len(test_cases) and rows[0].startswith("case,dice_spleen,")
+    assert rows[0].endswith(",status_left_adrenal_gland,missed,false_positives,both_empty")
     wf.finalize()
 
     images = sorted((phantoms / "imagesTr").glob("*.nii.gz"))[:2]

@@ -29,15 +29,24 @@ def write_scalars(log_dir: Path, tag: str, values: dict[int, float]) -> None:
             w.add_scalar(tag, v, step)
 
 
-def seg_summary(dice: dict[str, float | None], hd95: dict[str, float | None]) -> dict:
-    """A summary.json as ``MetricsReport`` writes it."""
+def seg_summary(
+    dice: dict[str, float | None], hd95: dict[str, float | None], counts: dict[str, tuple[int, int]] | None = None
+) -> dict:
+    """A summary.json as ``MetricsReport`` writes it; ``counts``: (missed, false positives) per class, of 4 cases
+    (without it, a summary of before the counts)."""
     means = [v for v in dice.values() if v is not None]
-    return {
-        "n_cases": 2,
-        "cases": ["a.nii.gz", "b.nii.gz"],
-        "dice": {"mean": float(np.mean(means)), "per_class": {c: {"mean": v, "n": 2} for c, v in dice.items()}},
-        "hd95": {"mean": None, "per_class": {c: {"mean": v, "n": 2} for c, v in hd95.items()}},
+    summary = {
+        "n_cases": 4,
+        "cases": ["a.nii.gz", "b.nii.gz", "c.nii.gz", "d.nii.gz"],
+        "dice": {"mean": float(np.mean(means)), "per_class": {c: {"mean": v, "n": 4} for c, v in dice.items()}},
+        "hd95": {"mean": None, "per_class": {c: {"mean": v, "n": 4} for c, v in hd95.items()}},
     }
+    if counts is not None:
+        per_class = {c: {"detected": 4 - m - f, "missed": m, "false_positives": f, "both_empty": 0}
+                     for c, (m, f) in counts.items()}  # fmt: skip
+        totals = {k: sum(v[k] for v in per_class.values()) for k in ("detected", "missed", "false_positives")}
+        summary["structures"] = {"per_class": per_class, **totals, "both_empty": 0}
+    return summary
 
 
 def cls_summary(aucs: dict[str, float | None]) -> dict:
@@ -55,17 +64,18 @@ def segmentation_runs(tmp_path: Path) -> ReportSection:
     for epoch in (2, 4):
         Image.fromarray(np.full((8, 20), 40 * epoch, np.uint8)).save(pre / f"reconstruction_epoch{epoch}.png")
     runs = []
-    for name, folder, val, dice, hd in (
-        ("MAE encoder", "train", {5: 0.4, 10: 0.6}, {"liver": 0.9, "a<b & c": 0.5}, {"liver": 3.0, "a<b & c": 9.0}),
+    for name, folder, val, dice, hd, counts in (
+        ("MAE encoder", "train", {5: 0.4, 10: 0.6}, {"liver": 0.9, "a<b & c": 0.5}, {"liver": 3.0, "a<b & c": 9.0},
+         {"liver": (0, 0), "a<b & c": (1, 0)}),
         ("from scratch", "train_scratch", {5: 0.2, 10: 0.3}, {"liver": 0.8, "a<b & c": None},
-         {"liver": 4.5, "a<b & c": None}),
+         {"liver": 4.5, "a<b & c": None}, {"liver": (0, 1), "a<b & c": (2, 0)}),
     ):  # fmt: skip
         d = tmp_path / "runs" / folder
         write_scalars(d, "val_mean_dice", val)  # validation and training write separate files into one folder
         write_scalars(d, "train_loss", {i: 1.0 / i for i in range(1, 21)})
         summary = tmp_path / "runs" / f"evaluate_{folder}" / "summary.json"
         summary.parent.mkdir(parents=True)
-        summary.write_text(json.dumps(seg_summary(dice, hd)))
+        summary.write_text(json.dumps(seg_summary(dice, hd, counts)))
         runs.append(FineTuneRun(name, d, summary))
     return ReportSection("CT <organs> & more", pre, runs, "val_mean_dice", notes=["tiny & synthetic"])
 
@@ -118,6 +128,27 @@ def test_summary_table_segmentation_side_by_side():
     assert best == [[False, True, False, True, False], [False] * 5, [False, True, False, False, False]]
 
 
+def test_summary_table_segmentation_with_missed_and_false_positive_counts():
+    header, rows, best = summary_table({
+        "MAE": seg_summary({"liver": 0.9, "kidney": 0.5}, {"liver": 3.0, "kidney": 40.0}, {"liver": (0, 0),
+                           "kidney": (1, 2)}),
+        "scratch": seg_summary({"liver": 0.8, "kidney": 0.1}, {"liver": 4.25, "kidney": 20.0}, {"liver": (1, 0),
+                               "kidney": (0, 0)}),
+    })  # fmt: skip
+    assert header == ["class", "Dice (MAE)", "Dice (scratch)", "HD95 mm (MAE)", "HD95 mm (scratch)", "missed (MAE)",
+                      "missed (scratch)", "FP (MAE)", "FP (scratch)"]  # fmt: skip
+    assert rows == [["liver", "0.900", "0.800", "3.0", "4.2", "0", "1", "0", "0"],
+                    ["kidney", "0.500", "0.100", "40.0", "20.0", "1", "0", "2", "0"],
+                    ["mean / total", "0.700", "0.450", "n/a", "n/a", "1", "1", "2", "0"]]  # fmt: skip
+    # fewer missed structures and false positives are better; a tie marks both
+    assert best[0] == [False, True, False, True, False, True, False, True, True]
+    assert best[1] == [False, True, False, False, True, False, True, False, True]
+    # a summary written before the counts: n/a there
+    _, rows, _ = summary_table({"new": seg_summary({"liver": 0.9}, {"liver": 3.0}, {"liver": (1, 2)}),
+                                "old": seg_summary({"liver": 0.8}, {"liver": 4.0})})  # fmt: skip
+    assert rows[0] == ["liver", "0.900", "0.800", "3.0", "4.0", "1", "n/a", "2", "n/a"]
+
+
 def test_summary_table_classification_and_mixed_kinds():
     header, rows, best = summary_table({"MAE": cls_summary({"Edema": 0.75, "Mass": None}),
                                         "scratch": cls_summary({"Edema": 0.5, "Mass": None})})  # fmt: skip
@@ -151,10 +182,13 @@ def test_build_report_writes_html_and_images(segmentation_runs, tmp_path):
     assert [(len(p.split()), n) for p, n in series[2]] == [(20, "MAE encoder"), (20, "from scratch")]
     # the per-class table, the better value in bold
     cells = [html.unescape(re.sub("<[^>]+>", "", c)) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", page)]
-    assert cells[:5] == ["class", "Dice (MAE encoder)", "Dice (from scratch)", "HD95 mm (MAE encoder)",
-                         "HD95 mm (from scratch)"]  # fmt: skip
-    assert cells[5:] == ["liver", "0.900", "0.800", "3.0", "4.5", "a<b & c", "0.500", "n/a", "9.0", "n/a",
-                         "mean", "0.700", "0.800", "n/a", "n/a"]  # fmt: skip
+    assert cells[:9] == ["class", "Dice (MAE encoder)", "Dice (from scratch)", "HD95 mm (MAE encoder)",
+                         "HD95 mm (from scratch)", "missed (MAE encoder)", "missed (from scratch)", "FP (MAE encoder)",
+                         "FP (from scratch)"]  # fmt: skip
+    assert cells[9:] == ["liver", "0.900", "0.800", "3.0", "4.5", "0", "0", "0", "1",
+                         "a<b & c", "0.500", "n/a", "9.0", "n/a", "1", "2", "0", "0",
+                         "mean / total", "0.700", "0.800", "n/a", "n/a", "1", "2", "0", "1"]  # fmt: skip
+    assert "hd95_penalty_mm" in page  # the conventions under the table
     assert "<td><b>0.900</b></td>" in page and "<td><b>3.0</b></td>" in page and "<td><b>0.800</b></td>" in page
 
 
