@@ -7,7 +7,9 @@ Command line::
                  "from scratch": ["runs/train_scratch", "runs/evaluate_scratch/summary.json"]}' \\
         [--val_tag val_mean_dice] [--section CT] [--title "MAE self pre-training report"]
 
-For several sections, call :func:`shared_networks.tools.report.build_report` from Python.
+The test table puts the runs side by side: per class Dice, HD95 (mm) and the counts of missed and false-positive
+structures for a segmentation bundle (``MetricsReport``), ROC AUC for classification. For several sections, call
+:func:`shared_networks.tools.report.build_report` from Python.
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def _foreground(x: torch.Tensor, include_background: bool) -> torch.Tensor:
     x = torch.as_tensor(x)
     if not include_background:
         x = x[:, 1:]
-    return x.reshape(x.shape[0], x.shape[1], -1).ne(0).any(dim=-1)
+    return x.reshape(x.shape[0], x.shape[1], -1).any(dim=-1).as_subclass(torch.Tensor)  # non-zero anywhere
 
 
 def structure_status(y_pred: torch.Tensor, y: torch.Tensor, include_background: bool = False) -> list[list[str]]:

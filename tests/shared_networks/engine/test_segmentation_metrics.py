@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.data import DataLoader, MetaTensor
 from monai.engines import SupervisedEvaluator
-from monai.handlers import IgniteMetricHandler, from_engine
+from monai.handlers import HausdorffDistance, IgniteMetricHandler, from_engine
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from shared_networks.engine.metrics import (
@@ -122,9 +122,9 @@ def test_bad_penalty_is_refused(penalty):
         PenalizedHausdorffDistanceMetric(penalty_mm=penalty)
 
 
-def evaluate(cases: list[tuple[str, torch.Tensor, torch.Tensor]], tmp_path, penalty_mm: float | str = "diagonal"):
+def evaluate(cases: list[tuple[str, torch.Tensor, torch.Tensor]], tmp_path, hd95_handler=None):
     """Runs a SupervisedEvaluator whose network returns the given predictions (the image is the prediction), with
-    the evaluate.yaml handlers: Dice (ignore_empty=False), HD95 in mm with a penalty, MetricsReport."""
+    the evaluate.yaml handlers: Dice (ignore_empty=False), HD95 in mm with the diagonal penalty, MetricsReport."""
     data = [{"image": with_spacing(pred, name), "label": with_spacing(label, name)} for name, pred, label in cases]
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
@@ -133,8 +133,8 @@ def evaluate(cases: list[tuple[str, torch.Tensor, torch.Tensor]], tmp_path, pena
         key_val_metric={"dice": IgniteMetricHandler(
             metric_fn=DiceMetric(include_background=False, ignore_empty=False),
             output_transform=from_engine(["pred", "label"]), save_details=True)},
-        additional_metrics={"hd95": HausdorffDistanceMM(
-            include_background=False, percentile=95, penalty_mm=penalty_mm, save_details=True,
+        additional_metrics={"hd95": hd95_handler or HausdorffDistanceMM(
+            include_background=False, percentile=95, penalty_mm="diagonal", save_details=True,
             output_transform=from_engine(["pred", "label"]))},
         val_handlers=[MetricsReport(tmp_path, ["liver", "left kidney"], ["dice", "hd95"])],
     )  # fmt: skip
@@ -177,6 +177,20 @@ def test_metrics_report_counts_and_penalties(tmp_path):
     assert rows[2] == ["missed.nii.gz", "0", "0", f"{DIAGONAL:.6g}", f"{DIAGONAL:.6g}", "missed", "false_positive",
                        "1", "1", "0"]  # fmt: skip
     assert rows[3] == ["shifted.nii.gz", "0.5", "1", "5", "0", "detected", "detected", "0", "0", "0"]
+
+
+@pytest.mark.filterwarnings("ignore:the prediction of class 2 is all 0")
+def test_metrics_report_counts_and_logs_any_other_nan(tmp_path, caplog):
+    """MONAI's HD95 handler (no penalty): the missed kidney's NaN is left out of the mean, but counted and logged."""
+    label, pred = one_hot(cube(), cube((8, 6, 5), 2)), one_hot(cube(), torch.zeros(SHAPE))
+    plain = HausdorffDistance(include_background=False, percentile=95, save_details=True,
+                              output_transform=from_engine(["pred", "label"]))  # fmt: skip
+    with caplog.at_level("WARNING", logger="shared_networks.engine.metrics"):
+        evaluate([("a.nii.gz", pred, label)], tmp_path, hd95_handler=plain)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["hd95"]["per_class"]["left kidney"] == {"mean": None, "n": 0, "n_excluded": 1}
+    assert summary["structures"]["missed"] == 1 and summary["structures"]["both_empty"] == 0
+    assert "hd95 of 'left kidney' is not finite in case(s) ['a.nii.gz']" in caplog.text
 
 
 def test_metrics_report_refuses_a_class_count_mismatch(tmp_path):
