@@ -109,8 +109,9 @@ def destroy_process_group() -> None:
 def scale_lr(optimizer: Optimizer, factor: float) -> Optimizer:
     """Multiplies the learning rate of every parameter group by ``factor``, once, before any lr scheduler is built.
 
-    The bundles set ``lr = base_lr * (samples per iteration of one process) / 256``; with N processes an iteration
-    sees N times as many, so MAE's linear scaling rule asks for ``factor = N``. Layer-wise decay ratios are kept.
+    The bundles set ``lr = base_lr * (samples per iteration of one process) / 256``, samples being images in 2D and
+    volumes in 3D (each giving ``num_samples`` crops, the reference's rule); with N processes an iteration sees N times
+    as many, so the linear scaling rule asks for ``factor = N``. Layer-wise decay ratios are kept.
 
     Raises:
         RuntimeError: when a scheduler already holds the old rates (``initial_lr`` set) or the groups were scaled.
