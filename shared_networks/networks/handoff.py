@@ -98,7 +98,7 @@ class HandoffReport:
     grid_from: str = ""
 
     def summary(self) -> str:
-        dropped = f", {self.not_used} not used (global-pool head: no final norm)" if self.not_used else ""
+        dropped = f", final norm {self.not_used} not used (global-pool head)" if self.not_used else ""
         grid = f", pre-training grid {self.src_grid} ({self.grid_from})" if self.src_grid else ""
         return (
             f"pre-trained encoder from {self.source}: {len(self.loaded)} tensors loaded "

@@ -175,7 +175,7 @@ def test_classifier_global_pool_drops_the_final_norm():
     report = load_pretrained_encoder(net, mae.state_dict())
     assert report.not_used == ["norm.bias", "norm.weight"] and report.unexpected == []
     assert sorted(report.loaded) == sorted(net.encoder.state_dict())
-    assert "not used (global-pool head" in report.summary()
+    assert "final norm ['norm.bias', 'norm.weight'] not used (global-pool head)" in report.summary()
     cls_net = ViTClassifier(1, 14, (16, 16), pool="cls", spatial_dims=2, **ENC)
     report = load_pretrained_encoder(cls_net, mae.state_dict())
     assert "norm.weight" in report.loaded and report.not_used == []
