@@ -69,7 +69,9 @@ def test_weights_of_the_earlier_head_are_refused(tmp_path):
     net = ViTClassifier(1, 3, (8, 8), spatial_dims=2, **SMALL)
     state = net.state_dict()
     torch.save(state, tmp_path / "model.pt")
-    ViTClassifier(1, 3, (8, 8), spatial_dims=2, **SMALL).load_state_dict(torch.load(tmp_path / "model.pt"))
+    ViTClassifier(1, 3, (8, 8), spatial_dims=2, **SMALL).load_state_dict(
+        torch.load(tmp_path / "model.pt", weights_only=True)
+    )
     old = {**state, "encoder.norm.weight": torch.ones(48), "encoder.norm.bias": torch.zeros(48)}
     for strict in (True, False):
         with pytest.raises(RuntimeError, match="earlier average-pool head.*fine-tune again"):
