@@ -50,18 +50,20 @@ from shared_networks.networks.handoff import (
     first_non_finite,
     interpolate_pos_embed,
     load_pretrained_encoder,
+    read_geometry,
+    record_mae_geometry,
 )
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 from shared_networks.networks.unetr import UNETR
-from shared_networks.networks.vit import PatchEmbed, ViTEncoder, sincos_pos_embed
+from shared_networks.networks.vit import GeometryRecord, PatchEmbed, ViTEncoder, sincos_pos_embed
 from shared_networks.validation.report import DatasetError
 from shared_networks.validation.workflow import check_split
 
 __all__ = [
     # networks
-    "UNETR", "HandoffReport", "MaskedAutoencoderViT", "MaskedPatchLoss", "NonFiniteError", "PatchEmbed",
-    "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder", "patchify",
-    "random_masking", "sincos_pos_embed", "unpatchify",
+    "UNETR", "GeometryRecord", "HandoffReport", "MaskedAutoencoderViT", "MaskedPatchLoss", "NonFiniteError",
+    "PatchEmbed", "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder",
+    "patchify", "random_masking", "read_geometry", "record_mae_geometry", "sincos_pos_embed", "unpatchify",
     # engine
     "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "FiniteCheckpointLoader",
     "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader",

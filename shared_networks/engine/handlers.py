@@ -54,6 +54,9 @@ class PretrainedEncoderLoader:
     continue from ``models/model.pt``, a resume from a training checkpoint) then loads after it and wins, whatever the
     order of the handler list. It loads once: attaching again (or calling it) does nothing.
 
+    The position embedding is laid out on the pre-training token grid the checkpoint records and interpolated to the
+    network's when they differ (:func:`~shared_networks.networks.handoff.load_pretrained_encoder`).
+
     ``load_path=None`` (or an empty string) trains from scratch and says so; a path that does not exist raises
     ``FileNotFoundError`` when the engine starts (building the workflow, e.g. to check its properties, still works),
     so a typo never silently becomes a from-scratch run.
@@ -61,7 +64,9 @@ class PretrainedEncoderLoader:
     Args:
         network: fine-tuning network with an ``encoder`` (UNETR, ViTClassifier).
         load_path: MAE checkpoint, or None (also "" or "none": a command line cannot pass None) for from scratch.
-        src_img_size: pre-training image size, only needed for a non-cubic pre-training ROI.
+        src_img_size: pre-training image size, only for an MAE checkpoint that does not record it (written before
+            the record existed) with a token count that is no perfect square / cube; the record, when there is one,
+            is read from the file (and must agree with this).
         map_location: device for loading.
     """
 

@@ -15,9 +15,13 @@ __all__ = ["ViTClassifier"]
 class ViTClassifier(nn.Module):
     """ViT encoder, pooling and a linear head returning logits (B, num_classes).
 
-    Dosovitskiy et al., ICLR 2021 (https://arxiv.org/abs/2010.11929); fine-tuning recipe as in MAE
-    (He et al., CVPR 2022, https://arxiv.org/abs/2111.06377): global average pooling of the patch tokens followed by
-    a LayerNorm (``pool="avg"``), or the class token (``pool="cls"``), and a head initialised near zero.
+    Dosovitskiy et al., ICLR 2021 (https://arxiv.org/abs/2010.11929); heads as in MAE's fine-tuning (He et al.,
+    CVPR 2022, https://arxiv.org/abs/2111.06377, ``models_vit.py``), head initialised near zero:
+
+    * ``pool="avg"`` (MAE's ``global_pool``): the patch tokens of the last block are averaged *before* any final
+      norm, the average goes through ``fc_norm`` (a LayerNorm) and the head. The encoder is built without its final
+      norm (``encoder.norm`` is the identity): an MAE's final-norm weights are not used by this network.
+    * ``pool="cls"``: the class token after the encoder's final norm goes to the head (no ``fc_norm``).
 
     Args:
         in_channels: image channels.
@@ -43,17 +47,21 @@ class ViTClassifier(nn.Module):
             raise ValueError(f"num_classes must be positive, got {num_classes}.")
         if pool not in ("avg", "cls"):
             raise ValueError(f"pool must be 'avg' or 'cls', got {pool!r}.")
+        if "final_norm" in encoder_kwargs or "cls_token" in encoder_kwargs:
+            raise ValueError("final_norm and cls_token follow from pool ('avg': neither, 'cls': both).")
         self.pool = pool
-        self.encoder = ViTEncoder(in_channels, img_size, cls_token=self.pool == "cls", **encoder_kwargs)
+        avg = self.pool == "avg"
+        self.encoder = ViTEncoder(in_channels, img_size, cls_token=not avg, final_norm=not avg, **encoder_kwargs)
         d = self.encoder.hidden_size
-        self.fc_norm = nn.LayerNorm(d, eps=1e-6) if self.pool == "avg" else nn.Identity()
+        self.fc_norm = nn.LayerNorm(d, eps=1e-6) if avg else nn.Identity()
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(d, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)
         nn.init.zeros_(self.head.bias)
+        self.register_load_state_dict_pre_hook(_refuse_norm_before_pool)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, P + L, D) -> (B, num_classes)."""
+        """(B, P + L, D) tokens from ``encoder.forward_features`` -> (B, num_classes)."""
         if self.pool == "avg":
             x = self.fc_norm(tokens[:, self.encoder.num_prefix_tokens :].mean(dim=1))  # (B, D)
         else:
@@ -62,3 +70,14 @@ class ViTClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.encoder.forward_features(x))
+
+
+def _refuse_norm_before_pool(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, error_msgs):
+    """Load-state-dict pre-hook: weights of the earlier global-pool head (final norm on every token, then the average
+    and ``fc_norm``) compute another function than this head; loading them without the norm would be silently wrong."""
+    if module.pool == "avg" and f"{prefix}encoder.norm.weight" in state_dict:
+        error_msgs.append(
+            "these weights hold 'encoder.norm.*': they were fine-tuned with the earlier average-pool head (the "
+            "encoder's final norm on every token before the average), which this ViTClassifier no longer has (MAE's "
+            "recipe: average, then fc_norm). They cannot be converted exactly: fine-tune again from the MAE checkpoint."
+        )

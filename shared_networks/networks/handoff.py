@@ -1,24 +1,31 @@
-"""Hand-off of a pre-trained MAE encoder to a fine-tuning network, with a key report and position-embedding resize."""
+"""Hand-off of a pre-trained MAE encoder to a fine-tuning network, with a key report and a position-embedding resize
+from the pre-training token grid the checkpoint records."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from monai.utils import ensure_tuple_rep
 from torch import nn
+
+from shared_networks.networks.vit import GeometryRecord
 
 __all__ = [
     "HandoffReport", "NonFiniteError", "check_finite", "extract_encoder_state", "first_non_finite",
-    "interpolate_pos_embed", "load_pretrained_encoder",
+    "interpolate_pos_embed", "load_pretrained_encoder", "read_geometry", "record_mae_geometry", "source_grid",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
-_WRAPPER_KEYS = ("network", "model", "state_dict", "net")
+_WRAPPER_KEYS = ("network", "model", "state_dict", "net", "mae")
+GEOMETRY_PREFIX = "geometry."  # MaskedAutoencoderViT's GeometryRecord
 
 
 class NonFiniteError(FloatingPointError, RuntimeError):
@@ -72,20 +79,31 @@ def check_finite(state, source: str, hint: str = "") -> None:
 
 @dataclass
 class HandoffReport:
-    """What a hand-off did: keys loaded, resized, left at their initial value, and ignored from the checkpoint."""
+    """What a hand-off did: keys loaded, resized, left at their initial value, not used by design, and ignored.
+
+    ``src_grid`` is the pre-training token grid of the position embedding and ``grid_from`` where it was read:
+    ``"record"`` (the checkpoint's ``geometry.*``), ``"src_img_size"`` (given) or ``"square"`` / ``"cubic"`` (a
+    checkpoint without the record whose token count is a perfect square / cube). ``not_used`` holds the encoder's
+    final norm when the fine-tuning network has none (MAE's global-pool head normalises the pooled feature instead).
+    """
 
     source: str
     loaded: list[str] = field(default_factory=list)
     interpolated: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    not_used: list[str] = field(default_factory=list)
     skipped_decoder: int = 0
+    src_grid: tuple[int, ...] | None = None
+    grid_from: str = ""
 
     def summary(self) -> str:
+        dropped = f", final norm {self.not_used} not used (global-pool head)" if self.not_used else ""
+        grid = f", pre-training grid {self.src_grid} ({self.grid_from})" if self.src_grid else ""
         return (
             f"pre-trained encoder from {self.source}: {len(self.loaded)} tensors loaded "
             f"({len(self.interpolated)} interpolated: {self.interpolated or '-'}), missing {self.missing or '-'}, "
-            f"unexpected {self.unexpected or '-'}, {self.skipped_decoder} MAE decoder tensors not used"
+            f"unexpected {self.unexpected or '-'}, {self.skipped_decoder} MAE decoder tensors not used{dropped}{grid}"
         )
 
 
@@ -97,55 +115,94 @@ def _unwrap(state: Mapping) -> Mapping:
 
 
 def extract_encoder_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """Encoder tensors of an MAE state dict (``encoder.`` prefix stripped, DDP ``module.`` too), decoder count."""
+    """Encoder tensors of an MAE state dict (``encoder.`` prefix stripped, DDP ``module.`` too), decoder count
+    (the geometry record not counted)."""
     encoder, others = {}, 0
     for key, value in _unwrap(state).items():
         key = key.removeprefix("module.")
         if key.startswith("encoder."):
             encoder[key[len("encoder.") :]] = value
-        else:
+        elif not key.startswith(GEOMETRY_PREFIX):
             others += 1
     return encoder, others
 
 
-def interpolate_pos_embed(
-    pos_embed: torch.Tensor, src_grid: tuple[int, ...], dst_grid: tuple[int, ...]
-) -> torch.Tensor:
-    """Resize a (1, L, D) patch position embedding from ``src_grid`` to ``dst_grid`` tokens per axis.
+def read_geometry(state: Mapping, source: str = "<state dict>") -> dict[str, tuple[int, ...] | int] | None:
+    """The pre-training geometry an MAE state dict records (``geometry.*``, see
+    :class:`~shared_networks.networks.vit.GeometryRecord`), or ``None`` when it records none (written before the
+    record existed).
 
-    Linear (2D: bilinear, 3D: trilinear) interpolation with aligned corners off, as for timm/MAE checkpoints.
+    Returns:
+        ``{"img_size": (H, W[, Z]), "patch_size": ..., "grid_size": ..., "spatial_dims": n}``.
+
+    Raises:
+        ValueError: naming ``source`` when the record is incomplete or inconsistent.
     """
-    if tuple(src_grid) == tuple(dst_grid):
+    flat = {k.removeprefix("module."): v for k, v in _unwrap(state).items()}
+    found = {k: flat[GEOMETRY_PREFIX + k] for k in GeometryRecord.KEYS if GEOMETRY_PREFIX + k in flat}
+    if not found:
+        return None
+    if len(found) != len(GeometryRecord.KEYS):
+        missing = [GEOMETRY_PREFIX + k for k in GeometryRecord.KEYS if k not in found]
+        raise ValueError(f"{source}: the pre-training geometry record is incomplete, {missing} missing.")
+    geo = {k: tuple(int(x) for x in v.reshape(-1).tolist()) for k, v in found.items()}  # every entry as a tuple
+    img, patch, grid = geo["img_size"], geo["patch_size"], geo["grid_size"]
+    geo["spatial_dims"] = n = geo["spatial_dims"][0] if len(geo["spatial_dims"]) == 1 else -1
+    if not len(img) == len(patch) == len(grid) == n or grid != tuple(i // p for i, p in zip(img, patch, strict=True)):
+        raise ValueError(f"{source}: the pre-training geometry record {geo} is inconsistent (grid = img_size // patch)")
+    return geo
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int]) -> torch.Tensor:
+    """Resize a (1, L, D) patch position embedding from ``src_grid`` to ``dst_grid`` tokens per axis (row-major
+    token order, as ``PatchEmbed`` flattens).
+
+    2D: bicubic, as MAE's and timm's fine-tuning code resizes ViT position embeddings (no antialiasing, as MAE);
+    3D: trilinear; corners not aligned. Equal grids return ``pos_embed`` itself.
+    """
+    src_grid, dst_grid = tuple(src_grid), tuple(dst_grid)
+    if src_grid == dst_grid:
         return pos_embed
     n, d = len(src_grid), pos_embed.shape[-1]
-    if pos_embed.shape[1] != torch.Size(src_grid).numel():
+    if n not in (2, 3) or len(dst_grid) != n:
+        raise ValueError(f"cannot resize a position embedding from grid {src_grid} to {dst_grid}.")
+    if pos_embed.shape[1] != math.prod(src_grid):
         raise ValueError(f"position embedding holds {pos_embed.shape[1]} tokens, not a {src_grid} grid.")
     x = pos_embed.reshape(1, *src_grid, d).movedim(-1, 1).float()  # (1, D, h, w[, z])
-    x = F.interpolate(x, size=tuple(dst_grid), mode="bilinear" if n == 2 else "trilinear", align_corners=False)
-    return x.movedim(1, -1).reshape(1, -1, d).to(pos_embed.dtype)  # (1, L', D)
+    x = F.interpolate(x, size=dst_grid, mode="bicubic" if n == 2 else "trilinear", align_corners=False)
+    return x.movedim(1, -1).reshape(1, -1, d).to(pos_embed.dtype)  # (1, h' * w'[ * z'], D)
 
 
 def load_pretrained_encoder(
     network: nn.Module,
     checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
-    src_img_size: tuple[int, ...] | None = None,
+    src_img_size: Sequence[int] | None = None,
     map_location: str | torch.device = "cpu",
 ) -> HandoffReport:
     """Load the encoder of an MAE checkpoint into ``network.encoder`` (a ``ViTEncoder``) and report the keys.
 
     Every tensor of the fine-tuning encoder must come from the checkpoint, except the class token when only the
     fine-tuning network has one; anything else missing, or a shape that cannot be matched, raises ``ValueError``
-    naming the checkpoint. A position embedding of another grid is interpolated (the pre-training grid is read
-    from the tensor for square/cubic grids, or given as ``src_img_size``).
+    naming the checkpoint. The encoder's final norm is not used when the network has none (``not_used``).
+
+    The position embedding is laid out on the pre-training token grid, read from the checkpoint's geometry record
+    (:func:`read_geometry`), else from ``src_img_size``, else, for a checkpoint written before the record existed,
+    taken as square (2D) / cubic (3D) when its token count is a perfect square / cube; any other count is ambiguous
+    (64 x 64 x 128 and 128 x 64 x 64 voxels give the same count) and refused. It is interpolated to the network's
+    grid when the grids differ (:func:`interpolate_pos_embed`), even at an equal token count, and copied unchanged
+    when they match.
 
     Args:
         network: a model with an ``encoder`` attribute (UNETR, ViTClassifier, MaskedAutoencoderViT).
-        checkpoint: path to a ``torch.save``'d state dict (plain, or under "network"/"model"/"state_dict"), or one.
-        src_img_size: pre-training image size, needed only for non-cubic pre-training grids.
+        checkpoint: path to a ``torch.save``'d state dict (plain, or under "network"/"model"/"state_dict"/"mae"), or
+            one.
+        src_img_size: pre-training image size, for a checkpoint without the geometry record; must agree with the
+            record when there is one.
         map_location: where tensors are loaded.
 
     Raises:
         NonFiniteError: naming the checkpoint and its first tensor with NaN or infinite values.
+        ValueError: naming the checkpoint, when it does not fit the network or its pre-training grid is ambiguous.
 
     Returns:
         The :class:`HandoffReport`, also logged at INFO level.
@@ -170,6 +227,8 @@ def load_pretrained_encoder(
     encoder = network.encoder
     dst = encoder.state_dict()
     report = HandoffReport(source=source, skipped_decoder=n_other)
+    if "pos_embed" in src and "pos_embed" in dst:
+        report.src_grid, report.grid_from = source_grid(checkpoint, src["pos_embed"], encoder, src_img_size, source)
     new_state = {}
     for key, target in dst.items():
         if key not in src:
@@ -179,10 +238,9 @@ def load_pretrained_encoder(
                 continue
             raise ValueError(f"{source}: encoder tensor '{key}' is missing; the checkpoint does not fit this network.")
         value = src[key]
-        if key == "pos_embed" and value.shape != target.shape:
-            src_grid = _source_grid(value, encoder, src_img_size, source)
-            value = interpolate_pos_embed(value, src_grid, encoder.grid_size)
-            report.interpolated.append(f"pos_embed {tuple(src_grid)}->{tuple(encoder.grid_size)}")
+        if key == "pos_embed" and report.src_grid != tuple(encoder.grid_size):
+            value = interpolate_pos_embed(value, report.src_grid, encoder.grid_size)
+            report.interpolated.append(f"pos_embed {report.src_grid}->{tuple(encoder.grid_size)}")
         if value.shape != target.shape:
             raise ValueError(
                 f"{source}: encoder tensor '{key}' has shape {tuple(value.shape)}, the network expects "
@@ -190,17 +248,107 @@ def load_pretrained_encoder(
             )
         new_state[key] = value
         report.loaded.append(key)
-    report.unexpected = sorted(set(src) - set(dst))
+    extra = set(src) - set(dst)
+    if isinstance(encoder.norm, nn.Identity):  # a global-pool head without the encoder's final norm (MAE's recipe)
+        report.not_used = sorted(k for k in extra if k.startswith("norm."))
+    report.unexpected = sorted(extra - set(report.not_used))
     encoder.load_state_dict(new_state, strict=True)
     logger.info(report.summary())
     return report
 
 
-def _source_grid(value: torch.Tensor, encoder: nn.Module, src_img_size, source: str) -> tuple[int, ...]:
-    n = len(encoder.grid_size)
-    if src_img_size is not None:
-        return tuple(s // p for s, p in zip(src_img_size, encoder.patch_size, strict=True))
-    side = round(value.shape[1] ** (1.0 / n))
-    if side**n != value.shape[1]:
-        raise ValueError(f"{source}: pre-training grid of {value.shape[1]} tokens is not cubic; give src_img_size.")
-    return (side,) * n
+def source_grid(
+    checkpoint: Mapping,
+    pos_embed: torch.Tensor,
+    encoder: nn.Module,
+    src_img_size: Sequence[int] | None = None,
+    source: str = "<state dict>",
+) -> tuple[tuple[int, ...], str]:
+    """The pre-training token grid of ``pos_embed`` (1, L, D) and where it was read (see :class:`HandoffReport`).
+
+    Raises:
+        ValueError: naming ``source`` when the record, ``src_img_size`` and the embedding disagree, or when a
+            checkpoint without the record holds a token count that is no perfect square / cube.
+    """
+    n, tokens = len(encoder.grid_size), pos_embed.shape[1]
+    geo = read_geometry(checkpoint, source)
+    given = tuple(int(s) for s in src_img_size) if src_img_size is not None else None
+    if geo is not None:
+        if geo["spatial_dims"] != n:
+            raise ValueError(f"{source}: pre-trained on {geo['spatial_dims']}D images, the network is {n}D.")
+        if given is not None and given != geo["img_size"]:
+            raise ValueError(
+                f"{source} records pre-training img_size {geo['img_size']}, but src_img_size {given} was given: "
+                "drop src_img_size (the record is read from the file)."
+            )
+        grid, how = geo["grid_size"], "record"
+    elif given is not None:
+        if len(given) != n or any(s % p for s, p in zip(given, encoder.patch_size, strict=True)):
+            raise ValueError(
+                f"{source}: src_img_size {given} is not a {n}D size divisible by the patch size {encoder.patch_size}."
+            )
+        grid, how = tuple(s // p for s, p in zip(given, encoder.patch_size, strict=True)), "src_img_size"
+    else:
+        side = round(tokens ** (1.0 / n))
+        if side**n != tokens:
+            raise ValueError(
+                f"{source} does not record its pre-training image size, and its {tokens} position-embedding tokens "
+                f"are no {'square' if n == 2 else 'cube'}: the grid they were laid out on is ambiguous (the network's "
+                f"is {tuple(encoder.grid_size)}). Give the pre-training img_size: PretrainedEncoderLoader(..., "
+                'src_img_size=[...]), or write the record into the file once with python -c "import shared_networks;'
+                f" shared_networks.record_mae_geometry('{source}', img_size=[...], patch_size="
+                f'{list(encoder.patch_size)})".'
+            )
+        grid, how = (side,) * n, "square" if n == 2 else "cubic"
+        logger.warning(
+            f"{source} does not record its pre-training image size: its {tokens} position-embedding tokens are read "
+            f"as a {'x'.join(map(str, grid))} grid (write the record with shared_networks.record_mae_geometry)."
+        )
+    if math.prod(grid) != tokens:
+        raise ValueError(
+            f"{source}: the position embedding holds {tokens} tokens, not the {grid} grid of the pre-training size "
+            f"({how})."
+        )
+    return tuple(grid), how
+
+
+def record_mae_geometry(
+    path: str | os.PathLike, img_size: Sequence[int], patch_size: Sequence[int] | int
+) -> dict[str, tuple[int, ...] | int]:
+    """Write the pre-training geometry into an MAE checkpoint saved before the record existed (atomically).
+
+    Args:
+        path: the MAE checkpoint (a state dict, plain or under a wrapper key).
+        img_size: the pre-training ``img_size`` (pretrain.yaml).
+        patch_size: the pre-training ``patch_size``.
+
+    Returns:
+        The record written (as :func:`read_geometry` reads it).
+
+    Raises:
+        ValueError: naming the file, when it already records another geometry or its position embedding does not
+            hold ``img_size / patch_size`` tokens.
+    """
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    record = GeometryRecord(tuple(img_size), ensure_tuple_rep(patch_size, len(img_size)))
+    inner = _unwrap(state)
+    prefix = "module." if any(k.startswith("module.encoder.") for k in inner) else ""
+    pos = inner.get(f"{prefix}encoder.pos_embed")
+    if pos is None:
+        raise ValueError(f"{path} holds no 'encoder.pos_embed': is it an MAE checkpoint of this project?")
+    want = record.as_dict()
+    old = read_geometry(state, str(path))
+    if old is not None and old != want:
+        raise ValueError(f"{path} already records the pre-training geometry {old}, not {want}.")
+    if pos.shape[1] != math.prod(want["grid_size"]):
+        raise ValueError(
+            f"{path}: its position embedding holds {pos.shape[1]} tokens, img_size {want['img_size']} with patch "
+            f"{want['patch_size']} gives {math.prod(want['grid_size'])}."
+        )
+    for name, value in record.state_dict().items():
+        inner[f"{prefix}{GEOMETRY_PREFIX}{name}"] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return want

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shared_networks.networks.vit import Block, ViTEncoder, init_vit_weights, patchify, sincos_pos_embed
+from shared_networks.networks.vit import Block, GeometryRecord, ViTEncoder, init_vit_weights, patchify, sincos_pos_embed
 
 __all__ = [
     "patchify", "unpatchify", "normalize_patches", "random_masking", "random_mask_ids", "MaskedAutoencoderViT",
@@ -100,7 +100,10 @@ class MaskedAutoencoderViT(nn.Module):
 
     He et al., CVPR 2022 (https://arxiv.org/abs/2111.06377); medical self pre-training as in Zhou et al., ISBI 2023
     (https://arxiv.org/abs/2203.05573). The encoder is a :class:`~shared_networks.networks.vit.ViTEncoder` stored as
-    ``self.encoder``, so its weights hand off to the fine-tuning networks key for key.
+    ``self.encoder``, so its weights hand off to the fine-tuning networks key for key. Its state dict records the
+    pre-training geometry beside the weights (``geometry.img_size``, ``geometry.patch_size``, ``geometry.grid_size``,
+    ``geometry.spatial_dims``: integer tensors, a :class:`~shared_networks.networks.vit.GeometryRecord`), so the
+    hand-off lays the position embedding out on the grid it was trained on, whatever the fine-tuning ROI.
 
     ``forward`` always returns ``(pred, mask)``: pred (B, L, P * C) in :func:`patchify` layout, mask (B, L) with
     1 on hidden patches. The loss is :class:`MaskedPatchLoss`.
@@ -140,6 +143,7 @@ class MaskedAutoencoderViT(nn.Module):
             in_channels, img_size, patch_size, hidden_size, num_layers, num_heads, mlp_dim, qkv_bias,
             cls_token=cls_token, learnable_pos_embed=False, spatial_dims=spatial_dims,
         )  # fmt: skip
+        self.geometry = GeometryRecord(self.encoder.img_size, self.encoder.patch_size)  # saved with the weights
         self.mask_ratio = mask_ratio  # validated by the property setter
         self.in_channels = in_channels
         self.decoder_embed = nn.Linear(hidden_size, decoder_hidden_size)

@@ -21,6 +21,7 @@ __all__ = [
     "attention_matmul",
     "Block",
     "ViTEncoder",
+    "GeometryRecord",
     "sincos_pos_embed",
     "check_image_size",
     "patchify",
@@ -38,6 +39,53 @@ def check_image_size(img_size: Sequence[int] | int, patch_size: Sequence[int] | 
             raise ValueError(f"img_size {img} must be a positive multiple of patch_size {patch} in every dimension.")
     grid = tuple(i // p for i, p in zip(img, patch, strict=True))
     return tuple(img), tuple(patch), grid
+
+
+class GeometryRecord(nn.Module):
+    """The image size, patch size, token grid and spatial dimensions a network was built for, kept as integer buffers
+    in its state dict (``<prefix>img_size``, ``patch_size``, ``grid_size``: (N,) int64; ``spatial_dims``: () int64).
+
+    A checkpoint then says which grid its position embedding is laid out on, and stays a plain state dict of tensors
+    (``torch.load(weights_only=True)``, ``load_state_dict(strict=True)``, MONAI's ``CheckpointLoader``). Loading a
+    state dict that records another geometry is an error naming both; a state dict written before the record existed
+    loads as before (the network keeps its own values).
+
+    Args:
+        img_size: spatial input size, one int per axis.
+        patch_size: patch side, one int per axis.
+    """
+
+    KEYS = ("img_size", "patch_size", "grid_size", "spatial_dims")
+
+    def __init__(self, img_size: Sequence[int], patch_size: Sequence[int]) -> None:
+        super().__init__()
+        img, patch, grid = check_image_size(img_size, patch_size, len(img_size))
+        for name, value in (("img_size", img), ("patch_size", patch), ("grid_size", grid)):
+            self.register_buffer(name, torch.tensor(value, dtype=torch.int64))
+        self.register_buffer("spatial_dims", torch.tensor(len(img), dtype=torch.int64))
+        self.register_load_state_dict_pre_hook(_check_geometry)
+
+    def as_dict(self) -> dict[str, tuple[int, ...] | int]:
+        """``{"img_size": (H, W[, Z]), "patch_size": ..., "grid_size": ..., "spatial_dims": n}``."""
+        return {k: tuple(v.tolist()) if v.ndim else int(v) for k, v in self.named_buffers()}
+
+
+def _check_geometry(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    """Load-state-dict pre-hook of :class:`GeometryRecord`: a state dict without the record (written before it
+    existed) keeps the module's values; a record of another geometry is an error."""
+    theirs, ours = {}, module.as_dict()
+    for name, value in module.named_buffers():
+        key = prefix + name
+        if key not in state_dict:
+            state_dict[key] = value  # no record in the file: nothing to compare, nothing missing
+            continue
+        given = state_dict[key]
+        theirs[name] = tuple(given.tolist()) if given.ndim else int(given)
+    if any(theirs[k] != ours[k] for k in theirs):
+        error_msgs.append(
+            f"the state dict records the geometry {theirs} ({prefix or 'top level'}), this network is built for "
+            f"{ours}: its position embedding is laid out on another token grid."
+        )
 
 
 def sincos_pos_embed(grid_size: Sequence[int], embed_dim: int) -> torch.Tensor:
@@ -192,6 +240,8 @@ class ViTEncoder(nn.Module):
         cls_token: prepend a learnable class token.
         learnable_pos_embed: train the position embedding.
         spatial_dims: 2 or 3.
+        final_norm: end with a LayerNorm (``norm``); without it ``norm`` is the identity and holds no weights (a
+            global-pool classification head normalises the pooled feature instead, as in MAE's fine-tuning).
     """
 
     def __init__(
@@ -208,6 +258,7 @@ class ViTEncoder(nn.Module):
         cls_token: bool = False,
         learnable_pos_embed: bool = True,
         spatial_dims: int = 3,
+        final_norm: bool = True,
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_layers < 1:
@@ -227,7 +278,7 @@ class ViTEncoder(nn.Module):
         )  # (1, L, D)
         dpr = torch.linspace(0, drop_path_rate, num_layers).tolist()
         self.blocks = nn.ModuleList(Block(hidden_size, num_heads, mlp_dim, qkv_bias, dpr[i]) for i in range(num_layers))
-        self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.norm = nn.LayerNorm(hidden_size, eps=1e-6) if final_norm else nn.Identity()
         self.apply(init_vit_weights)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer, as in MAE
@@ -265,14 +316,14 @@ class ViTEncoder(nn.Module):
         return torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L', D) embedded tokens (any subset) -> (B, P + L', D) after all blocks and the final norm."""
+        """(B, L', D) embedded tokens (any subset) -> (B, P + L', D) after all blocks and the final norm (if any)."""
         x = self.prepend_prefix(tokens)
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, *S) -> (B, P + L, D) normalised tokens."""
+        """(B, C, *S) -> (B, P + L, D) tokens after the final norm (the last block's output without one)."""
         return self.forward_tokens(self.embed(x))
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:

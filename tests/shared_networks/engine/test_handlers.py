@@ -111,3 +111,24 @@ def test_a_checkpoint_loaded_when_the_engine_starts_wins_over_the_mae_encoder(tm
         engine.run([0], max_epochs=1)
         for key, value in tuned.state_dict().items():
             assert torch.equal(net.state_dict()[key], value), (order, key)
+
+
+def test_pretrained_encoder_loader_reads_the_recorded_grid(tmp_path):
+    """A non-square pre-training size (16 x 32, grid 4 x 8) fine-tuned at 32 x 16 (8 x 4, the same 32 tokens): the
+    record in mae.pt decides the layout; without it the file is refused unless src_img_size is given."""
+    mae = MaskedAutoencoderViT(1, (16, 32), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
+                               decoder_num_heads=2, **ENC)  # fmt: skip
+    torch.save(mae.state_dict(), tmp_path / "mae.pt")
+    net = UNETR(1, 3, (32, 16), spatial_dims=2, feature_size=4, **ENC)
+    loader = PretrainedEncoderLoader(net, tmp_path / "mae.pt")
+    loader()
+    assert (loader.report.src_grid, loader.report.interpolated) == ((4, 8), ["pos_embed (4, 8)->(8, 4)"])
+    recorded = net.encoder.pos_embed.detach().clone()
+    legacy = {k: v for k, v in mae.state_dict().items() if not k.startswith("geometry.")}
+    torch.save(legacy, tmp_path / "legacy.pt")
+    with pytest.raises(ValueError, match="legacy.pt does not record"):
+        PretrainedEncoderLoader(net, tmp_path / "legacy.pt")()
+    given = PretrainedEncoderLoader(net, tmp_path / "legacy.pt", src_img_size=[16, 32])
+    given()
+    assert given.report.grid_from == "src_img_size"
+    assert torch.equal(net.encoder.pos_embed, recorded)  # the same layout as read from the record

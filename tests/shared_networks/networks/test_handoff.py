@@ -4,12 +4,17 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from shared_networks.networks.classifier import ViTClassifier
-from shared_networks.networks.handoff import interpolate_pos_embed, load_pretrained_encoder
+from shared_networks.networks.handoff import (
+    interpolate_pos_embed,
+    load_pretrained_encoder,
+    read_geometry,
+    record_mae_geometry,
+)
 from shared_networks.networks.mae import MaskedAutoencoderViT
 from shared_networks.networks.unetr import UNETR
-from shared_networks.networks.vit import sincos_pos_embed
 
 ENC = dict(patch_size=4, hidden_size=48, num_layers=4, num_heads=4, mlp_dim=96)
 DEC = dict(decoder_hidden_size=24, decoder_num_layers=1, decoder_num_heads=2)
@@ -37,27 +42,144 @@ def test_unetr_loads_every_encoder_tensor(spatial_dims, tmp_path, caplog):
     assert "tensors loaded" in caplog.text
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_pos_embed_interpolated_when_roi_differs(spatial_dims):
-    mae = _mae(spatial_dims, (16,) * spatial_dims)
-    net = ViTClassifier(1, 14, (32,) * spatial_dims, spatial_dims=spatial_dims, **ENC)
+def _known_grid(pos_embed, grid, size, mode):
+    """Reference resize: the embedding laid out on its known grid, resized by F.interpolate, flattened again."""
+    x = pos_embed.reshape(1, *grid, pos_embed.shape[-1]).permute(0, len(grid) + 1, *range(1, len(grid) + 1))
+    y = F.interpolate(x, size=size, mode=mode, align_corners=False)  # (1, D, *size)
+    return y.flatten(2).transpose(1, 2)  # (1, L', D)
+
+
+def _legacy(state):
+    """The state dict as written before the geometry record existed."""
+    return {k: v for k, v in state.items() if not k.startswith("geometry.")}
+
+
+def test_mae_checkpoint_records_its_geometry(tmp_path):
+    mae = _mae(3, (16, 16, 32))
+    torch.save(mae.state_dict(), tmp_path / "mae.pt")
+    state = torch.load(tmp_path / "mae.pt", weights_only=True)  # stock loader, weights only
+    assert state["geometry.img_size"].tolist() == [16, 16, 32] and state["geometry.patch_size"].tolist() == [4, 4, 4]
+    assert state["geometry.grid_size"].tolist() == [4, 4, 8] and int(state["geometry.spatial_dims"]) == 3
+    assert read_geometry(state) == {"img_size": (16, 16, 32), "patch_size": (4, 4, 4), "grid_size": (4, 4, 8),
+                                    "spatial_dims": 3}  # fmt: skip
+    assert read_geometry(_legacy(state)) is None
+    _mae(3, (16, 16, 32)).load_state_dict(state, strict=True)
+    _mae(3, (16, 16, 32)).load_state_dict(_legacy(state), strict=True)  # files written before the record still load
+    # same token count (128), other layout: a strict load names both geometries instead of loading a scrambled grid
+    with pytest.raises(RuntimeError, match=r"records the geometry .*\(16, 16, 32\).*built for .*\(32, 16, 16\)"):
+        _mae(3, (32, 16, 16)).load_state_dict(state, strict=True)
+
+
+def test_non_cubic_grid_of_equal_token_count_is_interpolated():
+    """Pre-trained on 16 x 16 x 32 (grid 4 x 4 x 8), fine-tuned on 16 x 32 x 16 (grid 4 x 8 x 4): 128 tokens each. The
+    old hand-off copied the embedding unchanged, i.e. read the 4 x 4 x 8 table as 4 x 8 x 4."""
+    mae = _mae(3, (16, 16, 32))
+    h, w, z = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), torch.arange(8.0), indexing="ij")
+    ramps = torch.stack([h, w, z], -1).reshape(1, 128, 3)  # channels 0-2: the token's grid coordinate
+    with torch.no_grad():
+        mae.encoder.pos_embed.copy_(torch.cat([ramps, torch.randn(1, 128, 45)], -1))
+    net = UNETR(1, 3, (16, 32, 16), spatial_dims=3, feature_size=6, **ENC)
     report = load_pretrained_encoder(net, mae.state_dict())
-    assert net.encoder.pos_embed.shape == (1, 8**spatial_dims, 48)
-    assert report.interpolated and "pos_embed" in report.loaded
-    # linear interpolation stays inside each channel's source range and is not a freshly drawn sin-cos table
-    src = mae.encoder.pos_embed.detach()[0]
-    new = net.encoder.pos_embed.detach()[0]
-    assert torch.all(new >= src.min(0).values - 1e-6) and torch.all(new <= src.max(0).values + 1e-6)
-    assert not torch.allclose(new, sincos_pos_embed((8,) * spatial_dims, 48)[0])
+    assert (report.src_grid, report.grid_from) == ((4, 4, 8), "record")
+    assert report.interpolated == ["pos_embed (4, 4, 8)->(4, 8, 4)"]
+    new = net.encoder.pos_embed.detach()
+    torch.testing.assert_close(new, _known_grid(mae.encoder.pos_embed.detach(), (4, 4, 8), (4, 8, 4), "trilinear"))
+    # by hand (align_corners=False): target index j of an axis samples source coordinate (j + 0.5) * src / dst - 0.5,
+    # clamped to the grid; the ramps give that coordinate back
+    grid = new[0, :, :3].reshape(4, 8, 4, 3)
+    torch.testing.assert_close(grid[:, 0, 0, 0], torch.arange(4.0))  # h: 4 -> 4, unchanged
+    torch.testing.assert_close(grid[0, :, 0, 1], torch.tensor([0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3]))  # w: 4 -> 8
+    torch.testing.assert_close(grid[0, 0, :, 2], torch.tensor([0.5, 2.5, 4.5, 6.5]))  # z: 8 -> 4
 
 
-def test_interpolate_identity_and_values():
-    pe = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(1, 4, 3)
-    assert torch.equal(interpolate_pos_embed(pe, (2, 2), (2, 2)), pe)
-    up = interpolate_pos_embed(pe, (2, 2), (4, 4))
-    assert up.shape == (1, 16, 3)
-    # the mean over tokens is preserved by symmetric linear upsampling
-    torch.testing.assert_close(up.mean(1), pe.mean(1))
+def test_2d_resize_is_bicubic():
+    mae = _mae(2, (16, 32))  # grid 4 x 8
+    net = ViTClassifier(1, 14, (32, 16), spatial_dims=2, **ENC)  # grid 8 x 4: 32 tokens, as the source
+    report = load_pretrained_encoder(net, mae.state_dict())
+    assert report.interpolated == ["pos_embed (4, 8)->(8, 4)"]
+    src = mae.encoder.pos_embed.detach()
+    torch.testing.assert_close(net.encoder.pos_embed.detach(), _known_grid(src, (4, 8), (8, 4), "bicubic"))
+    assert not torch.allclose(net.encoder.pos_embed.detach(), _known_grid(src, (4, 8), (8, 4), "bilinear"))
+    # by hand: one token set to 1 on a 1 x 4 grid, upsampled to 1 x 8; the values are the weights of the cubic
+    # convolution kernel (a = -0.75) at the distances from target j's source coordinate j / 2 - 0.25 to token 1:
+    # j = 0: 1.25 -> -0.10546875, j = 1: 0.75 -> 0.26171875, j = 2 and 3: 0.25 -> 0.87890625
+    delta = torch.zeros(1, 4, 1)
+    delta[0, 1] = 1.0
+    up = interpolate_pos_embed(delta, (1, 4), (1, 8))[0, :, 0]
+    torch.testing.assert_close(up[:4], torch.tensor([-0.10546875, 0.26171875, 0.87890625, 0.87890625]))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_equal_grids_are_untouched(spatial_dims):
+    pe = torch.randn(1, 2**spatial_dims * 3, 6)
+    grid = (2,) * (spatial_dims - 1) + (3,)
+    assert interpolate_pos_embed(pe, grid, grid) is pe
+    img = (16,) * (spatial_dims - 1) + (24,)  # a non-cubic grid, recorded
+    mae = _mae(spatial_dims, img)
+    net = UNETR(1, 3, img, spatial_dims=spatial_dims, feature_size=6, **ENC)
+    report = load_pretrained_encoder(net, mae.state_dict())
+    assert report.interpolated == [] and report.grid_from == "record"
+    assert torch.equal(net.encoder.pos_embed, mae.encoder.pos_embed)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_checkpoint_without_record_and_square_or_cubic_grid_loads(spatial_dims, tmp_path, caplog):
+    mae = _mae(spatial_dims, (16,) * spatial_dims)  # grid 4 x 4 (x 4)
+    torch.save(_legacy(mae.state_dict()), tmp_path / "mae.pt")
+    same = UNETR(1, 3, (16,) * spatial_dims, spatial_dims=spatial_dims, feature_size=6, **ENC)
+    with caplog.at_level(logging.WARNING):
+        report = load_pretrained_encoder(same, tmp_path / "mae.pt")
+    assert report.grid_from == ("square" if spatial_dims == 2 else "cubic") and report.interpolated == []
+    assert torch.equal(same.encoder.pos_embed, mae.encoder.pos_embed)
+    assert "does not record its pre-training image size" in caplog.text
+    larger = ViTClassifier(1, 14, (32,) * spatial_dims, spatial_dims=spatial_dims, **ENC)
+    report = load_pretrained_encoder(larger, tmp_path / "mae.pt")
+    assert report.src_grid == (4,) * spatial_dims and report.interpolated
+    mode = "bicubic" if spatial_dims == 2 else "trilinear"
+    expected = _known_grid(mae.encoder.pos_embed.detach(), (4,) * spatial_dims, (8,) * spatial_dims, mode)
+    torch.testing.assert_close(larger.encoder.pos_embed.detach(), expected)
+
+
+def test_checkpoint_without_record_and_ambiguous_grid_is_refused(tmp_path):
+    mae = _mae(3, (16, 16, 32))  # 128 tokens: 4 x 4 x 8, 4 x 8 x 4, 8 x 4 x 4, 2 x 8 x 8, ...
+    path = tmp_path / "old_mae.pt"
+    torch.save(_legacy(mae.state_dict()), path)
+    net = UNETR(1, 3, (16, 32, 16), spatial_dims=3, feature_size=6, **ENC)
+    with pytest.raises(ValueError, match=r"old_mae.pt does not record .* 128 .*ambiguous.*src_img_size") as err:
+        load_pretrained_encoder(net, path)
+    assert "record_mae_geometry" in str(err.value)
+    # the two fixes the message names: the size given ...
+    report = load_pretrained_encoder(net, path, src_img_size=(16, 16, 32))
+    assert (report.src_grid, report.grid_from) == ((4, 4, 8), "src_img_size") and report.interpolated
+    expected = _known_grid(mae.encoder.pos_embed.detach(), (4, 4, 8), (4, 8, 4), "trilinear")
+    torch.testing.assert_close(net.encoder.pos_embed.detach(), expected)
+    # ... or recorded in the file once, which stays a weights-only state dict that loads strictly into the MAE
+    assert record_mae_geometry(path, img_size=[16, 16, 32], patch_size=4)["grid_size"] == (4, 4, 8)
+    state = torch.load(path, weights_only=True)
+    _mae(3, (16, 16, 32)).load_state_dict(state, strict=True)
+    assert load_pretrained_encoder(net, path).grid_from == "record"
+    with pytest.raises(ValueError, match="records pre-training img_size"):
+        load_pretrained_encoder(net, path, src_img_size=(32, 16, 16))
+    with pytest.raises(ValueError, match="already records"):
+        record_mae_geometry(path, img_size=[32, 16, 16], patch_size=4)
+    other = tmp_path / "other.pt"
+    torch.save(_legacy(mae.state_dict()), other)
+    with pytest.raises(ValueError, match=r"other.pt: its position embedding holds 128 tokens.* gives 64"):
+        record_mae_geometry(other, img_size=[16, 16, 16], patch_size=4)
+
+
+def test_classifier_global_pool_drops_the_final_norm():
+    """MAE's global-pool head has no final norm: the MAE's norm weights are reported as not used, not unexpected."""
+    mae = _mae(2, (16, 16))
+    net = ViTClassifier(1, 14, (16, 16), spatial_dims=2, **ENC)
+    report = load_pretrained_encoder(net, mae.state_dict())
+    assert report.not_used == ["norm.bias", "norm.weight"] and report.unexpected == []
+    assert sorted(report.loaded) == sorted(net.encoder.state_dict())
+    assert "final norm ['norm.bias', 'norm.weight'] not used (global-pool head)" in report.summary()
+    cls_net = ViTClassifier(1, 14, (16, 16), pool="cls", spatial_dims=2, **ENC)
+    report = load_pretrained_encoder(cls_net, mae.state_dict())
+    assert "norm.weight" in report.loaded and report.not_used == []
+    assert torch.equal(cls_net.encoder.norm.weight, mae.encoder.norm.weight)
 
 
 def test_classifier_with_cls_token_from_mae_with_cls():
