@@ -438,7 +438,8 @@ def _select_pretrain(
     training: list[dict[str, str]], extra: list[dict[str, str]], pretrain_extra_images: bool, source: str
 ) -> list[dict[str, str]]:
     """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
-    others = [item for item in _pretrain_items(extra) if item["image"] not in {i["image"] for i in training}]
+    train_images = {i["image"] for i in training}
+    others = [item for item in _pretrain_items(extra) if item["image"] not in train_images]
     if others and not pretrain_extra_images:
         logger.info(
             "%s: %d extra unlabelled image(s) are not pre-trained on (pretrain_extra_images false).",
