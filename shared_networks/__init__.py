@@ -14,6 +14,7 @@ from shared_networks.data.brats import brats_datalist, brats_inference_inputs, c
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
 from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
+from shared_networks.data.pretrain import log_pretrain_images
 from shared_networks.data.readers import list_image_inputs, require_split
 from shared_networks.data.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
 from shared_networks.data.transforms import CheckedPILReader, ToGreyd
@@ -43,6 +44,7 @@ from shared_networks.engine.metrics import (
 from shared_networks.engine.optim import param_groups_lrd
 from shared_networks.engine.overrides import check_overrides
 from shared_networks.engine.seeding import EpochSeeder
+from shared_networks.engine.selection import SelectedModelSaver, ValidationCoverage, ValidationLoss
 from shared_networks.networks.classifier import ViTClassifier
 from shared_networks.networks.handoff import (
     HandoffReport,
@@ -67,13 +69,14 @@ __all__ = [
     # engine
     "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "FiniteCheckpointLoader",
     "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader",
-    "ReconstructionSaver", "ResumableCheckpointSaver", "StopOnNonFinite", "ValidationEveryAndLast", "check_overrides",
-    "destroy_process_group", "init_process_group", "local_device", "param_groups_lrd", "prepare_image_as_target",
-    "rank0_only", "scale_lr",
+    "ReconstructionSaver", "ResumableCheckpointSaver", "SelectedModelSaver", "StopOnNonFinite", "ValidationCoverage",
+    "ValidationEveryAndLast", "ValidationLoss", "check_overrides", "destroy_process_group", "init_process_group",
+    "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
     "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",
-    "case_name_formatter", "cxr14_datalist", "list_image_inputs", "list_xray_inputs", "require_split",
+    "case_name_formatter", "cxr14_datalist", "list_image_inputs", "list_xray_inputs", "log_pretrain_images",
+    "require_split",
     # validation
     "DatasetError", "check_split",
 ]  # fmt: skip

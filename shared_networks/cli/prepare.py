@@ -9,6 +9,10 @@ Command line::
 Each command takes the arguments of the data set's datalist builder (:mod:`shared_networks.data.btcv`, ``.brats``,
 ``.cxr14``) and ``--validate`` / ``--read_data`` / ``--num_workers`` for the checks of
 :mod:`shared_networks.validation`; a data set with errors prints its report and exits with status 1.
+
+The datalist's ``pretrain`` list (what MAE pre-training reads) is the training images. ``btcv`` and ``brats`` add the
+data set's unlabelled images (BTCV ``imagesTs/`` or ``Testing/img/``, MSD ``imagesTs/``, BraTS folders without a
+segmentation) only with ``--pretrain_extra_images true``; ChestX-ray14's NIH layout holds no unlabelled image.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def prepare_btcv(
     test_fraction: float = 0.2,
     num_val: int | None = None,
     datalist_file: PathLike | None = None,
+    pretrain_extra_images: bool = False,
     validate: bool = True,
     read_data: bool = True,
     num_workers: int = 2,
@@ -93,6 +98,8 @@ def prepare_btcv(
         test_fraction: fraction of cases for test ("seeded" only).
         num_val: number of validation cases; overrides val_fraction.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+        pretrain_extra_images: add the unlabelled images (imagesTs/, Testing/img/) to the pretrain list; default:
+            the training images alone.
         validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt files,
             wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
             there is an error; warnings are logged.
@@ -112,6 +119,7 @@ def prepare_btcv(
     return write_btcv_datalist(
         dataset_dir, output_json, split=split, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
         num_val=num_val, datalist_file=datalist_file,
+        pretrain_extra_images=as_bool(pretrain_extra_images, "pretrain_extra_images"),
     )  # fmt: skip
 
 
@@ -122,6 +130,7 @@ def prepare_brats(
     num_folds: int = 5,
     seed: int = 0,
     datalist_file: PathLike | None = None,
+    pretrain_extra_images: bool = False,
     validate: bool = True,
     read_data: bool = True,
     num_workers: int = 2,
@@ -142,6 +151,8 @@ def prepare_brats(
         num_folds: number of folds.
         seed: seed of the split.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+        pretrain_extra_images: add the unlabelled images (MSD imagesTs/, BraTS folders without seg) to the pretrain
+            list; default: the training images alone.
         validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt files,
             wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
             there is an error; warnings are logged.
@@ -159,8 +170,9 @@ def prepare_brats(
             validate_brats(dataset_dir, datalist_file, read_data, num_workers, check_limit(max_voxels, "max_voxels"))
         )
     return write_brats_datalist(
-        dataset_dir, output_json, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file
-    )
+        dataset_dir, output_json, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file,
+        pretrain_extra_images=as_bool(pretrain_extra_images, "pretrain_extra_images"),
+    )  # fmt: skip
 
 
 def prepare_cxr14(

@@ -27,7 +27,8 @@ with an error naming the file.
 
 Split (:func:`brats_datalist`): the labelled cases are shuffled with ``seed`` and dealt round-robin into
 ``num_folds`` folds; ``fold`` k is the test split, fold (k + 1) mod ``num_folds`` the validation split, the others
-training. Unlabelled images join the pre-training list, which never holds a validation or test image.
+training. The pre-training list is the training images; unlabelled images join it only with
+``pretrain_extra_images=True``. It never holds a validation or test image.
 
 Command line (checks every file, then writes the datalist JSON)::
 
@@ -56,6 +57,7 @@ from shared_networks.data.files import (
     relative_to,
     resolve_path,
 )
+from shared_networks.data.pretrain import pretrain_extra_flag
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
 
@@ -355,6 +357,19 @@ def _pretrain_items(*groups: Sequence[Item]) -> list[Item]:
     return items
 
 
+def _select_pretrain(training: Sequence[Item], extra: Sequence[Item], pretrain_extra_images: bool, source: str) -> list:
+    """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
+    train_keys = {_image_key(item["image"]) for item in training}
+    others = [item for item in _pretrain_items(extra) if _image_key(item["image"]) not in train_keys]
+    if others and not pretrain_extra_images:
+        logger.info(
+            "%s: %d extra unlabelled image(s) are not pre-trained on (pretrain_extra_images false).",
+            source,
+            len(others),
+        )
+    return _pretrain_items(training, others if pretrain_extra_images else [])
+
+
 def _check_disjoint_lists(source: str, datalist: Mapping[str, list[Item]]) -> None:
     """No image in two of training/validation/test, none of validation/test in pretrain (raises ``ValueError``)."""
     check_disjoint(source, {k: [{"image": _image_key(i["image"])} for i in datalist[k]] for k in LIST_KEYS})
@@ -400,21 +415,26 @@ def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool
     return items
 
 
-def _load_datalist_file(root: Path, datalist_file: PathLike, check_headers: bool = True) -> dict[str, list[Item]]:
-    """Load a user's datalist JSON (keys training/validation/test/pretrain), check its files and lists."""
+def _load_datalist_file(
+    root: Path, datalist_file: PathLike, check_headers: bool = True, pretrain_extra_images: bool = False
+) -> dict[str, list[Item]]:
+    """Load a user's datalist JSON (keys training/validation/test/pretrain), check its files and lists.
+
+    ``pretrain`` is the training images, plus the other images of the file's ``pretrain`` list when
+    ``pretrain_extra_images`` is true.
+    """
     source = Path(datalist_file).expanduser().resolve()
     if not source.is_file():
         raise FileNotFoundError(f"datalist file '{source}' does not exist.")
     content = read_json_object(source)
     datalist = {k: _file_items(source, k, content.get(k, []), root, True) for k in ("training", "validation", "test")}
-    if "pretrain" in content:
-        datalist["pretrain"] = _file_items(source, "pretrain", content["pretrain"], root, False)
-    else:
-        datalist["pretrain"] = _pretrain_items(datalist["training"])
+    listed = _file_items(source, "pretrain", content["pretrain"], root, False) if "pretrain" in content else []
+    datalist["pretrain"] = listed
     for key in LIST_KEYS if check_headers else ():
         for item in datalist[key]:
             check_case(item)
-    _check_disjoint_lists(f"datalist '{source}'", datalist)
+    _check_disjoint_lists(f"datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
+    datalist["pretrain"] = _select_pretrain(datalist["training"], listed, pretrain_extra_images, f"datalist '{source}'")
     return datalist
 
 
@@ -425,11 +445,13 @@ def brats_datalist(
     seed: int = 0,
     datalist_file: PathLike | None = None,
     check_headers: bool = True,
+    pretrain_extra_images: bool = False,
 ) -> dict[str, list[Item]]:
     """Build the datalist of an MSD Task01 or BraTS 2021 folder: a seeded k-fold split plus a pre-training list.
 
-    See :func:`fold_split` for the split rule. ``pretrain`` holds the training images and every unlabelled image
-    (MSD ``imagesTs``, BraTS folders without ``seg``), never a validation or test image.
+    See :func:`fold_split` for the split rule. ``pretrain`` holds the training images; with
+    ``pretrain_extra_images=True`` also every unlabelled image (MSD ``imagesTs``, BraTS folders without ``seg``; for a
+    ``datalist_file`` the other images of its ``pretrain`` list). It never holds a validation or test image.
 
     Args:
         dataset_dir: folder of either layout; relative paths of ``datalist_file`` are resolved against it.
@@ -437,10 +459,11 @@ def brats_datalist(
         num_folds: number of folds, at least 3.
         seed: seed of the shuffle.
         datalist_file: a JSON datalist to use instead of the split (keys ``training``, ``validation``, ``test``,
-            ``pretrain``; items ``{"image": path or [flair, t1, t1ce, t2], "label": path, "layout": optional}``; a
-            missing ``pretrain`` is the training images).
+            ``pretrain``; items ``{"image": path or [flair, t1, t1ce, t2], "label": path, "layout": optional}``).
         check_headers: check every case's headers (:func:`check_case`); :mod:`shared_networks.validation` turns this
             off to read every file itself and report every problem.
+        pretrain_extra_images: add the unlabelled images to ``pretrain`` (default: the training images alone, as
+            the method pre-trains on the target training set only).
 
     Returns:
         ``{"training", "validation", "test", "pretrain"}`` lists of items with absolute paths, ``case`` and
@@ -451,9 +474,11 @@ def brats_datalist(
         FileNotFoundError: missing folder or files, or no case found.
     """
     _check_fold(fold, num_folds, seed)
+    extra_images = pretrain_extra_flag(pretrain_extra_images)
     if datalist_file is not None:
         logger.info("Loading datalist '%s' (fold=%s is ignored).", datalist_file, fold)
-        return _load_datalist_file(Path(dataset_dir).expanduser().resolve(), datalist_file, check_headers)
+        root = Path(dataset_dir).expanduser().resolve()
+        return _load_datalist_file(root, datalist_file, check_headers, extra_images)
     root = as_dir(dataset_dir, "brain tumour dataset folder", _LAYOUT_HELP)
     labelled, unlabelled, layout = find_brats_cases(root, check_headers=check_headers)
     training, validation, test = fold_split(labelled, fold, num_folds, seed)
@@ -461,7 +486,7 @@ def brats_datalist(
         "training": training,
         "validation": validation,
         "test": test,
-        "pretrain": _pretrain_items(training, unlabelled),
+        "pretrain": _select_pretrain(training, unlabelled, extra_images, f"{layout} folder '{root}'"),
     }
     _check_disjoint_lists(f"{layout} fold {fold} of '{root}'", datalist)
     logger.info(
@@ -478,6 +503,7 @@ def write_brats_datalist(
     num_folds: int = 5,
     seed: int = 0,
     datalist_file: PathLike | None = None,
+    pretrain_extra_images: bool = False,
 ) -> Path:
     """Write the datalist JSON (training/validation/test/pretrain) of an MSD Task01 or BraTS 2021 folder.
 
@@ -497,11 +523,16 @@ def write_brats_datalist(
         num_folds: number of folds.
         seed: seed of the split.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+        pretrain_extra_images: add the unlabelled images (MSD imagesTs/, BraTS folders without seg) to the pretrain
+            list; default: the training images alone.
 
     Returns:
         The absolute path of the written file.
     """
-    datalist = brats_datalist(dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file)
+    datalist = brats_datalist(
+        dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file,
+        pretrain_extra_images=pretrain_extra_images,
+    )  # fmt: skip
     root = Path(dataset_dir).expanduser().resolve()
 
     def rel(value: Any) -> Any:
@@ -568,4 +599,3 @@ def case_name_formatter(metadict: Mapping[str, Any] | None, saver: Any) -> dict[
     match = _BRATS2021_FILE.match(f"{subject}.nii.gz")
     names["subject"] = match["case"] if match else subject
     return names
-

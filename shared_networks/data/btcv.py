@@ -17,11 +17,13 @@ Two public layouts of the data set are recognised under a ``dataset_dir``:
 
 Images and labels are paired by the case number (the digits in the file name), never by sorted order.
 :func:`btcv_datalist` turns the cases into ``training`` / ``validation`` / ``test`` lists of labelled items and a
-``pretrain`` list of images for self pre-training that never contains a validation or test image.
+``pretrain`` list of images for self pre-training: the training images, plus the unlabelled images only with
+``pretrain_extra_images=True``; never a validation or test image.
 
 Command line (checks every file, then writes the datalist JSON)::
 
     python -m shared_networks.cli.prepare btcv --dataset_dir DIR --output_json FILE [--split transunet] [--seed 0]
+        [--pretrain_extra_images true]
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from shared_networks.data.files import (
     relative_to,
     resolve_path,
 )
+from shared_networks.data.pretrain import pretrain_extra_flag
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
 
@@ -431,8 +434,28 @@ def _pretrain_items(*groups: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return items
 
 
-def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[dict[str, str]]]:
+def _select_pretrain(
+    training: list[dict[str, str]], extra: list[dict[str, str]], pretrain_extra_images: bool, source: str
+) -> list[dict[str, str]]:
+    """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
+    train_images = {i["image"] for i in training}
+    others = [item for item in _pretrain_items(extra) if item["image"] not in train_images]
+    if others and not pretrain_extra_images:
+        logger.info(
+            "%s: %d extra unlabelled image(s) are not pre-trained on (pretrain_extra_images false).",
+            source,
+            len(others),
+        )
+    return _pretrain_items(training, others if pretrain_extra_images else [])
+
+
+def _load_datalist_file(
+    root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False
+) -> dict[str, list[dict[str, str]]]:
     """Load a datalist JSON (keys ``training``/``validation``/``test``/``pretrain``) and check its files.
+
+    ``pretrain`` is the training images, plus the other images of the file's ``pretrain`` list when
+    ``pretrain_extra_images`` is true.
 
     Raises:
         FileNotFoundError: if the datalist file or a file it references is missing.
@@ -448,12 +471,11 @@ def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[d
     datalist = {
         key: _labelled_items(source, key, content.get(key, []), root) for key in ("training", "validation", "test")
     }
-    if "pretrain" in content:
-        datalist["pretrain"] = _image_items(source, "pretrain", content["pretrain"], root)
-    else:
-        datalist["pretrain"] = _pretrain_items(datalist["training"])
+    listed = _image_items(source, "pretrain", content["pretrain"], root) if "pretrain" in content else []
+    datalist["pretrain"] = listed
     _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
-    check_disjoint(f"Datalist '{source}'", datalist)
+    check_disjoint(f"Datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
+    datalist["pretrain"] = _select_pretrain(datalist["training"], listed, pretrain_extra_images, f"Datalist '{source}'")
     return datalist
 
 
@@ -497,6 +519,7 @@ def btcv_datalist(
     test_fraction: float = 0.2,
     num_val: int | None = None,
     datalist_file: PathLike | None = None,
+    pretrain_extra_images: bool = False,
 ) -> dict[str, list[dict[str, str]]]:
     """Build the BTCV datalist: labelled ``training``/``validation``/``test`` lists and an image-only ``pretrain`` list.
 
@@ -512,8 +535,9 @@ def btcv_datalist(
       keep at least one training case.
     * ``"dataset_json"``: the ``training``/``validation`` lists of the tutorial's ``dataset_0.json``; test is empty.
 
-    ``pretrain`` holds the training images plus every unlabelled image (``imagesTs``, ``Testing/img``, and for
-    ``dataset_json`` the file's ``test`` list), never a validation or test image.
+    ``pretrain`` holds the training images; with ``pretrain_extra_images=True`` also every unlabelled image
+    (``imagesTs``, ``Testing/img``, and for ``dataset_json`` the file's ``test`` list; for a ``datalist_file`` the
+    other images of its ``pretrain`` list). It never holds a validation or test image.
 
     Args:
         dataset_dir: folder of one of the two BTCV layouts (see :func:`find_btcv_cases`); relative paths of
@@ -525,7 +549,9 @@ def btcv_datalist(
         test_fraction: fraction of labelled cases for test (``seeded`` only).
         num_val: number of validation cases; overrides ``val_fraction`` (``seeded`` and ``transunet``).
         datalist_file: a JSON datalist to load instead of splitting (keys ``training``, ``validation``, ``test``,
-            ``pretrain``; a missing key is an empty list, except ``pretrain`` which defaults to the training images).
+            ``pretrain``; a missing key is an empty list).
+        pretrain_extra_images: add the unlabelled images to ``pretrain`` (default: the training images alone, as
+            the method pre-trains on the target training set only).
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...], "pretrain": [...]}``; labelled items are
@@ -538,10 +564,11 @@ def btcv_datalist(
         FileNotFoundError: missing ``dataset_dir``, no case found, or files referenced by a datalist are missing.
     """
     _check_arguments(split, seed, val_fraction, test_fraction, num_val)
+    extra_images = pretrain_extra_flag(pretrain_extra_images)
     if datalist_file is not None:
         root = Path(dataset_dir).expanduser().resolve()
         logger.info("Loading BTCV datalist '%s' (split=%r is ignored).", datalist_file, split)
-        return _load_datalist_file(root, datalist_file)
+        return _load_datalist_file(root, datalist_file, extra_images)
 
     root = as_dir(dataset_dir, "BTCV dataset folder", _LAYOUT_HELP)
     labelled, unlabelled = find_btcv_cases(root)
@@ -559,7 +586,9 @@ def btcv_datalist(
         "training": training,
         "validation": validation,
         "test": test,
-        "pretrain": [i for i in _pretrain_items(training, unlabelled) if i["image"] not in evaluation],
+        "pretrain": _select_pretrain(
+            training, [i for i in unlabelled if i["image"] not in evaluation], extra_images, f"BTCV '{root}'"
+        ),
     }
     check_disjoint(f"BTCV split {split!r} of '{root}'", datalist)
     logger.info(
@@ -582,6 +611,7 @@ def write_btcv_datalist(
     test_fraction: float = 0.2,
     num_val: int | None = None,
     datalist_file: PathLike | None = None,
+    pretrain_extra_images: bool = False,
 ) -> Path:
     """Write a BTCV datalist JSON (training/validation/test/pretrain) for a BTCV folder.
 
@@ -605,6 +635,8 @@ def write_btcv_datalist(
         test_fraction: fraction of cases for test ("seeded" only).
         num_val: number of validation cases; overrides val_fraction.
         datalist_file: an existing datalist JSON to check and rewrite instead of splitting.
+        pretrain_extra_images: add the unlabelled images (imagesTs/, Testing/img/) to the pretrain list; default:
+            the training images alone.
 
     Returns:
         The absolute path of the written JSON file.
@@ -617,6 +649,7 @@ def write_btcv_datalist(
         test_fraction=test_fraction,
         num_val=num_val,
         datalist_file=datalist_file,
+        pretrain_extra_images=pretrain_extra_images,
     )
     root = Path(dataset_dir).expanduser().resolve()
     content = {
@@ -626,4 +659,3 @@ def write_btcv_datalist(
     target = write_json_atomic(content, output_json)
     logger.info("Wrote BTCV datalist '%s'.", target)
     return target
-

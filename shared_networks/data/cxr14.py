@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_networks.data.files import Issues, raise_or_collect, read_json_object, read_text
+from shared_networks.data.pretrain import pretrain_extra_flag
 from shared_networks.data.readers import is_dicom_file
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
@@ -199,14 +200,25 @@ def _check_disjoint(source: str, datalist: dict[str, list[dict]]) -> None:
         raise ValueError(f"{source}: pre-training images from validation/test: {_some(leaked)}.")
 
 
-def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[dict]]:
+def _select_pretrain(training: list[dict], extra: list[dict], pretrain_extra_images: bool, source: str) -> list[dict]:
+    """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
+    train_images = {i["image"] for i in training}
+    others = [i for i in extra if i["image"] not in train_images]
+    if others and not pretrain_extra_images:
+        logger.info("%s: %d extra image(s) of 'pretrain' are not pre-trained on (pretrain_extra_images false).",
+                    source, len(others))  # fmt: skip
+    return [dict(item) for item in training] + (others if pretrain_extra_images else [])
+
+
+def _load_datalist_file(
+    root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False
+) -> dict[str, list[dict]]:
     path = Path(datalist_file).expanduser()
     path = path if path.is_absolute() else root / path
     content = read_json_object(path, "datalist file")
     if not set(content) <= set(LIST_KEYS):
         raise ValueError(f"datalist file '{path}' must be an object with keys among {list(LIST_KEYS)}.")
     datalist: dict[str, list[dict]] = {}
-    missing: list[str] = []
     for key in LIST_KEYS:
         items = []
         for item in content.get(key, []):
@@ -218,15 +230,15 @@ def _load_datalist_file(root: Path, datalist_file: PathLike) -> dict[str, list[d
             item = {**item, "image": str(image if image.is_absolute() else root / image)}
             if labelled and (not isinstance(item["label"], list) or len(item["label"]) != len(CXR14_FINDINGS)):
                 raise ValueError(f"datalist file '{path}': the label of {item['image']} is not 14 values.")
-            if not Path(item["image"]).is_file():
-                missing.append(item["image"])
             items.append(item)
         datalist[key] = items
-    if "pretrain" not in content:
-        datalist["pretrain"] = [{"image": i["image"]} for i in datalist["training"]]
+    missing = [i["image"] for key in LIST_KEYS for i in datalist[key] if not Path(i["image"]).is_file()]
+    missing = list(dict.fromkeys(missing))
     if missing:
         raise FileNotFoundError(f"datalist file '{path}' lists {len(missing)} missing image(s): {_some(missing)}.")
-    _check_disjoint(f"datalist file '{path}'", datalist)
+    _check_disjoint(f"datalist file '{path}'", datalist)  # the file as written, whatever pre-training then reads
+    datalist["pretrain"] = _select_pretrain(datalist["training"], datalist["pretrain"], pretrain_extra_images,
+                                            f"datalist file '{path}'")  # fmt: skip
     return datalist
 
 
@@ -238,13 +250,16 @@ def cxr14_datalist(
     missing: str = "error",
     labels_csv: PathLike | None = None,
     datalist_file: PathLike | None = None,
+    pretrain_extra_images: bool = False,
 ) -> dict[str, list[dict]]:
     """The ChestX-ray14 datalist: ``training``/``validation``/``test`` lists of labelled items and ``pretrain``.
 
     The patients of ``train_val_list.txt`` are shuffled with ``numpy.random.default_rng(seed)``; the first
     ``num_val`` (default ``max(1, round(val_fraction * n_patients))``) give the validation images, the others the
     training images, so no patient is on both sides. ``test`` is ``test_list.txt`` (the official split, itself
-    patient-wise; a patient in both lists is logged as a warning). ``pretrain`` is the training images.
+    patient-wise; a patient in both lists is logged as a warning). ``pretrain`` is the training images: the NIH
+    layout holds no unlabelled image, so ``pretrain_extra_images`` adds images only from a ``datalist_file``'s
+    ``pretrain`` list.
 
     Args:
         dataset_dir: folder in the NIH layout (see the module docstring).
@@ -256,6 +271,8 @@ def cxr14_datalist(
         labels_csv: label file (relative to ``dataset_dir`` or absolute); default: the first of :data:`CSV_NAMES`.
         datalist_file: a JSON datalist to load instead (keys ``training``, ``validation``, ``test``, ``pretrain``;
             items ``{"image", "label"}``, paths relative to ``dataset_dir`` or absolute).
+        pretrain_extra_images: add the images of the datalist file's ``pretrain`` list that are not training images
+            (default: the training images alone, as the method pre-trains on the target training set only).
 
     Returns:
         ``{"training", "validation", "test", "pretrain"}``: items ``{"image": path, "label": [14 floats],
@@ -272,10 +289,11 @@ def cxr14_datalist(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
     if num_val is not None and (isinstance(num_val, bool) or int(num_val) < 1):
         raise ValueError(f"num_val must be a positive number of patients, got {num_val!r}.")
+    extra_images = pretrain_extra_flag(pretrain_extra_images)
     root = as_dir(dataset_dir, "ChestX-ray14 dataset folder")
     if datalist_file is not None:
         logger.info("Loading ChestX-ray14 datalist '%s'.", datalist_file)
-        return _load_datalist_file(root, datalist_file)
+        return _load_datalist_file(root, datalist_file, extra_images)
 
     csv_path = find_labels_csv(root, labels_csv)
     labels = read_cxr14_labels(csv_path)
@@ -399,4 +417,3 @@ def list_xray_inputs(path: PathLike) -> list[str]:
     if not found:
         raise FileNotFoundError(f"no image in {p}: expected {', '.join(IMAGE_SUFFIXES)} or DICOM files.")
     return found
-

@@ -23,7 +23,6 @@ The data-preparation commands (``python -m shared_networks.cli.prepare btcv`` et
 write a datalist from a data set with errors.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -56,7 +55,6 @@ def _unique_items(datalist: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[M
             if key not in seen or ("label" in item and "label" not in seen[key]):
                 seen[key] = item
     return list(seen.values())
-
 
 
 def _missing_root(report: ValidationReport, root: Path) -> bool:
@@ -136,7 +134,8 @@ def validate_btcv(
     _check_json(report, root / "dataset_0.json", root, "BTCV split file")
     try:
         if datalist_file is not None:
-            items = _unique_items(btcv_datalist(root, datalist_file=datalist_file))
+            # every listed file is checked, the pretrain list's extra images too
+            items = _unique_items(btcv_datalist(root, datalist_file=datalist_file, pretrain_extra_images=True))
         else:
             issues: list[tuple[str, Exception]] = []
             labelled, unlabelled = find_btcv_cases(root, issues)
@@ -180,7 +179,9 @@ def validate_brats(
     try:
         if datalist_file is not None:
             # headers are read below, every file, instead of stopping at the first bad one
-            items = _unique_items(brats_datalist(root, datalist_file=datalist_file, check_headers=False))
+            items = _unique_items(
+                brats_datalist(root, datalist_file=datalist_file, check_headers=False, pretrain_extra_images=True)
+            )
         else:
             issues: list[tuple[str, Exception]] = []
             labelled, unlabelled, layout = find_brats_cases(root, issues, check_headers=False)
@@ -195,7 +196,6 @@ def validate_brats(
     return validate_volume_items(
         report, items, lambda item: specs[item.get("layout", "msd")], read_data, num_workers, root, max_voxels
     )
-
 
 
 def validate_cxr14(

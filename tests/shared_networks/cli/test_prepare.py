@@ -39,7 +39,15 @@ def test_brats_command(tmp_path: Path) -> None:
     data = write_msd_phantom_dataset(tmp_path / "data", num_cases=3, num_unlabelled=1, shape=(16, 16, 12))
     main(["brats", "--dataset_dir", str(data), "--output_json", str(tmp_path / "dl.json"), "--num_folds", "3"])
     content = json.loads((tmp_path / "dl.json").read_text())
-    assert len(content["test"]) == 1 and content["pretrain"][-1]["image"] == "imagesTs/BRATS_004.nii.gz"
+    assert len(content["test"]) == 1 and content["pretrain"] == [
+        {k: item[k] for k in ("image", "case", "layout")} for item in content["training"]
+    ]  # the training images alone
+    main(["brats", "--dataset_dir", str(data), "--output_json", str(tmp_path / "dl.json"), "--num_folds", "3",
+          "--pretrain_extra_images", "true"])  # fmt: skip
+    content = json.loads((tmp_path / "dl.json").read_text())
+    assert [i["image"] for i in content["pretrain"]] == [i["image"] for i in content["training"]] + [
+        "imagesTs/BRATS_004.nii.gz"
+    ]
 
 
 def test_cxr14_command(tmp_path: Path) -> None:

@@ -106,16 +106,21 @@ def test_msd_layout(tmp_path):
     assert _cases(unlabelled) == ["BRATS_485", "BRATS_486"] and "label" not in unlabelled[0]
     datalist = brats_datalist(tmp_path, fold=1, seed=0)
     evaluation = set(_cases(datalist["validation"] + datalist["test"]))
-    assert set(_cases(datalist["pretrain"])) == set(_cases(datalist["training"])) | {"BRATS_485", "BRATS_486"}
-    assert not evaluation & set(_cases(datalist["pretrain"]))
+    assert _cases(datalist["pretrain"]) == _cases(datalist["training"])  # default: the training split alone
     assert datalist == brats_datalist(tmp_path, fold=1, seed=0)
+    extra = brats_datalist(tmp_path, fold=1, seed=0, pretrain_extra_images=True)
+    assert _cases(extra["pretrain"]) == _cases(datalist["training"]) + ["BRATS_485", "BRATS_486"]
+    assert not evaluation & set(_cases(extra["pretrain"]))
+    assert {k: v for k, v in extra.items() if k != "pretrain"} == {k: v for k, v in datalist.items() if k != "pretrain"}
 
 
 def test_real_msd_sample(shared_data):
-    """The real Task01 sample: one labelled case, one unlabelled image that is in pretrain only."""
+    """The real Task01 sample: one labelled case, one unlabelled imagesTs image that is in pretrain only when asked."""
     root = shared_data("Task01_BrainTumour")
     datalist = brats_datalist(root)
     assert _cases(datalist["training"]) == ["BRATS_001"] and not datalist["validation"] and not datalist["test"]
+    assert _cases(datalist["pretrain"]) == ["BRATS_001"]
+    datalist = brats_datalist(root, pretrain_extra_images=True)
     assert _cases(datalist["pretrain"]) == ["BRATS_001", "BRATS_002"]
     unlabelled = [i for i in datalist["pretrain"] if i["case"] == "BRATS_002"][0]
     assert unlabelled["image"].endswith("imagesTs/BRATS_002.nii.gz") and unlabelled["layout"] == "msd"
@@ -165,7 +170,9 @@ def test_brats2021_layout(tmp_path, release_folder):
     assert _cases(unlabelled) == ["BraTS2021_01001"]
     datalist = brats_datalist(tmp_path)
     assert [len(datalist[k]) for k in ("training", "validation", "test")] == [2, 1, 1]
-    assert "BraTS2021_01001" in _cases(datalist["pretrain"])
+    assert _cases(datalist["pretrain"]) == _cases(datalist["training"])
+    datalist = brats_datalist(tmp_path, pretrain_extra_images="true")
+    assert _cases(datalist["pretrain"]) == _cases(datalist["training"]) + ["BraTS2021_01001"]
     assert not set(_cases(datalist["pretrain"])) & set(_cases(datalist["validation"] + datalist["test"]))
 
 

@@ -136,7 +136,9 @@ def test_seeded_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
     train, val, test = (set(_numbers(first[k])) for k in ("training", "validation", "test"))
     assert not train & val and not train & test and not val & test
     assert train | val | test == set(range(1, 21))
-    pretrain = {item["image"] for item in first["pretrain"]}
+    assert first["pretrain"] == [{"image": i["image"], "case": i["case"]} for i in first["training"]]  # default
+    extra = btcv_datalist(tmp_path, seed=3, pretrain_extra_images=True)
+    pretrain = {item["image"] for item in extra["pretrain"]}
     assert not pretrain & {item["image"] for item in first["validation"] + first["test"]}
     assert pretrain == {item["image"] for item in first["training"]} | {
         str((tmp_path / "imagesTs" / f"img{n:04d}.nii.gz").resolve()) for n in (61, 62, 63)
@@ -178,7 +180,8 @@ def test_transunet_split(tmp_path: Path) -> None:
     rest = _numbers(datalist["training"]) + _numbers(datalist["validation"])
     assert len(rest) == 18 and sorted(rest) == sorted(set(LABELLED_BTCV_CASES) - set(TRANSUNET_TEST_CASES))
     assert len(datalist["validation"]) == 4  # round(0.2 * 18)
-    assert len(datalist["pretrain"]) == 14 + 3
+    assert len(datalist["pretrain"]) == 14  # the training cases; Testing/img only with pretrain_extra_images
+    assert len(btcv_datalist(tmp_path, split="transunet", seed=0, pretrain_extra_images=True)["pretrain"]) == 14 + 3
     assert datalist == btcv_datalist(tmp_path, split="transunet", seed=0)
     no_val = btcv_datalist(tmp_path, split="transunet", num_val=0)
     assert len(no_val["training"]) == 18 and no_val["validation"] == []
@@ -201,6 +204,8 @@ def test_dataset_json_split(tmp_path: Path) -> None:
     assert _numbers(datalist["training"]) == [1, 2, 4]
     assert _numbers(datalist["validation"]) == [3]
     assert datalist["test"] == []
+    assert _numbers(datalist["pretrain"]) == [1, 2, 4]
+    datalist = btcv_datalist(tmp_path, split="dataset_json", pretrain_extra_images=True)
     assert _numbers(datalist["pretrain"]) == [1, 2, 4, 61]  # the missing img0099 is left out
 
 
@@ -257,15 +262,17 @@ def test_write_btcv_datalist_round_trips(tmp_path: Path) -> None:
     dataset = tmp_path / "btcv"
     _synapse_tree(dataset, range(1, 8), unlabelled=[61, 62])
     output = tmp_path / "out" / "datalist.json"
-    written = write_btcv_datalist(dataset, output, split="seeded", seed=2)
+    written = write_btcv_datalist(dataset, output, split="seeded", seed=2, pretrain_extra_images=True)
     assert written == output.resolve() and output.is_file()
     assert [p.name for p in output.parent.iterdir()] == ["datalist.json"]  # no temporary file left
     content = json.loads(output.read_text())
     assert content["training"][0]["image"].startswith("RawData/Training/img/")
     assert content["pretrain"][-1] == {"image": "RawData/Testing/img/img0062.nii.gz", "case": "img0062"}
-    expected = btcv_datalist(dataset, split="seeded", seed=2)
-    assert btcv_datalist(dataset, datalist_file=output) == expected
-    write_btcv_datalist(dataset, output, split="seeded", seed=2)  # overwrite in place
+    expected = btcv_datalist(dataset, split="seeded", seed=2, pretrain_extra_images=True)
+    assert btcv_datalist(dataset, datalist_file=output, pretrain_extra_images=True) == expected
+    # the file's extra images are read only with pretrain_extra_images
+    assert btcv_datalist(dataset, datalist_file=output) == btcv_datalist(dataset, split="seeded", seed=2)
+    write_btcv_datalist(dataset, output, split="seeded", seed=2, pretrain_extra_images=True)  # overwrite in place
     assert json.loads(output.read_text()) == content
     with pytest.raises(ValueError, match="is a folder"):
         write_btcv_datalist(dataset, tmp_path / "out")
