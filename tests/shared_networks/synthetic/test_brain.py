@@ -81,7 +81,9 @@ def test_msd_dataset(tmp_path):
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2, 3}
     datalist = brats_datalist(root)
     assert len(datalist["training"] + datalist["validation"] + datalist["test"]) == 3
-    assert {"BRATS_004", "BRATS_005"} <= {i["case"] for i in datalist["pretrain"]}
+    assert {"BRATS_004", "BRATS_005"}.isdisjoint(i["case"] for i in datalist["pretrain"])  # the protocol's default
+    extra = brats_datalist(root, pretrain_extra_images=True)
+    assert {"BRATS_004", "BRATS_005"} <= {i["case"] for i in extra["pretrain"]}
 
 
 def test_brats2021_dataset(tmp_path):
@@ -95,4 +97,6 @@ def test_brats2021_dataset(tmp_path):
     assert flair.get_data_dtype() == np.int16 and flair.shape == seg.shape == (40, 48, 36)
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}
     datalist = brats_datalist(root)
-    assert [len(datalist[k]) for k in ("training", "validation", "test", "pretrain")] == [1, 1, 0, 2]
+    assert [len(datalist[k]) for k in ("training", "validation", "test", "pretrain")] == [1, 1, 0, 1]
+    extra = brats_datalist(root, pretrain_extra_images=True)
+    assert len(extra["pretrain"]) == 2  # the case without a segmentation, only when asked
