@@ -8,13 +8,13 @@ Three parts, each printing JSON lines:
   invert, write): ``exact`` (``cpu_bf16 false``, ``sw_overlap 0.5``, ``sw_batch_size 4``: the setting before the
   speed levers) against ``default`` (the config's own defaults), alternately; with ``--levers`` also each lever
   alone (``bf16``, ``overlap_0.25``, ``sw_batch_8``).
-* ``network`` (``--levers``): one batch of ``sw_batch_size`` 96^3 windows through the UNETR, the levers that are no
-  workflow setting: fp32 under ``no_grad`` and ``inference_mode``, bf16 autocast, bf16 + channels-last, ONNX Runtime
-  on the exported fp32 network (``--onnx``) and ``torch.compile`` (``--compile``); time and agreement of the argmax
-  with fp32.
+* ``network`` (``--network-levers``): one batch of ``sw_batch_size`` 96^3 windows through the UNETR, the levers
+  that are no workflow setting: fp32 under ``no_grad`` and ``inference_mode``, fp32 and bf16 channels-last, bf16
+  autocast, ONNX Runtime on the exported fp32 network (``--onnx``) and ``torch.compile`` (``--compile``); time and
+  agreement of the argmax with fp32.
 * ``real``: the workflow on every CT of ``--data`` (``imagesTr/``, labels in ``labelsTr/``) with the ``exact`` and
-  the ``default`` setting; per-organ and mean Dice of each label map against the ground truth, and the per-organ
-  Dice between the two label maps (their agreement).
+  the ``default`` setting (with ``--levers`` each lever alone too); per-organ and mean Dice of each label map against
+  the ground truth, and the per-organ Dice between each label map and the exact one (their agreement).
 
 Weights: ``--model`` (a ``model.pt`` of the bundle), else the network's random initialisation with seed 0, saved
 once and loaded by every arm (say which in the JSON: ``weights``). With random weights the Dice against the ground
@@ -22,8 +22,8 @@ truth is near 0 for both settings; the agreement between them is the measure tha
 
 Usage::
 
-    python benchmarks/bench_cpu_inference.py [--repeats 1] [--levers [--onnx] [--compile]]
-        [--data ../shared/data/btcv] [--model models/model.pt] [--skip-real]
+    python benchmarks/bench_cpu_inference.py [--repeats 1] [--levers]
+        [--network-levers [--onnx] [--compile]] [--data ../shared/data/btcv] [--model models/model.pt] [--skip-real]
 """
 
 from __future__ import annotations
@@ -171,12 +171,13 @@ def real_cases(data: Path) -> list[tuple[Path, Path]]:
 
 
 def real_dice(args: argparse.Namespace, bundle: Path, model: Path, work: Path) -> list[dict]:
-    """Per case: Dice of the exact and the default label map against the labels, and between the two maps."""
+    """Per case: Dice of each arm's label map against the labels, and (agreement) between each arm's map and the
+    exact one. The arms: ``exact`` and ``default``; with ``--levers`` each lever alone too."""
     cases = real_cases(Path(args.data))
     if not cases:
         raise SystemExit(f"no image/label pairs under '{args.data}' (imagesTr/, labelsTr/)")
     num_classes = int(ConfigParser.load_config_file(str(bundle / "configs" / "inference.yaml"))["num_classes"])
-    settings = arms(bundle, False, args.overrides)
+    settings = arms(bundle, args.levers, args.overrides)
     records = []
     for img, label in cases:
         maps, seconds = {}, {}
@@ -197,12 +198,15 @@ def real_dice(args: argparse.Namespace, bundle: Path, model: Path, work: Path) -
             rec[f"{arm}_mean_dice"] = _nanmean(per)
             rec[f"{arm}_dice"] = [None if np.isnan(v) else round(v, 4) for v in per]
             rec[f"{arm}_s"] = round(seconds[arm], 2)
-        agree = [dice(maps["exact"] == c, maps["default"] == c) for c in organs]
-        rec["agreement_dice"] = [None if np.isnan(v) else round(v, 4) for v in agree]
-        rec["agreement_mean_dice"] = _nanmean(agree)
-        rec["voxel_agreement"] = round(float((maps["exact"] == maps["default"]).mean()), 6)
-        both = (rec["exact_mean_dice"], rec["default_mean_dice"])
-        rec["mean_dice_change"] = None if None in both else round(abs(both[1] - both[0]), 4)
+            if arm == "exact":
+                continue
+            prefix = "" if arm == "default" else f"{arm}_"
+            agree = [dice(maps["exact"] == c, pred == c) for c in organs]
+            rec[f"{prefix}agreement_dice"] = [None if np.isnan(v) else round(v, 4) for v in agree]
+            rec[f"{prefix}agreement_mean_dice"] = _nanmean(agree)
+            rec[f"{prefix}voxel_agreement"] = round(float((maps["exact"] == pred).mean()), 6)
+            both = (rec["exact_mean_dice"], rec[f"{arm}_mean_dice"])
+            rec[f"{prefix}mean_dice_change"] = None if None in both else round(abs(both[1] - both[0]), 4)
         records.append(rec)
     return records
 
@@ -230,6 +234,7 @@ def network_levers(args: argparse.Namespace, bundle: Path, model: Path, work: Pa
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
     fns: dict[str, Callable[[], torch.Tensor]] = {}
+    rec_errors: dict[str, str] = {}
 
     def plain() -> torch.Tensor:
         with torch.no_grad():
@@ -261,13 +266,16 @@ def network_levers(args: argparse.Namespace, bundle: Path, model: Path, work: Pa
     if args.onnx:
         import onnxruntime as ort
 
+        # the dynamo exporter: the TorchScript one writes a Transpose with a negative axis, which ONNX Runtime refuses
         path = work / "unetr.onnx"
-        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)  # fmt: skip
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        fns["onnxruntime_fp32"] = lambda: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+        try:
+            torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=True)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            fns["onnxruntime_fp32"] = lambda: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+        except Exception as err:  # reported, not fatal
+            rec_errors["onnxruntime_fp32_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
     if args.compile:
         compiled = torch.compile(net)
 
@@ -277,7 +285,7 @@ def network_levers(args: argparse.Namespace, bundle: Path, model: Path, work: Pa
 
         fns["compile_bf16"] = compiled_bf16
     rec: dict = {"name": "cpu_inference_btcv_network_levers", "device": device_name(torch.device("cpu")),
-                 "windows": int(args.sw_batch_size), "roi": list(roi)}  # fmt: skip
+                 "windows": int(args.sw_batch_size), "roi": list(roi), **rec_errors}  # fmt: skip
     ref = None
     for lever, fn in fns.items():
         try:
@@ -302,7 +310,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=0, help="untimed workflow rounds before the timed ones")
-    parser.add_argument("--levers", action="store_true", help="each lever alone, and the network-level levers")
+    parser.add_argument("--levers", action="store_true", help="each workflow lever alone (timing and real CTs)")
+    parser.add_argument("--network-levers", action="store_true", help="one batch of windows per network-level lever")
     parser.add_argument("--onnx", action="store_true", help="network levers: ONNX Runtime on the exported network")
     parser.add_argument("--compile", action="store_true", help="network levers: torch.compile")
     parser.add_argument("--sw-batch-size", type=int, default=4, help="network levers: windows per batch")
@@ -316,8 +325,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def json_stdout() -> Callable[[dict], None]:
+    """A printer of JSON lines to this process's stdout; everything else written to stdout from here on (the
+    workflows' logs, whose handlers hold ``sys.stdout``) goes to stderr."""
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return lambda rec: print(json.dumps(rec), file=out, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    emit = json_stdout()
     logging.getLogger("ignite").setLevel(logging.WARNING)
     bundle = BUNDLE
     if args.threads is not None:
@@ -328,13 +347,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         weights = str(model) if args.model else "random init, seed 0"
         if not args.skip_workflow:
             rec = time_workflow(args, bundle, model, work)
-            print(json.dumps({**rec, "weights": weights}), flush=True)
-        if args.levers:
-            print(json.dumps({**network_levers(args, bundle, model, work), "weights": weights}), flush=True)
+            emit({**rec, "weights": weights})
         if not args.skip_real:
             for rec in real_dice(args, bundle, model, work):
                 bound = rec["mean_dice_change"] is not None and rec["mean_dice_change"] <= 0.005
-                print(json.dumps({**rec, "dice_bound_0.005_met": bound, "weights": weights}), flush=True)
+                emit({**rec, "dice_bound_0.005_met": bound, "weights": weights})
+        if args.network_levers:
+            emit({**network_levers(args, bundle, model, work), "weights": weights})
 
 
 if __name__ == "__main__":

@@ -110,3 +110,30 @@ def test_cpu_inference_ct_is_kept_whole_by_the_bundles_preprocessing(tmp_path):
     parser.read_config(str(bench_cpu_inference.BUNDLE / "configs" / "inference.yaml"))
     image = Compose(parser.get_parsed_content("deterministic_transforms"))({"image": str(path)})["image"]
     assert tuple(image.shape) == (1, 40, 30, 20)
+
+
+@pytest.mark.slow
+def test_cpu_inference_network_levers_run_and_agree(tmp_path, monkeypatch):
+    """The network-level levers on a small UNETR at the bundle's 96^3 window (no timing asserted): fp32 under
+    inference_mode and channels-last equal plain fp32's argmax, ONNX Runtime nearly, bf16 mostly."""
+    import argparse
+
+    import torch
+
+    from shared_networks.networks.unetr import UNETR
+
+    def small(bundle):
+        torch.manual_seed(0)
+        return UNETR(in_channels=1, out_channels=3, img_size=(96, 96, 96), patch_size=16, hidden_size=48, num_layers=2,
+                     num_heads=2, mlp_dim=64, skip_indices=(0, 1, 1), feature_size=4).eval()  # fmt: skip
+
+    monkeypatch.setattr(bench_cpu_inference, "build_network", small)
+    model = tmp_path / "model.pt"
+    torch.save({"model": small(None).state_dict()}, model)
+    args = argparse.Namespace(sw_batch_size=1, repeats=1, onnx=True, compile=False)
+    rec = bench_cpu_inference.network_levers(args, bench_cpu_inference.BUNDLE, model, tmp_path)
+    assert not [k for k in rec if k.endswith("_error")], rec
+    assert rec["fp32_no_grad_agreement"] == rec["fp32_inference_mode_agreement"] == 1.0
+    assert rec["fp32_channels_last_agreement"] >= 0.999 and rec["onnxruntime_fp32_agreement"] >= 0.999
+    assert rec["bf16_agreement"] >= 0.9 and rec["bf16_channels_last_agreement"] >= 0.9
+    assert {f"{lever}_speedup" for lever in ("bf16", "onnxruntime_fp32")} <= set(rec)
