@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/bench_cpu_inference.py [--repeats 1] [--levers]
         [--network-levers [--onnx] [--compile]] [--data ../shared/data/btcv] [--model models/model.pt] [--skip-real]
+        [--quick --model <model.pt of a configs/quick.yaml run>]
 """
 
 from __future__ import annotations
@@ -55,20 +56,26 @@ SEED = 0
 # the setting before the levers: fp32, overlap 0.5, 4 windows per batch
 EXACT = {"cpu_bf16": "false", "sw_overlap": 0.5, "sw_batch_size": 4}
 LEVERS = {"bf16": {"cpu_bf16": "true"}, "overlap_0.25": {"sw_overlap": 0.25}, "sw_batch_8": {"sw_batch_size": 8}}
+# the inference config files, in merge order (--quick adds configs/quick.yaml: the demo's tiny network)
+CONFIG_FILES = ["inference.yaml"]
+
+
+def inference_config(bundle: Path) -> ConfigParser:
+    """The inference config as the workflow merges it (``CONFIG_FILES``), not run."""
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / f) for f in CONFIG_FILES])
+    parser["bundle_root"] = str(bundle)
+    return parser
 
 
 def config_defaults(bundle: Path) -> dict:
     """The inference config's own values of the levers' settings."""
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser = inference_config(bundle)
     return {k: parser[k] for k in EXACT}
 
 
 def build_network(bundle: Path) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.yaml"))
-    parser["bundle_root"] = str(bundle)
-    return parser.get_parsed_content("network_def").eval()
+    return inference_config(bundle).get_parsed_content("network_def").eval()
 
 
 def random_weights(bundle: Path, folder: Path) -> Path:
@@ -93,8 +100,9 @@ def write_ct(path: Path, shape: Sequence[int] = (273, 273, 125), pixdim: Sequenc
 
 
 def make_workflow(bundle: Path, inputs: Path, out: Path, model: Path, setting: dict) -> ConfigWorkflow:
+    configs = bundle / "configs"
     wf = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "inference.yaml"), meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=[str(configs / f) for f in CONFIG_FILES], meta_file=str(configs / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"), workflow_type="infer", bundle_root=str(bundle),
         dataset_dir=str(inputs), output_dir=str(out), model_path=str(model), **setting,
     )  # fmt: skip
@@ -176,7 +184,7 @@ def real_dice(args: argparse.Namespace, bundle: Path, model: Path, work: Path) -
     cases = real_cases(Path(args.data))
     if not cases:
         raise SystemExit(f"no image/label pairs under '{args.data}' (imagesTr/, labelsTr/)")
-    num_classes = int(ConfigParser.load_config_file(str(bundle / "configs" / "inference.yaml"))["num_classes"])
+    num_classes = int(inference_config(bundle)["num_classes"])
     settings = arms(bundle, args.levers, args.overrides)
     records = []
     for img, label in cases:
@@ -192,7 +200,8 @@ def real_dice(args: argparse.Namespace, bundle: Path, model: Path, work: Path) -
             maps[arm] = np.asarray(nib.load(str(pred)).dataobj)
         gt = np.asarray(nib.load(str(label)).dataobj).astype(np.int64)
         organs = range(1, num_classes)
-        rec = {"name": "cpu_inference_btcv_real_dice", "case": img.name, "shape": list(gt.shape)}
+        name = "cpu_inference_btcv_real_dice" + ("_quick" if "quick.yaml" in CONFIG_FILES else "")
+        rec = {"name": name, "case": img.name, "shape": list(gt.shape)}
         for arm, pred in maps.items():
             per = [dice(pred == c, gt == c) if (gt == c).any() else float("nan") for c in organs]
             rec[f"{arm}_mean_dice"] = _nanmean(per)
@@ -225,8 +234,8 @@ def network_levers(args: argparse.Namespace, bundle: Path, model: Path, work: Pa
     """One batch of windows through the network, per lever; time and argmax agreement with fp32."""
     net = build_network(bundle)
     net.load_state_dict(torch.load(model, weights_only=True)["model"])
-    roi = ConfigParser.load_config_file(str(bundle / "configs" / "inference.yaml"))["roi_size"]
-    channels = int(ConfigParser.load_config_file(str(bundle / "configs" / "inference.yaml"))["in_channels"])
+    parser = inference_config(bundle)
+    roi, channels = parser["roi_size"], int(parser["in_channels"])
     gen = torch.Generator().manual_seed(SEED)
     x = torch.rand(int(args.sw_batch_size), channels, *roi, generator=gen)
 
@@ -319,6 +328,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="the bundle's model.pt; default: random weights, seed 0")
     parser.add_argument("--skip-workflow", action="store_true", help="no workflow timing on the generated CT")
     parser.add_argument("--skip-real", action="store_true", help="no Dice on the real CTs")
+    parser.add_argument("--quick", action="store_true", help="configs/quick.yaml merged last (e.g. with its --model)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the workflow's choice)")
     args = parser.parse_args(argv)
     args.overrides = {} if args.threads is None else {"torch_threads": args.threads}
@@ -337,6 +347,8 @@ def json_stdout() -> Callable[[dict], None]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     emit = json_stdout()
+    if args.quick:
+        CONFIG_FILES.append("quick.yaml")
     logging.getLogger("ignite").setLevel(logging.WARNING)
     bundle = BUNDLE
     if args.threads is not None:
