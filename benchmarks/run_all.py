@@ -1,13 +1,17 @@
 """Every performance target of the project in one command: JSON lines on stdout, one per measurement.
 
 CPU (default): MAE pre-training step (3D b2, 3D b4, 2D b8) in fp32 and with bf16 autocast, UNETR fine-tuning step,
-the BTCV data pipeline, sliding-window inference. GPU (``--device cuda``): the MAE step in bf16 and fp32 (TF32),
-the UNETR step and sliding-window inference on the full-size CT. Each part is its own script, run here in turn;
-see ``benchmarks/README.md`` for what each measures.
+the BTCV data pipeline, sliding-window inference, whole training workflows against their bare step (``workflow``:
+the quick cases; ``--full-workflows`` adds the full-size BTCV ones), and the BTCV inference workflow on a CPU, exact
+fp32 against the bundle's defaults (``cpu_inference``). GPU (``--device cuda``): the MAE step in bf16 and fp32
+(TF32), the UNETR step and sliding-window inference on the full-size CT. Each part is its own script, run here in
+turn; see ``benchmarks/README.md`` for what each measures. ``--skip-slow`` leaves out the parts that run whole
+workflows (``workflow``, ``cpu_inference``).
 
 Usage::
 
-    python benchmarks/run_all.py [--device cpu|cuda] [--quick] [--only mae unetr data sliding]
+    python benchmarks/run_all.py [--device cpu|cuda] [--quick] [--skip-slow] [--full-workflows]
+        [--only mae unetr data sliding workflow cpu_inference]
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("mae", "unetr", "data", "sliding")
+PARTS = ("mae", "unetr", "data", "sliding", "workflow", "cpu_inference")
+SLOW_PARTS = ("workflow", "cpu_inference")
 
 
-def commands(device: str, quick: bool) -> dict[str, list[list[str]]]:
+def commands(device: str, quick: bool, full_workflows: bool = False) -> dict[str, list[list[str]]]:
     """The script invocations per part."""
     cuda = device.startswith("cuda")
     # MONAI's arm with torch's default AdamW: foreach on CUDA, the scripts' default (the for-loop) on the CPU
@@ -43,7 +48,17 @@ def commands(device: str, quick: bool) -> dict[str, list[list[str]]]:
     srep = ["--repeats", "1" if quick or not cuda else "3", "--warmup", "0" if not cuda else "1"]
     sliding = [["bench_unetr.py", "--mode", "sliding", "--device", device, *v, *srep] for v in volumes]
     data = [] if cuda else [["bench_data.py", "--repeats", "2" if quick else "5"]]
-    return {"mae": mae, "unetr": unetr, "data": data, "sliding": sliding}
+    # whole workflows on the CPU only (the bundles' CPU settings); the full-size BTCV cases take tens of minutes
+    cases = ["--all"] if full_workflows else []
+    workflow = [] if cuda else [["bench_workflow.py", "--epochs", "2" if quick else "4", *cases]]
+    cpu_inference = [] if cuda else [["bench_cpu_inference.py", "--repeats", "1"]]
+    return {"mae": mae, "unetr": unetr, "data": data, "sliding": sliding, "workflow": workflow,
+            "cpu_inference": cpu_inference}  # fmt: skip
+
+
+def selected(only: Sequence[str], skip_slow: bool) -> list[str]:
+    """The parts to run: those in ``only``, less the slow ones with ``skip_slow``."""
+    return [p for p in PARTS if p in only and not (skip_slow and p in SLOW_PARTS)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -51,10 +66,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewest repeats: checks that everything runs")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--skip-slow", action="store_true", help=f"leave out {', '.join(SLOW_PARTS)}")
+    parser.add_argument("--full-workflows", action="store_true", help="workflow: the full-size BTCV cases too (slow)")
     args = parser.parse_args(argv)
     failed = 0
-    for part, cmds in commands(args.device, args.quick).items():
-        if part not in args.only:
+    for part, cmds in commands(args.device, args.quick, args.full_workflows).items():
+        if part not in selected(args.only, args.skip_slow):
             continue
         for cmd in cmds:
             print(f"# {' '.join(cmd)}", file=sys.stderr, flush=True)

@@ -43,6 +43,7 @@ from shared_networks.engine.metrics import (
 )
 from shared_networks.engine.optim import param_groups_lrd
 from shared_networks.engine.overrides import check_overrides
+from shared_networks.engine.runtime import AutocastInferer, configure_threads, loader_worker_init
 from shared_networks.engine.seeding import EpochSeeder
 from shared_networks.engine.selection import SelectedModelSaver, ValidationCoverage, ValidationLoss
 from shared_networks.networks.classifier import ViTClassifier
@@ -67,11 +68,12 @@ __all__ = [
     "PatchEmbed", "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder",
     "patchify", "random_masking", "read_geometry", "record_mae_geometry", "sincos_pos_embed", "unpatchify",
     # engine
-    "AtomicCheckpointSaver", "ClassificationReport", "DistributedTrainer", "EpochSeeder", "FiniteCheckpointLoader",
-    "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader",
-    "ReconstructionSaver", "ResumableCheckpointSaver", "SelectedModelSaver", "StopOnNonFinite", "ValidationCoverage",
-    "ValidationEveryAndLast", "ValidationLoss", "check_overrides", "destroy_process_group", "init_process_group",
-    "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
+    "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EpochSeeder",
+    "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric",
+    "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver", "SelectedModelSaver",
+    "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss", "check_overrides",
+    "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init", "local_device",
+    "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
     "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",

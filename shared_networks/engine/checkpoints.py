@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -150,7 +151,13 @@ class _BestModelState:
 
 
 class ResumableCheckpointSaver(AtomicCheckpointSaver):
-    """Training checkpoints for resuming: every ``save_interval`` epochs, atomically, the last ``n_saved`` kept.
+    """Training checkpoints for resuming: every ``save_interval`` epochs and/or every ``save_every_minutes``, and at
+    the last epoch; atomically, the last ``n_saved`` kept.
+
+    Checkpoints are written at the end of an epoch: of every ``save_interval``-th epoch, of the first epoch that ends
+    ``save_every_minutes`` or more after the previous checkpoint (or the start of the run), and of the last epoch
+    (``max_epochs``); with both ``save_interval`` and ``save_every_minutes`` 0, never. The time trigger bounds the
+    work a crash loses without writing a checkpoint after every short epoch.
 
     A checkpoint ``{file_prefix}_checkpoint_epoch={N}.pt`` in ``save_dir`` holds the objects of ``save_dict``
     (network, optimizer, lr scheduler), the state of the engine this saver is attached to (``trainer``: epoch and
@@ -170,7 +177,9 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         save_dir: folder of the checkpoints.
         save_dict: objects to save and restore, e.g. ``{"network": net, "optimizer": opt, "lr_scheduler": sched}``.
         file_prefix: file name prefix, one per workflow (``pretrain``, ``train``, ...).
-        save_interval: epochs between checkpoints (0: none).
+        save_interval: epochs between checkpoints (0: no epoch trigger).
+        save_every_minutes: minutes of training after which the next epoch's end writes a checkpoint (0: no time
+            trigger).
         n_saved: number of latest checkpoints kept.
         resume: continue from the latest checkpoint of ``save_dir`` (or ``load_path``).
         load_path: checkpoint to resume from instead of the latest; ``None``, ``""`` or ``"none"``: the latest.
@@ -178,6 +187,7 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         best_saver: the ``CheckpointSaver`` writing the best model (``save_key_metric=True``); its record is saved
             and restored.
         map_location: device for loading.
+        clock: seconds of a monotonic clock (default ``time.monotonic``), for the time trigger.
     """
 
     def __init__(
@@ -192,6 +202,8 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         validator: Engine | None = None,
         best_saver: CheckpointSaver | None = None,
         map_location: str | torch.device = "cpu",
+        save_every_minutes: float = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         reserved = {"trainer", "validation"} & set(save_dict)
         if reserved:
@@ -200,14 +212,24 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
             raise ValueError("file_prefix must not be empty: it tells the checkpoints of each workflow apart.")
         if int(n_saved) < 1:
             raise ValueError(f"n_saved must be at least 1, got {n_saved!r}.")
+        if int(save_interval) < 0 or float(save_every_minutes) < 0:
+            raise ValueError(
+                f"save_interval and save_every_minutes must be 0 (off) or more, got {save_interval!r} and"
+                f" {save_every_minutes!r}."
+            )
         self._engine_slot = _EngineStateSlot()
         full = {**save_dict, "trainer": self._engine_slot}
         if validator is not None or best_saver is not None:
             full["validation"] = _BestModelState(validator, best_saver)
+        enabled = int(save_interval) > 0 or float(save_every_minutes) > 0
         super().__init__(
-            save_dir=str(save_dir), save_dict=full, file_prefix=file_prefix, save_interval=int(save_interval),
+            save_dir=str(save_dir), save_dict=full, file_prefix=file_prefix, save_interval=1 if enabled else 0,
             n_saved=int(n_saved), epoch_level=True,
         )  # fmt: skip
+        self.epoch_interval = int(save_interval)
+        self.save_every_s = 60.0 * float(save_every_minutes)
+        self.clock = clock
+        self._last_save = clock()
         self.file_prefix = file_prefix
         self.n_saved = int(n_saved)
         self.resume = as_bool(resume, "resume")
@@ -219,7 +241,34 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         self._engine_slot.engine = engine
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load_latest)
-        super().attach(engine)
+        interval = self._interval_checkpoint
+        self._interval_checkpoint = None  # MONAI's saver would save every epoch: epoch_completed decides instead
+        try:
+            super().attach(engine)
+        finally:
+            self._interval_checkpoint = interval
+        if interval is not None:
+            engine.add_event_handler(Events.STARTED, self.start_clock)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def start_clock(self, engine: Engine) -> None:
+        """The time trigger counts from the start (or resumption) of the run."""
+        self._last_save = self.clock()
+
+    def due(self, engine: Engine) -> bool:
+        """Whether the epoch that just ended gets a checkpoint (epoch interval, time, or the last epoch)."""
+        epoch = engine.state.epoch
+        if self.epoch_interval > 0 and epoch % self.epoch_interval == 0:
+            return True
+        if self.save_every_s > 0 and self.clock() - self._last_save >= self.save_every_s:
+            return True
+        return engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
+
+    def epoch_completed(self, engine: Engine) -> None:
+        """Writes the epoch's checkpoint when :meth:`due`."""
+        if self.due(engine):
+            self.interval_completed(engine)
+            self._last_save = self.clock()
 
     def checkpoint_files(self) -> list[tuple[int, Path]]:
         """``(epoch, path)`` of this saver's checkpoints in ``save_dir``, oldest first."""
