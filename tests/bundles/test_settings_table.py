@@ -34,7 +34,7 @@ MAE_3D = {
     "UNETR feature size / skip blocks": [("train", "feature_size"), ("train", "skip_indices")],
     "loss (smooth_nr / smooth_dr)": [("train", "loss#smooth_nr"), ("train", "loss#smooth_dr")],
     "sliding window (inference.yaml)": [("inference", "roi_size"), ("inference", "sw_overlap"),
-                                        ("inference", "sw_batch_size"), ("inference", "inferer#mode")],
+                                        ("inference", "sw_batch_size"), ("inference", "inferer#inferer#mode")],
 }  # fmt: skip
 # table row (first column, exactly) -> the (workflow, config id) of each value in backticks in "this bundle"
 ROWS = {
