@@ -560,7 +560,7 @@ class Study:
         parser = ConfigParser()
         parser.read_config([str(self.configs / "train.yaml"), *map(str, self.overrides)])
         parser.update({"bundle_root": str(self.bundle_root), "dataset_dir": self.dataset_dir})
-        parser.update(_override_dict(self.extra))
+        parser.update(_override_dict(self.extra + self.train_extra))
         datalist = parser.get_parsed_content("datalist")
         for key in ("training", "validation", "test"):
             if not datalist.get(key):
@@ -773,11 +773,13 @@ def run_study(
         chosen,
     )
 
-    # pre-training, once
-    if mae_ckpt is None:
-        pre = out / "pretrain"
-        mae = pre / "models" / "mae.pt"
-        done = pre / "finished.json"
+    # pre-training, once (when an arm starts from the MAE encoder)
+    pre = out / "pretrain"
+    done = pre / "finished.json"
+    mae = pre / "models" / "mae.pt"
+    if not any(a in ("mae", "probe_mae") for a in chosen):
+        logger.info("no arm starts from the MAE encoder: no pre-training")
+    elif mae_ckpt is None:
         if not (done.is_file() and mae.is_file()):
             if pre.exists():
                 logger.info("pre-training was not finished: starting it again in %s", pre)
@@ -849,7 +851,7 @@ def run_study(
     _write_runs(runs_csv, records.values())
     summary = summarise(out, plan, subsets, int(n_resamples), int(bootstrap_seed), bundle=bundle.name)
     summary["runs_this_call"] = new
-    if mae_ckpt is None:
+    if done.is_file():
         summary["pretrain_wall_s"] = round(json.loads(done.read_text(encoding="utf-8"))["wall_s"], 1)
     summary["wall_s_this_call"] = round(time.monotonic() - started, 1)
     write_json_atomic(summary, out / "summary.json")

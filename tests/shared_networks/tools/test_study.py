@@ -303,3 +303,16 @@ def test_a_failed_command_keeps_finished_runs_and_is_redone(tmp_path):
     assert len(resumed.calls) == 4  # probe_mae again from its training, then probe_random
     assert sorted(summary["fractions"]["1"]["comparisons"]) == ["mae - scratch", "probe_mae - probe_random"]
     assert len(list(csv.DictReader((out / "runs.csv").open()))) == 4
+
+
+def test_arms_are_checked_against_the_bundle(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle")  # no linear_probe.yaml
+    with pytest.raises(ValueError, match="probe_mae"):
+        run_study(bundle, "/d", tmp_path / "a", arms="mae,probe_mae", runner=FakeRunner())
+    with pytest.raises(ValueError, match="mea"):
+        run_study(bundle, "/d", tmp_path / "b", arms="mea", runner=FakeRunner())
+    runner = FakeRunner()
+    summary = run_study(bundle, "/d", tmp_path / "c", arms="scratch", fractions=1, seeds=0, runner=runner)
+    assert len(runner.calls) == 2  # no pre-training: no arm needs it
+    assert [c[c.index("--pretrained_ckpt") + 1] for c in runner.calls if "--pretrained_ckpt" in c] == ["none"]
+    assert summary["fractions"]["1"]["comparisons"] == {}  # nothing to compare with one arm
