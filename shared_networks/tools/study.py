@@ -85,6 +85,7 @@ MODEL_FILES = {
 HIGHER_IS_BETTER = {"dice": True, "auc": True, "hd95": False}
 VERDICTS = ("MAE ahead", "scratch ahead", "difference within noise (CI contains 0)")
 CONFIDENCE = 0.95
+FEW_TEST_CASES = 10  # below this, the summary warns that the bootstrap CI understates the uncertainty
 _CHUNK = 4_000_000  # resample counts held at once (resamples x cases)
 
 Runner = Callable[[Sequence[str], Path], None]
@@ -924,7 +925,13 @@ def summarise(
         "fractions": {},
         "arm_labels": {a: ARM_LABELS[a] for a in dict.fromkeys(r.arm for r in plan)},
         "total_run_wall_s": 0.0,
+        "notes": [],
     }
+    if len(first.cases) < FEW_TEST_CASES:
+        summary["notes"].append(
+            f"only {len(first.cases)} test case(s): resampling so few cases understates the uncertainty (with one "
+            "case the CI collapses to the observed difference); read the verdicts as a smoke test, not a result."
+        )
     records = _read_runs(output_dir / "runs.csv")
     summary["total_run_wall_s"] = round(sum(float(records[r.key].get("wall_s") or 0) for r in plan), 1)
     for f in sorted({r.fraction for r in plan}, reverse=True):
@@ -981,6 +988,7 @@ def study_markdown(summary: Mapping[str, Any]) -> str:
         f"{m} (mean over classes); differences with the paired bootstrap {int(summary['confidence'] * 100)} % CI over "
         f"test cases ({summary['n_resamples']} resamples, seed {summary['bootstrap_seed']}).",
         "",
+        *[line for n in summary["notes"] for line in (f"Note: {n}", "")],
         "![label efficiency](label_efficiency.png)",
         "",
         f"| fraction | training items (patients) | arm | {m} mean ± sd over seeds | seeds |",
@@ -1032,7 +1040,8 @@ def study_html(summary: Mapping[str, Any]) -> str:
                 "<h2>Study: MAE against scratch</h2>",
                 f'<p class="note">Test split: {summary["n_test"]} cases; {e(m)} = mean over classes; paired bootstrap '
                 f"{int(summary['confidence'] * 100)} % CI over test cases ({summary['n_resamples']} resamples).</p>",
-                '<img src="label_efficiency.png" alt="metric against label fraction per arm, with CI bars">',
+                *[f'<p class="note">Note: {e(n)}</p>' for n in summary["notes"]],
+        '<img src="label_efficiency.png" alt="metric against label fraction per arm, with CI bars">',
                 "<table><tr><th>fraction</th><th>training items (patients)</th><th>arm</th>"
                 f"<th>{e(m)} mean ± sd</th></tr>",
                 *rows,

@@ -22,6 +22,7 @@ from shared_networks.tools.study import (
     read_per_case,
     read_predictions,
     run_study,
+    subprocess_runner,
     verdict,
 )
 
@@ -277,6 +278,7 @@ def test_study_runs_every_arm_then_resumes_without_redoing(tmp_path):
     assert json.loads((out / "summary.json").read_text())["n_resamples"] == 100
     assert Image.open(out / "label_efficiency.png").size == (1000, 440)
     assert "MAE ahead" in (out / "study.md").read_text() and "<section" in (out / "study.html").read_text()
+    assert "only 6 test case(s)" in summary["notes"][0]
 
     again = FakeRunner()
     run_study(bundle, "/d", out, runner=again, **kwargs)
@@ -316,3 +318,11 @@ def test_arms_are_checked_against_the_bundle(tmp_path):
     assert len(runner.calls) == 2  # no pre-training: no arm needs it
     assert [c[c.index("--pretrained_ckpt") + 1] for c in runner.calls if "--pretrained_ckpt" in c] == ["none"]
     assert summary["fractions"]["1"]["comparisons"] == {}  # nothing to compare with one arm
+
+
+@pytest.mark.slow  # starts python -m monai.bundle
+def test_a_failing_bundle_command_names_its_log(tmp_path):
+    log = tmp_path / "run" / "train.log"
+    with pytest.raises(RuntimeError, match="train.log") as failure:
+        subprocess_runner(["--config_file", str(tmp_path / "absent.yaml")], log)
+    assert "exit" in str(failure.value) and "absent.yaml" in log.read_text()
