@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def quick(fractions: str = "1,0.5") -> list[str]:
-    """quick.yaml, one epoch, one seed, the fractions."""
+    """quick.yaml, one epoch without warmup (its steps move the weights), one seed, the fractions."""
     return ["--config_overrides", "quick", "--fractions", fractions, "--seeds", "0", "--n_resamples", "200",
-            "--extra", "--max_epochs 1 --num_workers 0"]  # fmt: skip
+            "--extra", "--max_epochs 1 --warmup_epochs 0 --num_workers 0"]  # fmt: skip
 
 
 PHANTOMS = {
@@ -86,7 +86,15 @@ def test_study_end_to_end_then_resume(bundle, tmp_path):
     first = study(bundle, data, out, *quick(), "--arms", ",".join(arms))
     assert "run 4/4: scratch fraction 0.5 seed 0" in first.stderr and "study finished" in first.stderr
     summary = check_outputs(out, bundle, arms, ["1", "0.5"])
-    assert summary["runs_this_call"] == 4 and (out / "pretrain" / "models" / "mae.pt").is_file()
+    mae = out / "pretrain" / "models" / "mae.pt"
+    assert summary["runs_this_call"] == 4 and mae.is_file()
+    runs = out / "runs"
+    for f in ("1", "0.5"):  # the MAE arm fine-tunes from the study's checkpoint, the baseline from nothing
+        assert f"pre-trained encoder from {mae}: " in (runs / f"fraction{f}_seed0_mae" / "train.log").read_text()
+        assert "no pre-trained checkpoint given" in (runs / f"fraction{f}_seed0_scratch" / "train.log").read_text()
+    if bundle == "cxr14_mae_classification":
+        probabilities = [(runs / f"fraction1_seed0_{a}" / "evaluate" / "predictions.csv").read_text() for a in arms]
+        assert probabilities[0] != probabilities[1]
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/evaluate/*")}
     second = study(bundle, data, out, *quick(), "--arms", ",".join(arms))
@@ -96,8 +104,13 @@ def test_study_end_to_end_then_resume(bundle, tmp_path):
 
     if bundle == "cxr14_mae_classification":  # the linear probes, on the MAE checkpoint of the first study
         probe = tmp_path / "probe"
-        mae = out / "pretrain" / "models" / "mae.pt"
         study(bundle, data, probe, *quick("0.5"), "--arms", "probe_mae,probe_random", "--mae_ckpt", str(mae))
         summary = check_outputs(probe, bundle, ["probe_mae", "probe_random"], ["0.5"])
         assert list(summary["fractions"]["0.5"]["comparisons"]) == ["probe_mae - probe_random"]
         assert not (probe / "pretrain").exists()
+        text = {
+            a: (probe / "runs" / f"fraction0.5_seed0_{a}" / "train.log").read_text()
+            for a in ("probe_mae", "probe_random")
+        }
+        assert f"pre-trained encoder from {mae}: " in text["probe_mae"]
+        assert "no pre-trained checkpoint given" in text["probe_random"]
