@@ -1068,11 +1068,12 @@ def write_png(summary: Mapping[str, Any], path: Path) -> Path:
 
     m = summary["metric"]
     fractions = sorted(summary["fractions"], key=float)
-    width, height, margin = 1000, 440, 60
+    width, height, margin = 1000, 480, 60
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    panels = [(margin, 40, width // 2 - 20, height - margin), (width // 2 + margin, 40, width - 20, height - margin)]
+    bottom = height - 110  # room for the axis labels and the legend below
+    panels = [(margin, 40, width // 2 - 20, bottom), (width // 2 + margin, 40, width - 20, bottom)]
 
     def series_arms() -> dict[str, list[tuple[float | None, list]]]:
         out = {}
@@ -1138,9 +1139,8 @@ def write_png(summary: Mapping[str, Any], path: Path) -> Path:
                         draw.line([previous, (x, py(v))], fill=colour, width=2)
                     previous = (x, py(v))
             label = summary["arm_labels"].get(name, name)
-            box = draw.textbbox((x0 + 8, y0 + 6 + 14 * k), label, font=font)
-            draw.rectangle(box, fill="white")
-            draw.text((x0 + 8, y0 + 6 + 14 * k), label, fill=colour, font=font)
+            draw.line([x0, y1 + 50 + 14 * k, x0 + 20, y1 + 50 + 14 * k], fill=colour, width=3)
+            draw.text((x0 + 26, y1 + 44 + 14 * k), label, fill=colour, font=font)
 
     panel(panels[0], series_arms(), f"{m} (mean over classes, seeds averaged; bootstrap 95% CI)", zero=False)
     panel(panels[1], series_diffs(), f"paired difference of {m} (95% CI)", zero=True)

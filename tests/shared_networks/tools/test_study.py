@@ -276,7 +276,7 @@ def test_study_runs_every_arm_then_resumes_without_redoing(tmp_path):
     scratch = summary["fractions"]["1"]["arms"]["scratch"]["dice"]
     assert scratch["per_seed"] == pytest.approx([0.4625, 0.4630]) and scratch["sd"] == pytest.approx(0.0005 / 2**0.5)
     assert json.loads((out / "summary.json").read_text())["n_resamples"] == 100
-    assert Image.open(out / "label_efficiency.png").size == (1000, 440)
+    assert Image.open(out / "label_efficiency.png").size == (1000, 480)
     assert "MAE ahead" in (out / "study.md").read_text() and "<section" in (out / "study.html").read_text()
     assert "only 6 test case(s)" in summary["notes"][0]
 
