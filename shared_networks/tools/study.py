@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import json
 import logging
 import math
@@ -290,10 +291,10 @@ def paired_bootstrap(
     else:
         raise ValueError(f"statistic {statistic!r} is not 'mean' or 'auc'.")
     n = a.shape[0]
-    chunks = [counts_from_indices(np.arange(n)[None], n)]  # the point estimate first: every case once
-    chunks += [np.asarray(counts)] if counts is not None else list(bootstrap_counts(n, n_resamples, seed))
+    resamples = [np.asarray(counts)] if counts is not None else bootstrap_counts(n, n_resamples, seed)
     per_a, per_b = [], []
-    for c in chunks:
+    # the point estimate first (every case once), then the resamples chunk by chunk
+    for c in itertools.chain([counts_from_indices(np.arange(n)[None], n)], resamples):
         per_a.append(stat(a, c))
         per_b.append(stat(b, c))
     sa, sb = np.concatenate(per_a), np.concatenate(per_b)  # (1 + B, K)
