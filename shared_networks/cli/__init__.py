@@ -6,6 +6,7 @@
 * ``python -m shared_networks.cli.export``: pack a bundle into a release zip.
 * ``python -m shared_networks.cli.bundle_checks``: model-zoo's checks of a bundle.
 * ``python -m shared_networks.cli.report``: the HTML report of a pre-training run and its fine-tuning arms.
+* ``python -m shared_networks.cli.study``: MAE against scratch on nested label fractions, with bootstrap CIs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,328 @@
+"""The label-efficiency study: subsets, bootstrap arithmetic, verdicts, evaluation files, resuming (a fake runner)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared_networks.cli.study import fire_argv
+from shared_networks.tools.study import (
+    auc_resampled,
+    counts_from_indices,
+    mean_resampled,
+    nested_subsets,
+    paired_bootstrap,
+    parse_overrides,
+    read_per_case,
+    read_predictions,
+    run_study,
+    subprocess_runner,
+    verdict,
+)
+
+# subsets
+
+
+def _items(n_patients: int, images_per_patient: int = 2) -> list[dict]:
+    return [
+        {"image": f"p{p}_{i}.png", "label": [0.0], "patient": f"P{p}"}
+        for p in range(n_patients)
+        for i in range(images_per_patient)
+    ]
+
+
+def test_nested_subsets_by_patient_seeded_and_sized():
+    items = _items(10)
+    subsets = nested_subsets(items, [0.1, 1.0, 0.25, 0.5], seed=3)
+    assert list(subsets) == [1.0, 0.5, 0.25, 0.1]
+    patients = {f: {i["patient"] for i in s} for f, s in subsets.items()}
+    # 10 patients: 10, 5, round(2.5) = 3 (half up), 1; both images of each patient
+    assert [len(patients[f]) for f in subsets] == [10, 5, 3, 1]
+    assert [len(s) for s in subsets.values()] == [20, 10, 6, 2]
+    assert patients[0.1] < patients[0.25] < patients[0.5] < patients[1.0]
+    assert subsets[1.0] == items  # the items keep their order
+    again = nested_subsets(items, [0.5], seed=3)[0.5]
+    assert again == subsets[0.5]
+    other = [{i["patient"] for i in nested_subsets(items, [0.5], seed=s)[0.5]} for s in range(4, 10)]
+    assert any(o != patients[0.5] for o in other)
+
+
+def test_nested_subsets_at_least_one_case_and_by_case_without_patient():
+    items = [{"image": f"c{i}.nii.gz", "label": f"l{i}.nii.gz", "case": f"c{i}"} for i in range(3)]
+    subsets = nested_subsets(items, [1.0, 0.1], seed=0)
+    assert len(subsets[1.0]) == 3 and len(subsets[0.1]) == 1 and subsets[0.1][0] in items
+
+
+@pytest.mark.parametrize("bad", [[0.0], [1.5], [-0.1], []])
+def test_bad_fractions_are_refused(bad):
+    with pytest.raises(ValueError):
+        nested_subsets(_items(4), bad)
+
+
+# bootstrap arithmetic
+
+
+def test_counts_from_indices():
+    counts = counts_from_indices(np.array([[0, 0, 2], [1, 2, 2]]), 3)
+    assert counts.tolist() == [[2, 0, 1], [0, 1, 2]]
+
+
+def test_constant_paired_difference_collapses_the_ci():
+    rng = np.random.default_rng(0)
+    b = rng.random((7, 2))
+    result = paired_bootstrap(b + 0.1, b, ["x", "y"], "mean", n_resamples=200, seed=1)
+    mean = result["mean"]
+    assert mean["difference"] == pytest.approx(0.1)
+    assert mean["ci95"] == pytest.approx([0.1, 0.1])
+    assert mean["n_resamples"] == 200 and mean["verdict"] == "MAE ahead"
+    assert result["per_class"]["y"]["ci95"] == pytest.approx([0.1, 0.1])
+
+
+def test_fixed_resample_set_by_hand():
+    a = np.array([[1.0], [0.0], [0.5]])
+    b = np.zeros((3, 1))
+    counts = counts_from_indices(np.array([[0, 0, 1], [1, 2, 2], [0, 1, 2]]), 3)
+    result = paired_bootstrap(a, b, ["x"], "mean", counts=counts)
+    # resample means 2/3, 1/3, 1/2; numpy's linear percentiles at 2.5 % and 97.5 % of 3 values
+    assert result["mean"]["difference"] == pytest.approx(0.5)
+    assert result["mean"]["ci95"] == pytest.approx([1 / 3 + 0.05 / 6, 1 / 2 + 0.95 / 6])
+    assert result["arms"]["a"]["value"] == pytest.approx(0.5) and result["arms"]["b"]["value"] == 0.0
+
+
+def test_undefined_values_are_left_out_pairwise_and_per_resample():
+    # class y is defined only in case 2; case 1's x is missing in arm b (left out of both arms)
+    a = np.array([[0.9, np.nan], [0.8, np.nan], [0.7, 0.6]])
+    b = np.array([[0.5, np.nan], [np.nan, np.nan], [0.3, 0.2]])
+    counts = counts_from_indices(np.array([[0, 0, 1], [2, 2, 2]]), 3)
+    result = paired_bootstrap(a, b, ["x", "y"], "mean", counts=counts)
+    # all cases: x = mean(0.9, 0.7) - mean(0.5, 0.3) = 0.4; y = 0.4; mean over classes 0.4
+    assert result["per_class"]["x"]["difference"] == pytest.approx(0.4)
+    assert result["mean"]["difference"] == pytest.approx(0.4)
+    # resample 1 draws no case defining y: y skipped there (1 resample used), the mean is x alone
+    assert result["per_class"]["y"]["n_resamples"] == 1
+    assert result["per_class"]["y"]["ci95"] == pytest.approx([0.4, 0.4])
+    assert result["mean"]["n_resamples"] == 2
+
+
+def test_mean_resampled_weights_repeated_cases():
+    values = np.array([[1.0], [3.0]])
+    assert mean_resampled(values, np.array([[3, 1]]))[0, 0] == pytest.approx(1.5)
+
+
+def test_auc_by_hand_with_weights_ties_and_undefined():
+    scores = np.array([[0.1, 0.5, 0.2], [0.4, 0.5, 0.3], [0.35, 0.9, 0.4], [0.8, 0.1, 0.5]])
+    labels = np.array([[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0]])
+    auc = auc_resampled(scores, labels, np.array([[1, 1, 1, 1], [2, 1, 1, 1]]))
+    # class 0: 3 of 4 positive-negative pairs ordered (0.35 < 0.4); with case 0 drawn twice: 5 of 6
+    assert auc[0, 0] == pytest.approx(0.75) and auc[1, 0] == pytest.approx(5 / 6)
+    # class 1: positives 0.5, 0.9 against negatives 0.5, 0.1: (0.5 + 1) + (1 + 1) of 4 pairs; the tie counts a half
+    assert auc[0, 1] == pytest.approx(3.5 / 4)
+    assert np.isnan(auc[:, 2]).all()  # no positive
+
+
+def test_auc_bootstrap_skips_classes_undefined_on_a_resample():
+    scores_a = np.array([[0.9], [0.1], [0.8]])
+    scores_b = np.array([[0.2], [0.6], [0.8]])
+    labels = np.array([[1], [0], [0]])
+    counts = counts_from_indices(np.array([[0, 1, 2], [1, 1, 2], [0, 1, 1]]), 3)
+    result = paired_bootstrap(scores_a, scores_b, ["x"], "auc", labels=labels, counts=counts)
+    # all images: a's positive above both negatives (AUC 1), b's below both (AUC 0)
+    assert result["mean"]["difference"] == pytest.approx(1.0)
+    assert result["per_class"]["x"]["n_resamples"] == 2  # resample 2 has no positive
+    assert result["mean"]["ci95"] == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "ci, higher, expected",
+    [
+        ([0.01, 0.2], True, "MAE ahead"),
+        ([-0.3, -0.05], True, "scratch ahead"),
+        ([-0.1, 0.1], True, "difference within noise (CI contains 0)"),
+        ([0.0, 0.1], True, "difference within noise (CI contains 0)"),
+        ([-4.0, -1.0], False, "MAE ahead"),  # HD95: lower is better
+        ([1.0, 4.0], False, "scratch ahead"),
+        ([None, None], True, "difference within noise (CI contains 0)"),
+    ],
+)
+def test_verdicts(ci, higher, expected):
+    assert verdict(ci, higher) == expected
+
+
+# evaluation files
+
+
+def test_read_per_case_by_column_names_with_summary_classes(tmp_path):
+    (tmp_path / "per_case.csv").write_text(
+        "case,hd95_right_kidney,dice_spleen,dice_right_kidney,dice_n_missed,hd95_spleen\n"
+        "a.nii.gz,3.5,0.9,nan,4,inf\n"
+        "b.nii.gz,,0.5,0.25,0,2\n"
+    )
+    summary = {"dice": {"per_class": {"spleen": {}, "right kidney": {}}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    ev = read_per_case(tmp_path / "per_case.csv")
+    assert ev.cases == ["a.nii.gz", "b.nii.gz"] and ev.class_names == ["spleen", "right_kidney"]
+    np.testing.assert_array_equal(ev.values["dice"], [[0.9, np.nan], [0.5, 0.25]])
+    np.testing.assert_array_equal(ev.values["hd95"], [[np.nan, 3.5], [2.0, np.nan]])
+
+
+def test_read_per_case_without_hd95_and_without_dice(tmp_path):
+    (tmp_path / "per_case.csv").write_text("case,dice_TC,dice_WT\nx,1,0.5\n")
+    assert set(read_per_case(tmp_path / "per_case.csv").values) == {"dice"}
+    (tmp_path / "per_case.csv").write_text("case,hd95_TC\nx,1\n")
+    with pytest.raises(ValueError, match="per_case.csv"):
+        read_per_case(tmp_path / "per_case.csv")
+
+
+def test_read_predictions(tmp_path):
+    (tmp_path / "predictions.csv").write_text("image,A,B,label_A,label_B\ni1.png,0.2,0.7,0,1\ni2.png,0.9,0.1,1,0\n")
+    ev = read_predictions(tmp_path / "predictions.csv")
+    assert ev.class_names == ["A", "B"] and ev.cases == ["i1.png", "i2.png"]
+    np.testing.assert_array_equal(ev.labels, [[0, 1], [1, 0]])
+    (tmp_path / "predictions.csv").write_text("image,A,label_A\ni1.png,x,0\n")
+    with pytest.raises(ValueError, match="predictions.csv"):
+        read_predictions(tmp_path / "predictions.csv")
+
+
+def test_overrides_and_fire_arguments():
+    assert parse_overrides("--max_epochs 2 --train#trainer#max_epochs 3") == [
+        "--max_epochs", "2", "--train#trainer#max_epochs", "3",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="pairs"):
+        parse_overrides("--max_epochs")
+    assert fire_argv(["--extra", "--max_epochs 1", "--seeds", "0"]) == ["--extra=--max_epochs 1", "--seeds", "0"]
+
+
+# the study with a fake runner: what runs, what is written, what a second call skips
+
+TEST_CASES = [f"case{i}" for i in range(6)]
+
+
+def _fake_bundle(root: Path, probe: bool = False) -> Path:
+    configs = root / "configs"
+    configs.mkdir(parents=True)
+    items = [{"image": f"/d/img{i}.nii.gz", "label": f"/d/lab{i}.nii.gz", "case": f"c{i}"} for i in range(12)]
+    datalist = {"training": items[:8], "validation": items[8:10], "test": items[10:], "pretrain": items[:8]}
+    (configs / "train.yaml").write_text(f"dataset_dir: /d\nbundle_root: .\ndatalist: {json.dumps(datalist)}\n")
+    for name in ("pretrain", "evaluate") + (("linear_probe",) if probe else ()):
+        (configs / f"{name}.yaml").write_text("max_epochs: 1\n")
+    (configs / "quick.yaml").write_text("max_epochs: 1\n")
+    return root
+
+
+class FakeRunner:
+    """Writes what each workflow would (mae.pt, model.pt, per_case.csv); MAE runs score 0.2 above scratch."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, args, log_file: Path) -> None:
+        args = list(args)
+        self.calls.append(args)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(shlex.join(args))
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise RuntimeError(f"command failed; its output is in '{log_file}'")
+        get = {args[i]: args[i + 1] for i in range(0, len(args) - 1) if args[i].startswith("--")}
+        ckpt, out = Path(get["--ckpt_dir"]), Path(get["--output_dir"])
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if "pretrain.yaml" in get["--config_file"]:
+            (ckpt / "mae.pt").write_text("mae")
+        elif "evaluate.yaml" in get["--config_file"]:
+            out.mkdir(parents=True, exist_ok=True)
+            arm_bonus = 0.2 if out.parent.name.endswith("_mae") else 0.0
+            seed = int(get["--seed"])
+            rows = ["case,dice_a,dice_b"] + [
+                f"{c},{0.5 + arm_bonus + 0.01 * i + 0.001 * seed},{0.4 + arm_bonus}" for i, c in enumerate(TEST_CASES)
+            ]
+            (out / "per_case.csv").write_text("\n".join(rows) + "\n")
+        else:
+            name = "linear_probe.pt" if "linear_probe.yaml" in get["--config_file"] else "model.pt"
+            (ckpt / name).write_text(get["--pretrained_ckpt"])
+
+
+def test_study_runs_every_arm_then_resumes_without_redoing(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle")
+    out = tmp_path / "study"
+    runner = FakeRunner()
+    kwargs = dict(fractions="1,0.5", seeds=(0, 1), config_overrides="quick", extra="--max_epochs 1", n_resamples=100)
+    summary = run_study(bundle, "/d", out, runner=runner, **kwargs)
+    # 1 pre-training + 2 fractions x 2 seeds x 2 arms x (train + evaluate)
+    assert len(runner.calls) == 1 + 2 * 2 * 2 * 2
+    train = [c for c in runner.calls if "/train.yaml'" in c[1] and "evaluate.yaml" not in c[1]]
+    mae = str(out / "pretrain" / "models" / "mae.pt")
+    assert sorted(c[c.index("--pretrained_ckpt") + 1] for c in train) == sorted(["none"] * 4 + [mae] * 4)
+    assert all("quick.yaml" in c[1] and c[-2:] == ["--max_epochs", "1"] for c in runner.calls)
+    half = json.loads((out / "datalists" / "fraction0.5.json").read_text())
+    full = json.loads((out / "datalists" / "fraction1.json").read_text())
+    assert len(half["training"]) == 4 and len(full["training"]) == 8 and half["test"] == full["test"]
+    assert all(i in full["training"] for i in half["training"]) and half["validation"] == full["validation"]
+
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 8 and {r["arm"] for r in rows} == {"mae", "scratch"}
+    assert {(r["fraction"], r["n_train"]) for r in rows} == {("1", "8"), ("0.5", "4")}
+    assert all(r["status"] == "finished" and float(r["dice"]) > 0 for r in rows)
+    comparison = summary["fractions"]["0.5"]["comparisons"]["mae - scratch"]
+    assert comparison["dice"]["mean"]["difference"] == pytest.approx(0.2)
+    assert comparison["dice"]["mean"]["ci95"] == pytest.approx([0.2, 0.2])
+    assert comparison["verdict"] == "MAE ahead"
+    # mean over classes per seed: (0.5 + 0.025 + 0.001 s + 0.4) / 2 for scratch
+    scratch = summary["fractions"]["1"]["arms"]["scratch"]["dice"]
+    assert scratch["per_seed"] == pytest.approx([0.4625, 0.4630]) and scratch["sd"] == pytest.approx(0.0005 / 2**0.5)
+    assert json.loads((out / "summary.json").read_text())["n_resamples"] == 100
+    assert Image.open(out / "label_efficiency.png").size == (1000, 480)
+    assert "MAE ahead" in (out / "study.md").read_text() and "<section" in (out / "study.html").read_text()
+    assert "only 6 test case(s)" in summary["notes"][0]
+
+    again = FakeRunner()
+    run_study(bundle, "/d", out, runner=again, **kwargs)
+    assert again.calls == []
+    more = FakeRunner()
+    run_study(bundle, "/d", out, runner=more, **{**kwargs, "seeds": (0, 1, 2)})
+    assert len(more.calls) == 2 * 2 * 2  # only seed 2's runs
+    with pytest.raises(ValueError, match="study.json"):
+        run_study(bundle, "/d", out, runner=FakeRunner(), **{**kwargs, "subset_seed": 5})
+
+
+def test_a_failed_command_keeps_finished_runs_and_is_redone(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle", probe=True)
+    out = tmp_path / "study"
+    kwargs = dict(fractions=1.0, seeds=0, n_resamples=50, mae_ckpt=str(tmp_path / "mae.pt"))
+    (tmp_path / "mae.pt").write_text("given")
+    failing = FakeRunner(fail_at=6)  # the evaluation of the third run (no pre-training: a checkpoint is given)
+    with pytest.raises(RuntimeError, match="evaluate.log"):
+        run_study(bundle, "/d", out, runner=failing, **kwargs)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [r["arm"] for r in rows] == ["mae", "scratch"]
+    resumed = FakeRunner()
+    summary = run_study(bundle, "/d", out, runner=resumed, **kwargs)
+    assert len(resumed.calls) == 4  # probe_mae again from its training, then probe_random
+    assert sorted(summary["fractions"]["1"]["comparisons"]) == ["mae - scratch", "probe_mae - probe_random"]
+    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 4
+
+
+def test_arms_are_checked_against_the_bundle(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle")  # no linear_probe.yaml
+    with pytest.raises(ValueError, match="probe_mae"):
+        run_study(bundle, "/d", tmp_path / "a", arms="mae,probe_mae", runner=FakeRunner())
+    with pytest.raises(ValueError, match="mea"):
+        run_study(bundle, "/d", tmp_path / "b", arms="mea", runner=FakeRunner())
+    runner = FakeRunner()
+    summary = run_study(bundle, "/d", tmp_path / "c", arms="scratch", fractions=1, seeds=0, runner=runner)
+    assert len(runner.calls) == 2  # no pre-training: no arm needs it
+    assert [c[c.index("--pretrained_ckpt") + 1] for c in runner.calls if "--pretrained_ckpt" in c] == ["none"]
+    assert summary["fractions"]["1"]["comparisons"] == {}  # nothing to compare with one arm
+
+
+@pytest.mark.slow  # starts python -m monai.bundle
+def test_a_failing_bundle_command_names_its_log(tmp_path):
+    log = tmp_path / "run" / "train.log"
+    with pytest.raises(RuntimeError, match="train.log") as failure:
+        subprocess_runner(["--config_file", str(tmp_path / "absent.yaml")], log)
+    assert "exit" in str(failure.value) and "absent.yaml" in log.read_text()
