@@ -3,7 +3,7 @@
 Command line::
 
     python -m shared_networks.cli.export --bundle bundles/btcv_mae_segmentation --out dist \\
-        --base_url https://github.com/<owner>/<repo>/releases/download/v0.2.1 [--config_overrides quick]
+        --base_url https://github.com/<owner>/<repo>/releases/download/v0.3.0 [--config_overrides quick]
 
 See :func:`shared_networks.tools.export.export_bundle` for every flag.
 """

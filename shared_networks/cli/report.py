@@ -5,7 +5,7 @@ Command line::
     python -m shared_networks.cli.report --output report/report.html --pretrain_dir runs/pretrain \\
         --runs '{"MAE encoder": ["runs/train", "runs/evaluate/summary.json"],
                  "from scratch": ["runs/train_scratch", "runs/evaluate_scratch/summary.json"]}' \\
-        [--val_tag val_mean_dice] [--section CT] [--title "MAE self pre-training report"]
+        [--val_tag val_mean_dice] [--section CT] [--title "MAE self pre-training report"] [--study_dir runs/study]
 
 The test table puts the runs side by side: per class Dice, HD95 (mm) and the counts of missed and false-positive
 structures for a segmentation bundle (``MetricsReport``), ROC AUC for classification. For several sections, call
@@ -30,6 +30,7 @@ def report(
     section: str = "Results",
     title: str = "MAE self pre-training report",
     max_reconstructions: int = 4,
+    study_dir: str | None = None,
 ) -> str:
     """Write the HTML report of one pre-training run and its fine-tuning runs, with the reconstruction PNGs beside it.
 
@@ -41,6 +42,7 @@ def report(
         section: heading of the section.
         title: title of the page.
         max_reconstructions: reconstruction images shown (the latest epochs).
+        study_dir: output folder of ``python -m shared_networks.cli.study``, shown at the end of the section.
 
     Returns:
         The path of the written HTML file.
@@ -52,7 +54,10 @@ def report(
         if isinstance(paths, str) or len(paths) != 2:
             raise ValueError(f"run {name!r} needs [train_dir, summary_json], got {paths!r}.")
         fine_tune.append(FineTuneRun(str(name), paths[0], paths[1]))
-    sections = [ReportSection(section, pretrain_dir, fine_tune, val_tag, max_reconstructions=int(max_reconstructions))]
+    sections = [
+        ReportSection(section, pretrain_dir, fine_tune, val_tag, max_reconstructions=int(max_reconstructions),
+                      study_dir=study_dir)
+    ]  # fmt: skip
     return str(build_report(sections, output, title))
 
 

@@ -24,15 +24,15 @@ tools and command lines are not.
   needs a real URL).
 
     python -m shared_networks.cli.export --bundle bundles/btcv_mae_segmentation --out dist \\
-        --base_url https://github.com/<owner>/<repo>/releases/download/v0.2.0 --config_overrides quick
+        --base_url https://github.com/<owner>/<repo>/releases/download/v0.3.0 --config_overrides quick
 
 writes, all at once or not at all:
 
-    dist/btcv_mae_segmentation_v0.2.1.zip            btcv_mae_segmentation/{configs,docs,LICENSE,large_files.yml,
+    dist/btcv_mae_segmentation_v0.3.0.zip            btcv_mae_segmentation/{configs,docs,LICENSE,large_files.yml,
                                                      models/*.pt,shared_networks/}
-    dist/btcv_mae_segmentation_v0.2.1_model.pt       the weights again, to upload beside the zip (large_files.yml URLs)
-    dist/btcv_mae_segmentation_v0.2.1_mae.pt
-    dist/btcv_mae_segmentation_v0.2.1.sha256         ``sha256sum -c`` list of the files above
+    dist/btcv_mae_segmentation_v0.3.0_model.pt       the weights again, to upload beside the zip (large_files.yml URLs)
+    dist/btcv_mae_segmentation_v0.3.0_mae.pt
+    dist/btcv_mae_segmentation_v0.3.0.sha256         ``sha256sum -c`` list of the files above
 """
 
 from __future__ import annotations

@@ -62,6 +62,8 @@ class ReportSection:
         val_tag: TensorBoard tag of the validation metric (``val_mean_dice``, ``val_mean_auc``).
         notes: lines of text shown under the title.
         max_reconstructions: how many reconstruction images to show (the latest epochs).
+        study_dir: output folder of ``python -m shared_networks.cli.study`` for this bundle (its ``study.html`` and
+            ``label_efficiency.png`` are shown at the end of the section), or None.
     """
 
     title: str
@@ -70,6 +72,7 @@ class ReportSection:
     val_tag: str
     notes: Sequence[str] = field(default_factory=tuple)
     max_reconstructions: int = 4
+    study_dir: str | os.PathLike | None = None
 
 
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -304,6 +307,27 @@ th:first-child, td:first-child { text-align: left; } tr.mean td { border-top: 2p
 """
 
 
+def study_fragment(study_dir: str | os.PathLike, files_dir: Path, slug: str, copies: list[tuple[Path, Path]]) -> str:
+    """The study's ``study.html`` fragment for a report section; queues its PNG in ``copies`` (source, destination).
+
+    Raises:
+        ValueError: the folder has no ``study.html`` (the study has not finished there).
+    """
+    folder = Path(study_dir)
+    fragment_file = folder / "study.html"
+    if not fragment_file.is_file():
+        raise ValueError(f"{fragment_file}: no study.html; run `python -m shared_networks.cli.study` to the end first.")
+    fragment = fragment_file.read_text(encoding="utf-8")
+    png = folder / "label_efficiency.png"
+    if png.is_file():
+        dest = files_dir / f"{slug}_label_efficiency.png"
+        copies.append((png, dest))
+        fragment = fragment.replace('src="label_efficiency.png"', f'src="{html.escape(files_dir.name)}/{dest.name}"')
+    # one level below the section's own heading, with an id of its own per section
+    fragment = fragment.replace('<section id="study">', f'<section id="{slug}-study">')
+    return fragment.replace("<h2>", "<h3>").replace("</h2>", "</h3>")
+
+
 def build_report(
     sections: Sequence[ReportSection], output: str | os.PathLike, title: str = "MAE self pre-training report",
     intro: Sequence[str] = (),
@@ -360,6 +384,8 @@ def build_report(
             body.append(f'<p class="note">{e(SEGMENTATION_NOTE)}</p>')
         body.append('<p class="note">' + "; ".join(f"{e(n)}: {e(str(Path(r.summary)))}" for n, r in runs.items())
                     + "</p>")  # fmt: skip
+        if section.study_dir is not None:
+            body.append(study_fragment(section.study_dir, files_dir, slug, copies))
 
     files_dir.mkdir(parents=True, exist_ok=True)
     for src, dest in copies:

@@ -326,3 +326,19 @@ def test_a_failing_bundle_command_names_its_log(tmp_path):
     with pytest.raises(RuntimeError, match="train.log") as failure:
         subprocess_runner(["--config_file", str(tmp_path / "absent.yaml")], log)
     assert "exit" in str(failure.value) and "absent.yaml" in log.read_text()
+
+
+def test_the_report_shows_the_study(tmp_path):
+    from shared_networks.tools.report import study_fragment
+
+    bundle = _fake_bundle(tmp_path / "bundle")
+    out = tmp_path / "study"
+    run_study(bundle, "/d", out, runner=FakeRunner(), fractions="1,0.5", seeds=0, n_resamples=50)
+    files_dir, copies = tmp_path / "report_files", []
+    fragment = study_fragment(out, files_dir, "ct", copies)
+    assert copies == [(out / "label_efficiency.png", files_dir / "ct_label_efficiency.png")]
+    assert 'src="report_files/ct_label_efficiency.png"' in fragment and 'src="label_efficiency.png"' not in fragment
+    assert '<section id="ct-study">' in fragment and "<h3>Study: MAE against scratch</h3>" in fragment
+    assert "<h2>" not in fragment
+    with pytest.raises(ValueError, match="no study.html"):
+        study_fragment(tmp_path / "nothing", files_dir, "ct", [])
