@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from monai.bundle import ConfigParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,11 +165,12 @@ def bare_epoch(case: Case, overrides: dict, threads: int, steps: int) -> tuple[f
 
 def run_case(name: str, args: argparse.Namespace, work: Path) -> dict:
     case = CASES[name]
-    overrides = case_overrides(case, Path(args.data), work, args.epochs, args.torch_threads)
+    overrides = {**case_overrides(case, Path(args.data), work, args.epochs, args.torch_threads), **args.set}
     epoch_s, threads, wall, _ = run_workflow(case, overrides)
     later = epoch_s[1:] or epoch_s
     workflow_epoch = statistics.mean(later)
-    step, iterations, step_times, shape = bare_epoch(case, overrides, threads, args.bare_steps)
+    bare_threads = args.bare_threads or os.cpu_count() or 1
+    step, iterations, step_times, shape = bare_epoch(case, overrides, bare_threads, args.bare_steps)
     bare = step * iterations
     return {
         "name": f"workflow_{name}",
@@ -188,6 +190,7 @@ def run_case(name: str, args: argparse.Namespace, work: Path) -> dict:
         "target": TARGET,
         "target_met": bare / workflow_epoch >= TARGET,
         "torch_threads": threads,
+        "bare_torch_threads": bare_threads,
         "workflow_wall_s": round(wall, 1),
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
@@ -201,7 +204,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bare-steps", type=int, default=5)
     parser.add_argument("--torch-threads", default="auto", help="the workflows' torch_threads setting")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--bare-threads", type=int, default=0,
+                        help="torch threads of the bare loop; default: every core (the machine's whole compute)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra overrides of every case (VALUE read as YAML), e.g. num_workers=1")
     args = parser.parse_args(argv)
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
+    args.set = settings
     if args.all:
         args.cases = list(CASES)
     if args.epochs < 2:

@@ -43,7 +43,7 @@ from shared_networks.engine.metrics import (
 )
 from shared_networks.engine.optim import param_groups_lrd
 from shared_networks.engine.overrides import check_overrides
-from shared_networks.engine.runtime import AutocastInferer, configure_threads, loader_worker_init
+from shared_networks.engine.runtime import AutocastInferer, configure_threads, loader_worker_init, loader_workers
 from shared_networks.engine.seeding import EpochSeeder
 from shared_networks.engine.selection import SelectedModelSaver, ValidationCoverage, ValidationLoss
 from shared_networks.networks.classifier import ViTClassifier
@@ -72,7 +72,7 @@ __all__ = [
     "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric",
     "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver", "SelectedModelSaver",
     "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss", "check_overrides",
-    "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init", "local_device",
+    "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init", "loader_workers", "local_device",
     "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",

@@ -65,7 +65,7 @@ def test_every_workflow_splits_the_cores_right_after_the_override_check(bundle):
         parser = configs.parser(name, quick=False)
         init = parser["initialize"]
         assert init[0] == "$shared_networks.check_overrides()", name
-        assert init[1].startswith("$shared_networks.configure_threads(@num_workers, @torch_threads"), name
+        assert init[1].startswith("$shared_networks.configure_threads(@loader_workers, @torch_threads"), name
         # training keeps a core per loader worker; inference and evaluation, whose workers mostly wait, do not
         assert ("dedicated_workers=False" in init[1]) is (name in ("inference", "evaluate")), name
         assert parser["torch_threads"] == "auto"

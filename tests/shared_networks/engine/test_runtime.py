@@ -119,3 +119,16 @@ def test_bf16_label_maps_agree_with_fp32(monkeypatch):
     assert not torch.equal(out, ref)  # bf16 did run
     agreement = (out.argmax(1) == ref.argmax(1)).float().mean().item()
     assert agreement >= 0.97, agreement
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 0), (3, 0), (4, 1), (8, 2), (16, 4), (64, 4)])
+def test_loader_workers_auto_leaves_small_machines_without_workers(cores, expected):
+    assert runtime.loader_workers("auto", cores=cores) == expected
+    assert runtime.loader_workers(" AUTO ", cores=cores) == expected
+
+
+def test_loader_workers_takes_a_number_and_refuses_anything_else():
+    assert runtime.loader_workers(3, cores=2) == 3 and runtime.loader_workers("0") == 0
+    for bad in (-1, "two", 1.5, True, None):
+        with pytest.raises(ValueError, match="num_workers must be 'auto' or a whole number"):
+            runtime.loader_workers(bad)
