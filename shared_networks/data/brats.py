@@ -57,7 +57,7 @@ from shared_networks.data.files import (
     relative_to,
     resolve_path,
 )
-from shared_networks.data.pretrain import pretrain_extra_flag
+from shared_networks.data.pretrain import image_key, pretrain_extra_flag, select_pretrain
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
 
@@ -67,6 +67,7 @@ __all__ = [
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
+PRETRAIN_KEYS = ("image", "case", "layout")  # what pre-training reads of an item
 
 MODALITIES: tuple[str, ...] = ("FLAIR", "T1w", "T1gd", "T2w")
 """Channel order of every image, whatever the layout (the MSD Task01 order)."""
@@ -340,39 +341,9 @@ def fold_split(cases: Sequence[Item], fold: int = 0, num_folds: int = 5, seed: i
     return training, validation, test
 
 
-def _image_key(image: str | Sequence[str]) -> str:
-    """A hashable, readable key of an item's image (one path, or the modality paths joined)."""
-    return image if isinstance(image, str) else " + ".join(image)
-
-
-def _pretrain_items(*groups: Sequence[Item]) -> list[Item]:
-    """Image-only items (``image``, ``case``, ``layout``) of ``groups`` in order, each image once."""
-    seen: set[str] = set()
-    items = []
-    for group in groups:
-        for item in group:
-            if _image_key(item["image"]) not in seen:
-                seen.add(_image_key(item["image"]))
-                items.append({k: item[k] for k in ("image", "case", "layout")})
-    return items
-
-
-def _select_pretrain(training: Sequence[Item], extra: Sequence[Item], pretrain_extra_images: bool, source: str) -> list:
-    """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
-    train_keys = {_image_key(item["image"]) for item in training}
-    others = [item for item in _pretrain_items(extra) if _image_key(item["image"]) not in train_keys]
-    if others and not pretrain_extra_images:
-        logger.info(
-            "%s: %d extra unlabelled image(s) are not pre-trained on (pretrain_extra_images false).",
-            source,
-            len(others),
-        )
-    return _pretrain_items(training, others if pretrain_extra_images else [])
-
-
 def _check_disjoint_lists(source: str, datalist: Mapping[str, list[Item]]) -> None:
     """No image in two of training/validation/test, none of validation/test in pretrain (raises ``ValueError``)."""
-    check_disjoint(source, {k: [{"image": _image_key(i["image"])} for i in datalist[k]] for k in LIST_KEYS})
+    check_disjoint(source, {k: [{"image": image_key(i["image"])} for i in datalist[k]] for k in LIST_KEYS})
 
 
 def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool) -> list[Item]:
@@ -434,7 +405,9 @@ def _load_datalist_file(
         for item in datalist[key]:
             check_case(item)
     _check_disjoint_lists(f"datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
-    datalist["pretrain"] = _select_pretrain(datalist["training"], listed, pretrain_extra_images, f"datalist '{source}'")
+    datalist["pretrain"] = select_pretrain(
+        datalist["training"], listed, pretrain_extra_images, f"datalist '{source}'", keys=PRETRAIN_KEYS
+    )
     return datalist
 
 
@@ -486,7 +459,9 @@ def brats_datalist(
         "training": training,
         "validation": validation,
         "test": test,
-        "pretrain": _select_pretrain(training, unlabelled, extra_images, f"{layout} folder '{root}'"),
+        "pretrain": select_pretrain(
+            training, unlabelled, extra_images, f"{layout} folder '{root}'", keys=PRETRAIN_KEYS
+        ),
     }
     _check_disjoint_lists(f"{layout} fold {fold} of '{root}'", datalist)
     logger.info(

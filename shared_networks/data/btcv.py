@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from shared_networks.data.files import (
     relative_to,
     resolve_path,
 )
-from shared_networks.data.pretrain import pretrain_extra_flag
+from shared_networks.data.pretrain import pretrain_extra_flag, pretrain_items, select_pretrain
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
 
@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+PRETRAIN_KEYS = ("image", "case")  # what pre-training reads of an item
 
 BTCV_LABELS: dict[int, str] = {
     0: "background",
@@ -422,33 +423,6 @@ def _check_exist(source: Path, items: Iterable[dict[str, str]]) -> None:
         raise FileNotFoundError(f"Datalist '{source}' references {len(missing)} missing file(s):\n  {listed}")
 
 
-def _pretrain_items(*groups: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """Image-only items of ``groups`` in order, each image once."""
-    seen: set[str] = set()
-    items = []
-    for group in groups:
-        for item in group:
-            if item["image"] not in seen:
-                seen.add(item["image"])
-                items.append({"image": item["image"], "case": item["case"]})
-    return items
-
-
-def _select_pretrain(
-    training: list[dict[str, str]], extra: list[dict[str, str]], pretrain_extra_images: bool, source: str
-) -> list[dict[str, str]]:
-    """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
-    train_images = {i["image"] for i in training}
-    others = [item for item in _pretrain_items(extra) if item["image"] not in train_images]
-    if others and not pretrain_extra_images:
-        logger.info(
-            "%s: %d extra unlabelled image(s) are not pre-trained on (pretrain_extra_images false).",
-            source,
-            len(others),
-        )
-    return _pretrain_items(training, others if pretrain_extra_images else [])
-
-
 def _load_datalist_file(
     root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False
 ) -> dict[str, list[dict[str, str]]]:
@@ -475,7 +449,9 @@ def _load_datalist_file(
     datalist["pretrain"] = listed
     _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
     check_disjoint(f"Datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
-    datalist["pretrain"] = _select_pretrain(datalist["training"], listed, pretrain_extra_images, f"Datalist '{source}'")
+    datalist["pretrain"] = select_pretrain(
+        datalist["training"], listed, pretrain_extra_images, f"Datalist '{source}'", keys=PRETRAIN_KEYS
+    )
     return datalist
 
 
@@ -508,7 +484,7 @@ def _dataset_json_split(
             extra.append(item)
         else:
             logger.warning("'%s' lists test image '%s', which is missing; it is left out.", source, item["image"])
-    return training, validation, _pretrain_items(unlabelled, extra)
+    return training, validation, pretrain_items(unlabelled, extra, keys=PRETRAIN_KEYS)
 
 
 def btcv_datalist(
@@ -586,8 +562,9 @@ def btcv_datalist(
         "training": training,
         "validation": validation,
         "test": test,
-        "pretrain": _select_pretrain(
-            training, [i for i in unlabelled if i["image"] not in evaluation], extra_images, f"BTCV '{root}'"
+        "pretrain": select_pretrain(
+            training, [i for i in unlabelled if i["image"] not in evaluation], extra_images, f"BTCV '{root}'",
+            keys=PRETRAIN_KEYS,
         ),
     }
     check_disjoint(f"BTCV split {split!r} of '{root}'", datalist)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_networks.data.files import Issues, raise_or_collect, read_json_object, read_text
-from shared_networks.data.pretrain import pretrain_extra_flag
+from shared_networks.data.pretrain import pretrain_extra_flag, select_pretrain
 from shared_networks.data.readers import is_dicom_file
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
@@ -200,16 +200,6 @@ def _check_disjoint(source: str, datalist: dict[str, list[dict]]) -> None:
         raise ValueError(f"{source}: pre-training images from validation/test: {_some(leaked)}.")
 
 
-def _select_pretrain(training: list[dict], extra: list[dict], pretrain_extra_images: bool, source: str) -> list[dict]:
-    """The pre-training list: the training images, then the ``extra`` images not among them when asked for."""
-    train_images = {i["image"] for i in training}
-    others = [i for i in extra if i["image"] not in train_images]
-    if others and not pretrain_extra_images:
-        logger.info("%s: %d extra image(s) of 'pretrain' are not pre-trained on (pretrain_extra_images false).",
-                    source, len(others))  # fmt: skip
-    return [dict(item) for item in training] + (others if pretrain_extra_images else [])
-
-
 def _load_datalist_file(
     root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False
 ) -> dict[str, list[dict]]:
@@ -237,7 +227,7 @@ def _load_datalist_file(
     if missing:
         raise FileNotFoundError(f"datalist file '{path}' lists {len(missing)} missing image(s): {_some(missing)}.")
     _check_disjoint(f"datalist file '{path}'", datalist)  # the file as written, whatever pre-training then reads
-    datalist["pretrain"] = _select_pretrain(datalist["training"], datalist["pretrain"], pretrain_extra_images,
+    datalist["pretrain"] = select_pretrain(datalist["training"], datalist["pretrain"], pretrain_extra_images,
                                             f"datalist file '{path}'")  # fmt: skip
     return datalist
 

@@ -19,7 +19,9 @@ from typing import Any
 
 from shared_networks.utils.flags import as_bool
 
-__all__ = ["image_key", "log_pretrain_images", "pretrain_extra_flag", "pretrain_sources"]
+__all__ = [
+    "image_key", "log_pretrain_images", "pretrain_extra_flag", "pretrain_items", "pretrain_sources", "select_pretrain",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,37 @@ def image_key(image: str | os.PathLike | Sequence[str]) -> str:
     if isinstance(image, (str, os.PathLike)):
         return str(image)
     return " + ".join(str(p) for p in image)
+
+
+def pretrain_items(*groups: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> list[dict]:
+    """The items of ``groups`` in order, each image once, with only ``keys`` of each (every key when None)."""
+    seen: set[str] = set()
+    items = []
+    for group in groups:
+        for item in group:
+            key = image_key(item["image"])
+            if key not in seen:
+                seen.add(key)
+                items.append(dict(item) if keys is None else {k: item[k] for k in keys})
+    return items
+
+
+def select_pretrain(
+    training: Sequence[Mapping[str, Any]],
+    extra: Sequence[Mapping[str, Any]],
+    pretrain_extra_images: bool,
+    source: str,
+    keys: Sequence[str] | None = None,
+) -> list[dict]:
+    """The pre-training list: the training images, then the ``extra`` images not among them when asked for (the
+    paper's protocol pre-trains on the training split only); logs the extra images left out."""
+    train_keys = {image_key(item["image"]) for item in training}
+    others = [item for item in pretrain_items(extra, keys=keys) if image_key(item["image"]) not in train_keys]
+    if others and not pretrain_extra_images:
+        logger.info(
+            "%s: %d extra image(s) are not pre-trained on (pretrain_extra_images false).", source, len(others)
+        )
+    return pretrain_items(training, others if pretrain_extra_images else [], keys=keys)
 
 
 def pretrain_extra_flag(value: Any) -> bool:
