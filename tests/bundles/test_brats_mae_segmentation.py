@@ -81,10 +81,13 @@ def test_pretrain_finetune_evaluate_infer(phantoms, brats2021, tmp_path):
     ckpt, out = tmp_path / "models", tmp_path / "runs"
     common = dict(dataset_dir=str(phantoms), ckpt_dir=str(ckpt))
 
-    wf = workflow("pretrain", "train", output_dir=str(out / "pretrain"), max_epochs=2, recon_interval=1, **common)
+    wf = workflow("pretrain", "train", output_dir=str(out / "pretrain"), max_epochs=2, recon_interval=1,
+                  pretrain_extra_images=True, **common)  # fmt: skip
     datalist = wf.parser.get_parsed_content("datalist")
     pretrain_images = {d["image"] for d in datalist["pretrain"]}
-    assert str(phantoms / "imagesTs" / "BRATS_006.nii.gz") in pretrain_images  # the unlabelled image
+    # the unlabelled image, asked for (the default is the training split only: tests/bundles/test_pretrain_images.py)
+    assert str(phantoms / "imagesTs" / "BRATS_006.nii.gz") in pretrain_images
+    assert {d["image"] for d in datalist["training"]} <= pretrain_images
     assert not pretrain_images & {d["image"] for d in datalist["validation"] + datalist["test"]}
     wf.run()
     mae_state = torch.load(ckpt / "mae.pt", weights_only=True)
