@@ -74,11 +74,12 @@ class Case:
 CASES = {
     "cxr14_pretrain_tiny112": Case(
         "cxr14_mae_classification", ("pretrain.yaml",), "chestxray14",
-        {**VIT_TINY_112, "decoder_hidden_size": 128, "decoder_num_layers": 4, "decoder_num_heads": 4},
+        {**VIT_TINY_112, "decoder_hidden_size": 128, "decoder_num_layers": 4, "decoder_num_heads": 4,
+         "cache_rate": 1.0},
     ),
     "cxr14_train_tiny112": Case(
         "cxr14_mae_classification", ("train.yaml",), "chestxray14",
-        {**VIT_TINY_112, "pretrained_ckpt": "none", "drop_path_rate": 0.0, "val_interval": 2},
+        {**VIT_TINY_112, "pretrained_ckpt": "none", "drop_path_rate": 0.0, "val_interval": 2, "cache_rate": 1.0},
     ),
     "btcv_pretrain_quick": Case("btcv_mae_segmentation", ("pretrain.yaml", "quick.yaml"), "btcv"),
     "btcv_train_quick": Case(
