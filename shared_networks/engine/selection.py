@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
@@ -51,12 +52,6 @@ def _check_option(value: Any, allowed: Sequence[str], name: str) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}.")
     return str(value)
-
-
-def _is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
 
 
 class _ForwardWise(MetricUsage):
@@ -289,7 +284,7 @@ class ValidationCoverage:
         self.undefined = {c: "no positive case" for c in self.class_names if pos[c] == 0}
         if self.metric == "auc":
             self.undefined.update({c: "no negative case" for c in self.class_names if pos[c] > 0 and neg[c] == 0})
-        if not _is_rank0():
+        if idist.get_rank() != 0:
             return self.coverage
         no_positive = [c for c in self.class_names if pos[c] == 0]
         message = f"validation split: {n} case(s); "
@@ -313,7 +308,7 @@ class ValidationCoverage:
         """Warn that the key metric is undefined for some classes (once per validation); returns the message."""
         if self.coverage is None:
             self.log_coverage()
-        if not self.undefined or not _is_rank0():
+        if not self.undefined or idist.get_rank() != 0:
             return None
         named = ", ".join(f"{c} ({why})" for c, why in self.undefined.items())
         defined = len(self.class_names) - len(self.undefined)
