@@ -241,15 +241,9 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
         self._engine_slot.engine = engine
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load_latest)
-        interval = self._interval_checkpoint
-        self._interval_checkpoint = None  # MONAI's saver would save every epoch: epoch_completed decides instead
-        try:
-            super().attach(engine)
-        finally:
-            self._interval_checkpoint = interval
-        if interval is not None:
+        super().attach(engine)  # with a trigger on, MONAI's saver calls interval_completed at every epoch's end
+        if self._interval_checkpoint is not None:
             engine.add_event_handler(Events.STARTED, self.start_clock)
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
 
     def start_clock(self, engine: Engine) -> None:
         """The time trigger counts from the start (or resumption) of the run."""
@@ -264,10 +258,10 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
             return True
         return engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
 
-    def epoch_completed(self, engine: Engine) -> None:
-        """Writes the epoch's checkpoint when :meth:`due`."""
+    def interval_completed(self, engine: Engine) -> None:
+        """Writes the epoch's checkpoint when :meth:`due` (called at every epoch's end)."""
         if self.due(engine):
-            self.interval_completed(engine)
+            super().interval_completed(engine)
             self._last_save = self.clock()
 
     def checkpoint_files(self) -> list[tuple[int, Path]]:
