@@ -29,6 +29,7 @@ from shared_networks.engine.distributed import (
 )
 from shared_networks.engine.finite import FiniteCheckpointLoader, StopOnNonFinite
 from shared_networks.engine.handlers import (
+    EncoderFreeze,
     PretrainedEncoderLoader,
     ReconstructionSaver,
     ValidationEveryAndLast,
@@ -68,7 +69,7 @@ __all__ = [
     "PatchEmbed", "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder",
     "patchify", "random_masking", "read_geometry", "record_mae_geometry", "sincos_pos_embed", "unpatchify",
     # engine
-    "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EpochSeeder",
+    "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EncoderFreeze", "EpochSeeder",
     "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric",
     "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver", "SelectedModelSaver",
     "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss", "check_overrides",

@@ -6,7 +6,7 @@ Command line::
         --output_dir runs/study [--fractions 1,0.5,0.25,0.1] [--seeds 0,1,2] [--mae_ckpt models/mae.pt] \\
         [--config_overrides quick] [--extra "--max_epochs 5"] [--pretrain_extra "--max_epochs 50"] \\
         [--train_extra "--warmup_epochs 1"] [--arms mae,scratch] [--n_resamples 2000] \\
-        [--bootstrap_seed 0] [--subset_seed 0]
+        [--bootstrap_seed 0] [--subset_seed 0] [--tune_fraction 0.3]
 
 See :mod:`shared_networks.tools.study` for what it runs and writes.
 """
@@ -39,6 +39,7 @@ def study(
     n_resamples: int = 2000,
     bootstrap_seed: int = 0,
     subset_seed: int = 0,
+    tune_fraction: float = 0.0,
 ) -> str:
     """Pre-train once (or take --mae_ckpt), fine-tune from the MAE encoder and from scratch on nested label fractions
     with several seeds, evaluate every model on the test split, and write runs.csv, summary.json (paired bootstrap
@@ -62,6 +63,8 @@ def study(
         n_resamples: bootstrap resamples.
         bootstrap_seed: seed of the resamples.
         subset_seed: seed of the order in which patients enter the subsets.
+        tune_fraction: 0 evaluates on the test split; a fraction in (0, 1) holds out that share of the training
+            patients as the test split instead, to choose settings without reading the test split.
 
     Returns:
         The path of summary.json.
@@ -81,6 +84,7 @@ def study(
         n_resamples=int(n_resamples),
         bootstrap_seed=int(bootstrap_seed),
         subset_seed=int(subset_seed),
+        tune_fraction=float(tune_fraction),
     )
     return str(output_dir).rstrip("/") + "/summary.json"
 

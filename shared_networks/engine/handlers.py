@@ -17,7 +17,13 @@ from monai.handlers import ValidationHandler
 from shared_networks.networks.handoff import load_pretrained_encoder
 from shared_networks.networks.mae import normalize_patches, patchify, unpatchify
 
-__all__ = ["PretrainedEncoderLoader", "ReconstructionSaver", "ValidationEveryAndLast", "prepare_image_as_target"]
+__all__ = [
+    "EncoderFreeze",
+    "PretrainedEncoderLoader",
+    "ReconstructionSaver",
+    "ValidationEveryAndLast",
+    "prepare_image_as_target",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +106,55 @@ class PretrainedEncoderLoader:
         net = getattr(self.network, "module", self.network)  # DistributedDataParallel
         self.report = load_pretrained_encoder(net, self.load_path, self.src_img_size, self.map_location)
         (engine.logger if engine is not None else logger).info(self.report.summary())
+
+
+class EncoderFreeze:
+    """Linear probing, then fine-tuning (LP-FT, Kumar et al., ICLR 2022): the encoder is frozen for the first
+    ``epochs`` epochs, so only the head learns on the pre-trained features, then the whole network trains.
+
+    Fine-tuning a small labelled set end to end from the start lets the random head's large early gradients rewrite
+    the pre-trained features; a head fitted first starts fine-tuning near the probe's solution. Frozen parameters get
+    no gradient, so the optimiser (built before, on every parameter) skips them, weight decay included; the lr
+    schedule runs on unchanged. Only parameters trainable when the run starts are touched: a linear probe's encoder
+    (frozen by ``linear_probe.yaml``) stays frozen. ``epochs <= 0`` does nothing. It is set again at every epoch
+    start from the epoch number, so a resumed run is in the right phase.
+
+    Args:
+        network: fine-tuning network with an ``encoder`` (ViTClassifier, UNETR); not DistributedDataParallel-wrapped
+            (the reducer of DDP expects a gradient for every parameter it was built with).
+        epochs: number of first epochs with the encoder frozen.
+    """
+
+    def __init__(self, network: torch.nn.Module, epochs: int = 0) -> None:
+        if int(epochs) < 0:
+            raise ValueError(f"freeze_encoder_epochs {epochs!r} must be 0 (off) or more.")
+        self.network = network
+        self.epochs = int(epochs)
+        self._params: list[torch.nn.Parameter] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.epochs <= 0:
+            return
+        if isinstance(self.network, torch.nn.parallel.DistributedDataParallel):
+            raise ValueError(
+                "freeze_encoder_epochs > 0 needs single-process training: DistributedDataParallel expects a gradient "
+                "for every parameter. Set freeze_encoder_epochs 0 for multi-GPU runs."
+            )
+        if not hasattr(self.network, "encoder"):
+            raise ValueError(f"freeze_encoder_epochs: {type(self.network).__name__} has no 'encoder' to freeze.")
+        self._params = [p for p in self.network.encoder.parameters() if p.requires_grad]
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        frozen = engine.state.epoch <= self.epochs
+        for p in self._params or ():
+            p.requires_grad_(not frozen)
+        if engine.state.epoch == 1 or engine.state.epoch == self.epochs + 1:
+            engine.logger.info(
+                "epoch %d: encoder %s",
+                engine.state.epoch,
+                f"frozen until epoch {self.epochs} (head only)" if frozen else "trainable (whole network)",
+            )
 
 
 class ReconstructionSaver:

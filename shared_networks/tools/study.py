@@ -61,6 +61,7 @@ __all__ = [
     "run_study",
     "subprocess_runner",
     "summarise",
+    "tuning_split",
     "verdict",
 ]
 
@@ -144,6 +145,26 @@ def nested_subsets(
     for f in fractions:
         chosen = set(order[: _fraction_size(f, len(groups))])
         out[f] = [i for i in items if group_key(i) in chosen]
+    return out
+
+
+def tuning_split(
+    datalist: Mapping[str, Sequence[Mapping[str, Any]]], fraction: float, seed: int = 0
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The datalist for choosing settings without the test split: ``fraction`` of the training patients (seeded,
+    :func:`group_key`) become the test split, the rest stay training; validation is unchanged and the real test
+    items are left out (no run of the study reads them)."""
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"tune_fraction {fraction!r} must lie in (0, 1): the share of training patients held out.")
+    items = list(datalist["training"])
+    groups = list(dict.fromkeys(group_key(i) for i in items))
+    if len(groups) < 2:
+        raise ValueError(f"tune_fraction needs at least 2 training patients or cases, the datalist has {len(groups)}.")
+    order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
+    held = set(order[: min(len(groups) - 1, _fraction_size(float(fraction), len(groups)))])
+    out = {k: list(v) for k, v in datalist.items() if k != "test"}
+    out["training"] = [i for i in items if group_key(i) not in held]
+    out["test"] = [i for i in items if group_key(i) in held]
     return out
 
 
@@ -687,6 +708,7 @@ def run_study(
     n_resamples: int = 2000,
     bootstrap_seed: int = 0,
     subset_seed: int = 0,
+    tune_fraction: float = 0.0,
     runner: Runner | None = None,
 ) -> dict[str, Any]:
     """Run (or complete) the study and write its outputs; returns the summary (``summary.json``'s content).
@@ -709,6 +731,9 @@ def run_study(
         n_resamples: bootstrap resamples.
         bootstrap_seed: seed of the resamples.
         subset_seed: seed of the order in which patients enter the subsets.
+        tune_fraction: 0 (default) evaluates on the test split. A fraction in (0, 1) chooses settings without it:
+            that share of the training patients (seeded by ``subset_seed``) is held out and evaluated on instead,
+            and no run reads the test split (:func:`tuning_split`).
         runner: runs one ``monai.bundle run`` command (default: :func:`subprocess_runner`).
 
     Raises:
@@ -740,11 +765,12 @@ def run_study(
         "train_extra": study.train_extra,
         "mae_ckpt": None if mae_ckpt is None else str(Path(mae_ckpt).expanduser().resolve()),
         "subset_seed": int(subset_seed),
+        "tune_fraction": float(tune_fraction),
     }
     settings_file = out / "study.json"
     if settings_file.is_file():
         before = json.loads(settings_file.read_text(encoding="utf-8"))
-        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        changed = sorted(k for k in settings if before.get(k, 0.0 if k == "tune_fraction" else None) != settings[k])
         if changed:
             raise ValueError(
                 f"'{settings_file}' records a study with other settings ({', '.join(changed)}): its runs "
@@ -754,6 +780,13 @@ def run_study(
 
     # the subsets: nested by patient; validation, test and pre-training lists unchanged
     base = study.base_datalist()
+    if float(tune_fraction) > 0:
+        base = tuning_split(base, float(tune_fraction), int(subset_seed))
+        logger.info(
+            "tuning: %d training items held out as the test split (tune_fraction %g); the real test split is not read",
+            len(base["test"]),
+            float(tune_fraction),
+        )
     subsets = nested_subsets(base["training"], fractions, int(subset_seed))
     datalists = {}
     for f, items in subsets.items():
@@ -853,6 +886,7 @@ def run_study(
     _write_runs(runs_csv, records.values())
     summary = summarise(out, plan, subsets, int(n_resamples), int(bootstrap_seed), bundle=bundle.name)
     summary["runs_this_call"] = new
+    summary["tune_fraction"] = float(tune_fraction)  # > 0: evaluated on held-out training patients, not the test split
     if done.is_file():
         summary["pretrain_wall_s"] = round(json.loads(done.read_text(encoding="utf-8"))["wall_s"], 1)
     summary["wall_s_this_call"] = round(time.monotonic() - started, 1)
@@ -985,7 +1019,8 @@ def study_markdown(summary: Mapping[str, Any]) -> str:
     lines = [
         "## Study: MAE against scratch",
         "",
-        f"Test split: {summary['n_test']} {'images' if summary['task'] == 'classification' else 'cases'}; "
+        f"{'Held-out training patients (tuning, test split not read)' if summary.get('tune_fraction') else 'Test split'}"
+        f": {summary['n_test']} {'images' if summary['task'] == 'classification' else 'cases'}; "
         f"{m} (mean over classes); differences with the paired bootstrap {int(summary['confidence'] * 100)} % CI over "
         f"test cases ({summary['n_resamples']} resamples, seed {summary['bootstrap_seed']}).",
         "",
