@@ -69,10 +69,10 @@ __all__ = [
     "PatchEmbed", "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder",
     "patchify", "random_masking", "read_geometry", "record_mae_geometry", "sincos_pos_embed", "unpatchify",
     # engine
-    "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EncoderFreeze", "EpochSeeder",
-    "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport", "PenalizedHausdorffDistanceMetric",
-    "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver", "SelectedModelSaver",
-    "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss", "check_overrides",
+    "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EncoderFreeze",
+    "EpochSeeder", "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport",
+    "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver",
+    "SelectedModelSaver", "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss", "check_overrides",
     "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init", "loader_workers",
     "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data

@@ -153,7 +153,8 @@ def tuning_split(
 ) -> dict[str, list[Mapping[str, Any]]]:
     """The datalist for choosing settings without the test split: ``fraction`` of the training patients (seeded,
     :func:`group_key`) become the test split, the rest stay training; validation is unchanged and the real test
-    items are left out (no run of the study reads them)."""
+    items are left out (no run of the study reads them). The held-out images leave every other list too (e.g.
+    ``pretrain``), so MAE pre-training never sees them."""
     if not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"tune_fraction {fraction!r} must lie in (0, 1): the share of training patients held out.")
     items = list(datalist["training"])
@@ -162,9 +163,12 @@ def tuning_split(
         raise ValueError(f"tune_fraction needs at least 2 training patients or cases, the datalist has {len(groups)}.")
     order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
     held = set(order[: min(len(groups) - 1, _fraction_size(float(fraction), len(groups)))])
-    out = {k: list(v) for k, v in datalist.items() if k != "test"}
+    test = [i for i in items if group_key(i) in held]
+    images = {json.dumps(i.get("image"), sort_keys=True) for i in test}
+    # other lists (pre-training's) lose the held-out images too: they stand for unseen test data
+    out = {k: [i for i in v if json.dumps(i.get("image"), sort_keys=True) not in images] for k, v in datalist.items()}
     out["training"] = [i for i in items if group_key(i) not in held]
-    out["test"] = [i for i in items if group_key(i) in held]
+    out["test"] = test
     return out
 
 
@@ -1016,11 +1020,11 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 def study_markdown(summary: Mapping[str, Any]) -> str:
     """The study as Markdown: per fraction, each arm's mean ± sd over seeds and each difference with its CI."""
     m = summary["metric"]
+    split = "Held-out training patients (tuning, test split not read)" if summary.get("tune_fraction") else "Test split"
     lines = [
         "## Study: MAE against scratch",
         "",
-        f"{'Held-out training patients (tuning, test split not read)' if summary.get('tune_fraction') else 'Test split'}"
-        f": {summary['n_test']} {'images' if summary['task'] == 'classification' else 'cases'}; "
+        f"{split}: {summary['n_test']} {'images' if summary['task'] == 'classification' else 'cases'}; "
         f"{m} (mean over classes); differences with the paired bootstrap {int(summary['confidence'] * 100)} % CI over "
         f"test cases ({summary['n_resamples']} resamples, seed {summary['bootstrap_seed']}).",
         "",

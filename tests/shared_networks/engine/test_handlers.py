@@ -5,10 +5,11 @@ from unittest.mock import MagicMock
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 
 from shared_networks.engine.handlers import (
+    EncoderFreeze,
     PretrainedEncoderLoader,
     ReconstructionSaver,
     ValidationEveryAndLast,
@@ -132,3 +133,59 @@ def test_pretrained_encoder_loader_reads_the_recorded_grid(tmp_path):
     given()
     assert given.report.grid_from == "src_img_size"
     assert torch.equal(net.encoder.pos_embed, recorded)  # the same layout as read from the record
+
+
+def _lpft_run(epochs_frozen: int, max_epochs: int = 3, probe: bool = False):
+    """Trains a tiny ViTClassifier on random data; returns the encoder and head weights after each epoch."""
+    from shared_networks.networks.classifier import ViTClassifier
+
+    torch.manual_seed(0)
+    net = ViTClassifier(1, 2, img_size=(8, 8), spatial_dims=2, **ENC)
+    if probe:
+        net.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.05)
+    x, y = torch.randn(4, 1, 8, 8), torch.rand(4, 2)
+
+    def step(engine, _):
+        opt.zero_grad(set_to_none=False)  # as SupervisedTrainer (optim_set_to_none False)
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        opt.step()
+
+    engine = Engine(step)
+    EncoderFreeze(net, epochs_frozen).attach(engine)
+    snaps = []
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED,
+        lambda e: snaps.append((net.encoder.patch_embed.proj.weight.clone(), net.head.weight.clone())),
+    )
+    engine.run([0], max_epochs=max_epochs)
+    return net, snaps
+
+
+def test_encoder_freeze_trains_the_head_first_then_everything():
+    from shared_networks.networks.classifier import ViTClassifier
+
+    net, snaps = _lpft_run(epochs_frozen=2, max_epochs=3)
+    torch.manual_seed(0)
+    start = ViTClassifier(1, 2, img_size=(8, 8), spatial_dims=2, **ENC).encoder.patch_embed.proj.weight
+    # epochs 1-2: the encoder does not move (no gradient, so neither Adam nor weight decay touch it), the head does
+    assert torch.equal(snaps[0][0], start) and torch.equal(snaps[1][0], start)
+    assert not torch.equal(snaps[0][1], snaps[1][1])
+    # epoch 3: the encoder trains
+    assert not torch.equal(snaps[2][0], start)
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_encoder_freeze_leaves_a_probe_frozen_and_is_off_at_zero():
+    net, snaps = _lpft_run(epochs_frozen=1, max_epochs=2, probe=True)
+    assert torch.equal(snaps[0][0], snaps[1][0]) and not any(p.requires_grad for p in net.encoder.parameters())
+    _, snaps = _lpft_run(epochs_frozen=0, max_epochs=1)
+    torch.manual_seed(0)
+    from shared_networks.networks.classifier import ViTClassifier
+
+    start = ViTClassifier(1, 2, img_size=(8, 8), spatial_dims=2, **ENC).encoder.patch_embed.proj.weight
+    assert not torch.equal(snaps[0][0], start)
+    with pytest.raises(ValueError, match="freeze_encoder_epochs"):
+        EncoderFreeze(torch.nn.Linear(1, 1), -1)
+    with pytest.raises(ValueError, match="no 'encoder'"):
+        EncoderFreeze(torch.nn.Linear(1, 1), 2).attach(Engine(lambda e, b: None))

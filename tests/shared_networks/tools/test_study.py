@@ -23,6 +23,7 @@ from shared_networks.tools.study import (
     read_predictions,
     run_study,
     subprocess_runner,
+    tuning_split,
     verdict,
 )
 
@@ -342,3 +343,42 @@ def test_the_report_shows_the_study(tmp_path):
     assert "<h2>" not in fragment
     with pytest.raises(ValueError, match="no study.html"):
         study_fragment(tmp_path / "nothing", files_dir, "ct", [])
+
+
+# tuning: held-out training patients instead of the test split
+
+
+def test_tuning_split_holds_out_whole_patients_and_drops_the_test_split():
+    items = _items(10)
+    pretrain = [{"image": i["image"]} for i in items] + [{"image": "extra.png"}]
+    datalist = {"training": items, "validation": _items(2)[:1], "test": [{"image": "t.png"}], "pretrain": pretrain}
+    split = tuning_split(datalist, 0.3, seed=1)
+    held = {i["patient"] for i in split["test"]}
+    assert len(held) == 3 and len(split["test"]) == 6  # round(0.3 * 10) patients, both images of each
+    assert {i["patient"] for i in split["training"]} == {f"P{p}" for p in range(10)} - held
+    assert {"image": "t.png"} not in split["test"] and split["validation"] == datalist["validation"]
+    held_images = {i["image"] for i in split["test"]}
+    assert {i["image"] for i in split["pretrain"]} == {i["image"] for i in pretrain} - held_images
+    assert tuning_split(datalist, 0.3, seed=1) == split
+    # at least one patient stays for training; a fraction outside (0, 1) is refused
+    assert len(tuning_split({"training": _items(2)}, 0.9)["training"]) == 2
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="tune_fraction"):
+            tuning_split(datalist, bad)
+
+
+def test_study_with_tune_fraction_never_passes_the_test_split(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle")
+    out = tmp_path / "study"
+    summary = run_study(bundle, "/d", out, runner=FakeRunner(), fractions=1, seeds=0, n_resamples=20,
+                        tune_fraction=0.25)  # fmt: skip
+    for name in ("fraction1.json", "full.json"):
+        datalist = json.loads((out / "datalists" / name).read_text())
+        images = [i["image"] for k in datalist for i in datalist[k]]
+        assert not {"/d/img10.nii.gz", "/d/img11.nii.gz"} & set(images)  # the real test cases
+        assert len(datalist["test"]) == 2 and len(datalist["training"]) == 6  # round(0.25 * 8) cases held out
+        assert not {i["image"] for i in datalist["test"]} & {i["image"] for i in datalist["pretrain"]}
+    assert summary["tune_fraction"] == 0.25
+    assert "Held-out training patients" in (out / "study.md").read_text()
+    with pytest.raises(ValueError, match="tune_fraction"):  # the recorded settings differ
+        run_study(bundle, "/d", out, runner=FakeRunner(), fractions=1, seeds=0, n_resamples=20)
