@@ -72,9 +72,9 @@ __all__ = [
     "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EncoderFreeze",
     "EpochSeeder", "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport",
     "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver",
-    "SelectedModelSaver", "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss", "check_overrides",
-    "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init", "loader_workers",
-    "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
+    "SelectedModelSaver", "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss",
+    "check_overrides", "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init",
+    "loader_workers", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
     "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
     "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",
