@@ -192,7 +192,7 @@ class ClassificationReport:
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(header)
         for i, image in enumerate(self.images):
-            values = [f"{v:.6f}" for v in self.probs[i]] + ([f"{v:g}" for v in self.labels[i]] if with_labels else [])
+            values = [f"{v:.9g}" for v in self.probs[i]] + ([f"{v:g}" for v in self.labels[i]] if with_labels else [])
             writer.writerow([image] + values)
         csv_path = atomic_write_text(self.output_dir / self.csv_name, text.getvalue())
         engine.logger.info(f"{len(self.images)} image(s): probabilities written to {csv_path}")
