@@ -117,7 +117,7 @@ class EncoderFreeze:
     no gradient, so the optimiser (built before, on every parameter) skips them, weight decay included; the lr
     schedule runs on unchanged. Only parameters trainable when the run starts are touched: a linear probe's encoder
     (frozen by ``linear_probe.yaml``) stays frozen. ``epochs <= 0`` does nothing. It is set again at every epoch
-    start from the epoch number, so a resumed run is in the right phase.
+    start from the epoch number, so a resumed run is in the right phase; the run's end leaves the encoder trainable.
 
     Args:
         network: fine-tuning network with an ``encoder`` (ViTClassifier, UNETR); not DistributedDataParallel-wrapped
@@ -144,6 +144,12 @@ class EncoderFreeze:
             raise ValueError(f"freeze_encoder_epochs: {type(self.network).__name__} has no 'encoder' to freeze.")
         self._params = [p for p in self.network.encoder.parameters() if p.requires_grad]
         engine.add_event_handler(Events.EPOCH_STARTED, self)
+        engine.add_event_handler(Events.COMPLETED, self.release)
+
+    def release(self, engine: Engine | None = None) -> None:
+        """Makes the encoder trainable again (at the run's end, also when it ended within the frozen epochs)."""
+        for p in self._params or ():
+            p.requires_grad_(True)
 
     def __call__(self, engine: Engine) -> None:
         frozen = engine.state.epoch <= self.epochs

@@ -246,3 +246,56 @@ def test_real_evaluation_reports_14_findings(tmp_path, shared_data):
     assert summary["per_class"]["Hernia"]["positives"] == 5 and summary["per_class"]["Infiltration"]["positives"] == 22
     rows = (tmp_path / "e" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 112 and rows[0].split(",")[15] == "label_Atelectasis"
+
+
+# the small-data recipe (configs/small_data.yaml, merged last)
+
+SMALL = BundleConfigs(
+    "cxr14_mae_classification",
+    {
+        "small_pretrain": ["pretrain", "small_data"],
+        "small_train": ["train", "small_data"],
+        "small_probe": ["train", "linear_probe", "small_data"],
+        "small_evaluate": ["train", "evaluate", "small_data"],
+    },
+)
+
+
+def test_small_data_schedules_per_workflow():
+    got = {}
+    for name in ("small_pretrain", "small_train", "small_probe", "small_evaluate"):
+        p = SMALL.parser(name, quick=False)
+        got[name] = (p.get_parsed_content("max_epochs"), p.get_parsed_content("warmup_epochs"))
+    assert got == {"small_pretrain": (300, 20), "small_train": (60, 5), "small_probe": (60, 5), "small_evaluate": (60, 5)}
+    train = SMALL.parser("small_train", quick=False)
+    assert train["img_size"] == [112, 112] and train["freeze_encoder_epochs"] == 20 and train["select_on"] == "last"
+    assert SMALL.parser("small_train", quick=False, max_epochs=7).get_parsed_content("max_epochs") == 7  # a CLI value wins
+    # the pre-trained and the fine-tuned encoder agree, so the hand-off needs no interpolation
+    mae = SMALL.parser("small_pretrain", quick=False).get_parsed_content("mae_def")
+    net = train.get_parsed_content("network_def")
+    assert mae.encoder.pos_embed.shape == net.encoder.pos_embed.shape == (1, 49, 192)
+
+
+@pytest.mark.slow
+def test_small_data_fits_the_head_then_fine_tunes_and_keeps_the_last_epoch(phantoms, tmp_path):
+    torch.manual_seed(0)
+    mae = SMALL.parser("small_pretrain", quick=False, dataset_dir=str(phantoms)).get_parsed_content("mae_def")
+    torch.save(mae.state_dict(), tmp_path / "mae.pt")
+    encoders = {}
+    for epochs in (1, 2):  # epoch 1: head only; epoch 2: the whole network
+        ckpt = tmp_path / f"e{epochs}"
+        wf = SMALL.workflow("small_train", "train", quick=False, dataset_dir=str(phantoms), ckpt_dir=str(ckpt),
+                            output_dir=str(ckpt / "runs"), pretrained_ckpt=str(tmp_path / "mae.pt"),
+                            max_epochs=epochs, freeze_encoder_epochs=1, batch_size=16)  # fmt: skip
+        wf.run()
+        network = wf.parser.get_parsed_content("network")
+        saved = torch.load(ckpt / "model.pt", weights_only=True)
+        for key, value in network.state_dict().items():  # select_on last: model.pt is the last epoch's network
+            assert torch.equal(saved[key], value), key
+        encoders[epochs] = {k: v.clone() for k, v in network.encoder.state_dict().items()}
+        assert all(p.requires_grad for p in network.parameters())
+        wf.finalize()
+    mae_encoder = {k[len("encoder.") :]: v for k, v in mae.state_dict().items() if k.startswith("encoder.")}
+    changed = [k for k, v in encoders[1].items() if k in mae_encoder and not torch.equal(v, mae_encoder[k])]
+    assert changed == []  # frozen for the first epoch: the MAE's encoder, untouched
+    assert not torch.equal(encoders[2]["blocks.0.attn.qkv.weight"], mae_encoder["blocks.0.attn.qkv.weight"])
