@@ -266,10 +266,16 @@ def test_small_data_schedules_per_workflow():
     for name in ("small_pretrain", "small_train", "small_probe", "small_evaluate"):
         p = SMALL.parser(name, quick=False)
         got[name] = (p.get_parsed_content("max_epochs"), p.get_parsed_content("warmup_epochs"))
-    assert got == {"small_pretrain": (300, 20), "small_train": (60, 5), "small_probe": (60, 5), "small_evaluate": (60, 5)}
+    assert got == {
+        "small_pretrain": (300, 20),
+        "small_train": (60, 5),
+        "small_probe": (60, 5),
+        "small_evaluate": (60, 5),
+    }
     train = SMALL.parser("small_train", quick=False)
     assert train["img_size"] == [112, 112] and train["freeze_encoder_epochs"] == 20 and train["select_on"] == "last"
-    assert SMALL.parser("small_train", quick=False, max_epochs=7).get_parsed_content("max_epochs") == 7  # a CLI value wins
+    # a value given on the command line wins
+    assert SMALL.parser("small_train", quick=False, max_epochs=7).get_parsed_content("max_epochs") == 7
     # the pre-trained and the fine-tuned encoder agree, so the hand-off needs no interpolation
     mae = SMALL.parser("small_pretrain", quick=False).get_parsed_content("mae_def")
     net = train.get_parsed_content("network_def")

@@ -28,6 +28,7 @@ from shared_networks.tools.bundle_checks import check_bundle
 from shared_networks.tools.export import RUNTIME_PARTS, export_bundle
 
 REPO = Path(__file__).resolve().parents[3]
+CXR_VERSION = json.loads((REPO / "bundles/cxr14_mae_classification/configs/metadata.json").read_text())["version"]
 QUICK = ["configs/quick.yaml"]
 URL = "https://example.org/releases/v1"
 
@@ -58,7 +59,7 @@ def sha256(data: bytes) -> str:
 def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification")
     out = export_bundle(str(bundle), str(tmp_path / "dist"), base_url=URL + "/", config_overrides=QUICK)
-    stem = "cxr14_mae_classification_v0.3.0"
+    stem = f"cxr14_mae_classification_v{CXR_VERSION}"
     assert out == {
         "zip": str(tmp_path / "dist" / f"{stem}.zip"),
         "sha256": str(tmp_path / "dist" / f"{stem}.sha256"),
@@ -226,8 +227,8 @@ def test_command_line(weighted, tmp_path):
         capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "dist" / "cxr14_mae_classification_v0.3.0.zip").is_file()
-    assert "cxr14_mae_classification_v0.3.0_model.pt" in run.stdout
+    assert (tmp_path / "dist" / f"cxr14_mae_classification_v{CXR_VERSION}.zip").is_file()
+    assert f"cxr14_mae_classification_v{CXR_VERSION}_model.pt" in run.stdout
 
 
 def _unsafe_loads(source: str) -> list[int]:
@@ -266,7 +267,7 @@ def test_override_spellings_give_the_same_release(weighted, tmp_path):
         for i, spec in enumerate(["quick", "configs/quick.yaml", [str(bundle / "configs" / "quick.yaml")]])
     ]
     assert zips[0] == zips[1] == zips[2]
-    with zipfile.ZipFile(tmp_path / "0" / "cxr14_mae_classification_v0.3.0.zip") as zf:
+    with zipfile.ZipFile(tmp_path / "0" / f"cxr14_mae_classification_v{CXR_VERSION}.zip") as zf:
         meta = json.loads(zf.read("cxr14_mae_classification/configs/metadata.json"))
     source = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]  # quick.yaml's img_size
