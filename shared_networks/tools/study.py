@@ -113,6 +113,12 @@ def _fraction_size(fraction: float, n: int) -> int:
     return max(1, min(n, int(math.floor(fraction * n + 0.5))))
 
 
+def _group_order(items: Sequence[Mapping[str, Any]], seed: int) -> list[str]:
+    """The groups (:func:`group_key`) of ``items``, shuffled once with ``numpy.random.default_rng(seed)``."""
+    groups = list(dict.fromkeys(group_key(i) for i in items))
+    return [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
+
+
 def check_fractions(fractions: Iterable[float]) -> list[float]:
     """The fractions, each in (0, 1], largest first, without repeats (``ValueError`` naming a bad one)."""
     out = []
@@ -139,11 +145,10 @@ def nested_subsets(
     fractions = check_fractions(fractions)
     if not items:
         raise ValueError("no training items to draw subsets from.")
-    groups = list(dict.fromkeys(group_key(i) for i in items))
-    order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
+    order = _group_order(items, seed)
     out = {}
     for f in fractions:
-        chosen = set(order[: _fraction_size(f, len(groups))])
+        chosen = set(order[: _fraction_size(f, len(order))])
         out[f] = [i for i in items if group_key(i) in chosen]
     return out
 
@@ -158,11 +163,10 @@ def tuning_split(
     if not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"tune_fraction {fraction!r} must lie in (0, 1): the share of training patients held out.")
     items = list(datalist["training"])
-    groups = list(dict.fromkeys(group_key(i) for i in items))
-    if len(groups) < 2:
-        raise ValueError(f"tune_fraction needs at least 2 training patients or cases, the datalist has {len(groups)}.")
-    order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
-    held = set(order[: min(len(groups) - 1, _fraction_size(float(fraction), len(groups)))])
+    order = _group_order(items, seed)
+    if len(order) < 2:
+        raise ValueError(f"tune_fraction needs at least 2 training patients or cases, the datalist has {len(order)}.")
+    held = set(order[: min(len(order) - 1, _fraction_size(float(fraction), len(order)))])
     test = [i for i in items if group_key(i) in held]
     images = {json.dumps(i.get("image"), sort_keys=True) for i in test}
     # other lists (pre-training's) lose the held-out images too: they stand for unseen test data
