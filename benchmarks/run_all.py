@@ -50,7 +50,7 @@ def commands(device: str, quick: bool, full_workflows: bool = False) -> dict[str
     data = [] if cuda else [["bench_data.py", "--repeats", "2" if quick else "5"]]
     # whole workflows on the CPU only (the bundles' CPU settings); the full-size BTCV cases take tens of minutes
     cases = ["--all"] if full_workflows else []
-    workflow = [] if cuda else [["bench_workflow.py", "--epochs", "2" if quick else "4", *cases]]
+    workflow = [] if cuda else [["bench_workflow.py", "--epochs", "3" if quick else "6", *cases]]
     cpu_inference = [] if cuda else [["bench_cpu_inference.py", "--repeats", "1"]]
     return {"mae": mae, "unetr": unetr, "data": data, "sliding": sliding, "workflow": workflow,
             "cpu_inference": cpu_inference}  # fmt: skip

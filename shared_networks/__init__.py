@@ -10,10 +10,12 @@ layers only (utils, networks, engine, data, validation): what a bundle runs (tra
 with ``check_split`` first), and what a release packs.
 """
 
+from shared_networks.data.batch import BatchAugment2d
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
 from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
+from shared_networks.data.plain import ComposeWithoutMeta
 from shared_networks.data.pretrain import log_pretrain_images
 from shared_networks.data.readers import list_image_inputs, require_split
 from shared_networks.data.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
@@ -76,10 +78,10 @@ __all__ = [
     "check_overrides", "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init",
     "loader_workers", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
     # data
-    "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader", "ImageReadError",
-    "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist", "brats_inference_inputs", "btcv_datalist",
-    "case_name_formatter", "cxr14_datalist", "list_image_inputs", "list_xray_inputs", "log_pretrain_images",
-    "require_split",
+    "BatchAugment2d", "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader",
+    "ComposeWithoutMeta", "ImageReadError", "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist",
+    "brats_inference_inputs", "btcv_datalist", "case_name_formatter", "cxr14_datalist", "list_image_inputs",
+    "list_xray_inputs", "log_pretrain_images", "require_split",
     # validation
     "DatasetError", "check_split",
 ]  # fmt: skip

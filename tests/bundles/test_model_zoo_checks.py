@@ -154,7 +154,7 @@ def test_broken_metadata_is_reported(path, value, delete, expected):
     [
         ("version", "0.9.0", "version '0.9.0' is missing from changelog"),
         ("changelog#0.0.9", "older", None),  # an older entry is fine
-        ("changelog#0.4.0", "newer", "is older than the newest changelog entry"),
+        ("changelog#9.0.0", "newer", "is older than the newest changelog entry"),
         ("changelog", None, "changelog: required field is missing"),
     ],
 )
@@ -166,13 +166,13 @@ def test_version_must_be_in_changelog(path, value, expected):
 def test_broken_bundle_lists_every_problem(bundle_copy):
     bundle = bundle_copy("brats_mae_segmentation")
     (bundle / "LICENSE").unlink()
-    meta = _broken(metadata("brats_mae_segmentation"), "version", "0.4.0")
+    meta = _broken(metadata("brats_mae_segmentation"), "version", "9.0.0")
     (bundle / "configs/metadata.json").write_text(json.dumps(meta))
     with pytest.raises(BundleCheckError) as err:
         check_bundle(bundle)  # net_in_out is skipped once other checks failed
     assert len(err.value.problems) == 2
     assert f"{bundle}/LICENSE: required file is missing" in err.value.problems
-    assert "version '0.4.0' is missing from changelog" in err.value.problems[1]
+    assert "version '9.0.0' is missing from changelog" in err.value.problems[1]
     assert str(bundle / "configs" / "metadata.json") in err.value.problems[1]
 
 

@@ -131,7 +131,7 @@ def test_linear_probe_checkpoints_apart_from_fine_tuning():
     for configs in (BTCV, BRATS, CXR14):
         for name in ("pretrain", "train"):
             p = configs.parser(name, quick=False)
-            assert p["resume"] is False and p["ckpt_interval"] >= 1 and p["ckpt_n_saved"] == 2
+            assert p["resume"] is False and p["ckpt_every_minutes"] >= 1 and p["ckpt_n_saved"] == 2
 
 
 @pytest.mark.slow
