@@ -29,7 +29,9 @@ _saved = True
 
 class _TrackingOff:
     """MONAI's (process-wide) metadata tracking off inside the block, re-entrant and safe across threads: the
-    first block in switches it off, the last one out restores the setting found."""
+    first block in switches it off, the last one out restores the setting found. Being process-wide, it is also off
+    for another thread running MONAI transforms at the same moment; the training workflows run their random
+    transforms in the main thread (no loader workers) or in worker processes, with nothing else beside them."""
 
     def __enter__(self) -> None:
         global _depth, _saved
