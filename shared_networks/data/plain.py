@@ -18,10 +18,11 @@ import torch
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta, set_track_meta
 from monai.transforms import Compose
+from monai.utils import ImageMetaKey
 
 __all__ = ["ComposeWithoutMeta"]
 
-_FILE_KEY = "filename_or_obj"
+_FILE_KEY = ImageMetaKey.FILENAME_OR_OBJ
 _lock = threading.Lock()
 _depth = 0
 _saved = True
