@@ -6,7 +6,7 @@ Command line::
         --output_dir runs/study [--fractions 1,0.5,0.25,0.1] [--seeds 0,1,2] [--mae_ckpt models/mae.pt] \\
         [--config_overrides quick] [--extra "--max_epochs 5"] [--pretrain_extra "--max_epochs 50"] \\
         [--train_extra "--warmup_epochs 1"] [--arms mae,scratch] [--n_resamples 2000] \\
-        [--bootstrap_seed 0] [--subset_seed 0] [--tune_fraction 0.3]
+        [--bootstrap_seed 0] [--subset_seed 0] [--tune_fraction 0.3 | --tune_folds 3]
 
 See :mod:`shared_networks.tools.study` for what it runs and writes.
 """
@@ -40,6 +40,7 @@ def study(
     bootstrap_seed: int = 0,
     subset_seed: int = 0,
     tune_fraction: float = 0.0,
+    tune_folds: int = 0,
 ) -> str:
     """Pre-train once (or take --mae_ckpt), fine-tune from the MAE encoder and from scratch on nested label fractions
     with several seeds, evaluate every model on the test split, and write runs.csv, summary.json (paired bootstrap
@@ -65,6 +66,9 @@ def study(
         subset_seed: seed of the order in which patients enter the subsets.
         tune_fraction: 0 evaluates on the test split; a fraction in (0, 1) holds out that share of the training
             patients as the test split instead, to choose settings without reading the test split.
+        tune_folds: K >= 2: K-fold cross-validation on the training patients instead (each fold pre-trains and
+            trains in output_dir/fold<k>, summary.json pools the held-out predictions of the K folds; with
+            --mae_ckpt, a path holding {fold}); the test split is not read.
 
     Returns:
         The path of summary.json.
@@ -85,6 +89,7 @@ def study(
         bootstrap_seed=int(bootstrap_seed),
         subset_seed=int(subset_seed),
         tune_fraction=float(tune_fraction),
+        tune_folds=int(tune_folds),
     )
     return str(output_dir).rstrip("/") + "/summary.json"
 

@@ -154,19 +154,38 @@ def nested_subsets(
 
 
 def tuning_split(
-    datalist: Mapping[str, Sequence[Mapping[str, Any]]], fraction: float, seed: int = 0
+    datalist: Mapping[str, Sequence[Mapping[str, Any]]],
+    fraction: float,
+    seed: int = 0,
+    folds: int = 0,
+    fold: int = 0,
 ) -> dict[str, list[Mapping[str, Any]]]:
     """The datalist for choosing settings without the test split: ``fraction`` of the training patients (seeded,
     :func:`group_key`) become the test split, the rest stay training; validation is unchanged and the real test
     items are left out (no run of the study reads them). The held-out images leave every other list too (e.g.
-    ``pretrain``), so MAE pre-training never sees them."""
-    if not 0.0 < float(fraction) < 1.0:
-        raise ValueError(f"tune_fraction {fraction!r} must lie in (0, 1): the share of training patients held out.")
+    ``pretrain``), so MAE pre-training never sees them.
+
+    With ``folds`` K >= 2 (``fraction`` is then ignored), the seeded patient order is dealt into K disjoint folds
+    (patient ``i`` of the order into fold ``i % K``) and fold ``fold`` is held out: over the K folds every training
+    patient is held out exactly once (K-fold cross-validation)."""
     items = list(datalist["training"])
     order = _group_order(items, seed)
-    if len(order) < 2:
-        raise ValueError(f"tune_fraction needs at least 2 training patients or cases, the datalist has {len(order)}.")
-    held = set(order[: min(len(order) - 1, _fraction_size(float(fraction), len(order)))])
+    if int(folds):
+        folds, fold = int(folds), int(fold)
+        if folds < 2 or not 0 <= fold < folds:
+            raise ValueError(f"tune_folds {folds!r} must be at least 2 and the fold {fold!r} in [0, {folds - 1}].")
+        if len(order) < folds:
+            raise ValueError(f"tune_folds {folds} needs at least {folds} training patients or cases, the datalist "
+                             f"has {len(order)}.")  # fmt: skip
+        held = set(order[fold::folds])
+    else:
+        if not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"tune_fraction {fraction!r} must lie in (0, 1): the share of training patients held out.")
+        if len(order) < 2:
+            raise ValueError(
+                f"tune_fraction needs at least 2 training patients or cases, the datalist has {len(order)}."
+            )
+        held = set(order[: min(len(order) - 1, _fraction_size(float(fraction), len(order)))])
     test = [i for i in items if group_key(i) in held]
     images = {json.dumps(i.get("image"), sort_keys=True) for i in test}
     # other lists (pre-training's) lose the held-out images too: they stand for unseen test data
@@ -717,6 +736,8 @@ def run_study(
     bootstrap_seed: int = 0,
     subset_seed: int = 0,
     tune_fraction: float = 0.0,
+    tune_folds: int = 0,
+    tune_fold: int | None = None,
     runner: Runner | None = None,
 ) -> dict[str, Any]:
     """Run (or complete) the study and write its outputs; returns the summary (``summary.json``'s content).
@@ -742,12 +763,25 @@ def run_study(
         tune_fraction: 0 (default) evaluates on the test split. A fraction in (0, 1) chooses settings without it:
             that share of the training patients (seeded by ``subset_seed``) is held out and evaluated on instead,
             and no run reads the test split (:func:`tuning_split`).
+        tune_folds: K >= 2 chooses settings by K-fold cross-validation on the training patients instead (no run reads
+            the test split): fold k holds out every K-th patient of the seeded order (:func:`tuning_split`), with its
+            own pre-training, in ``output_dir/fold<k>``; ``summary.json`` pools the held-out predictions of the K
+            folds, so every training patient is evaluated once (see :func:`run_folds`).
+        tune_fold: with ``tune_folds``, run fold ``k`` alone, in ``output_dir`` itself (``None``: every fold, pooled).
         runner: runs one ``monai.bundle run`` command (default: :func:`subprocess_runner`).
 
     Raises:
         RuntimeError: a command failed (the message names its log file); finished runs stay recorded.
         ValueError, FileNotFoundError: bad arguments, naming the value or file.
     """
+    if int(tune_folds) and tune_fold is None:
+        return run_folds(bundle_root, dataset_dir, output_dir, int(tune_folds), fractions=fractions, seeds=seeds,
+                         mae_ckpt=mae_ckpt, config_overrides=config_overrides, extra=extra,
+                         pretrain_extra=pretrain_extra, train_extra=train_extra, arms=arms, n_resamples=n_resamples,
+                         bootstrap_seed=bootstrap_seed, subset_seed=subset_seed, tune_fraction=tune_fraction,
+                         runner=runner)  # fmt: skip
+    if int(tune_folds) and float(tune_fraction):
+        raise ValueError("give tune_fraction or tune_folds, not both: each holds training patients out its own way.")
     started = time.monotonic()
     runner = runner or subprocess_runner
     bundle = Path(bundle_root).expanduser().resolve()
@@ -774,6 +808,7 @@ def run_study(
         "mae_ckpt": None if mae_ckpt is None else str(Path(mae_ckpt).expanduser().resolve()),
         "subset_seed": int(subset_seed),
         "tune_fraction": float(tune_fraction),
+        **({"tune_folds": int(tune_folds), "tune_fold": int(tune_fold)} if int(tune_folds) else {}),  # type: ignore[arg-type]
     }
     settings_file = out / "study.json"
     if settings_file.is_file():
@@ -788,12 +823,12 @@ def run_study(
 
     # the subsets: nested by patient; validation, test and pre-training lists unchanged
     base = study.base_datalist()
-    if float(tune_fraction) > 0:
-        base = tuning_split(base, float(tune_fraction), int(subset_seed))
+    if float(tune_fraction) > 0 or int(tune_folds):
+        base = tuning_split(base, float(tune_fraction), int(subset_seed), int(tune_folds), int(tune_fold or 0))
         logger.info(
-            "tuning: %d training items held out as the test split (tune_fraction %g); the real test split is not read",
+            "tuning: %d training items held out as the test split (%s); the real test split is not read",
             len(base["test"]),
-            float(tune_fraction),
+            f"fold {tune_fold} of {tune_folds}" if int(tune_folds) else f"tune_fraction {float(tune_fraction):g}",
         )
     subsets = nested_subsets(base["training"], fractions, int(subset_seed))
     datalists = {}
@@ -895,6 +930,8 @@ def run_study(
     summary = summarise(out, plan, subsets, int(n_resamples), int(bootstrap_seed), bundle=bundle.name)
     summary["runs_this_call"] = new
     summary["tune_fraction"] = float(tune_fraction)  # > 0: evaluated on held-out training patients, not the test split
+    if int(tune_folds):
+        summary["tune_folds"], summary["tune_fold"] = int(tune_folds), int(tune_fold or 0)
     if done.is_file():
         summary["pretrain_wall_s"] = round(json.loads(done.read_text(encoding="utf-8"))["wall_s"], 1)
     summary["wall_s_this_call"] = round(time.monotonic() - started, 1)
@@ -909,6 +946,119 @@ def run_study(
         summary["wall_s_this_call"] / 60,
         out / "summary.json",
     )
+    return summary
+
+
+def pool_evaluations(evaluations: Sequence[Evaluation]) -> Evaluation:
+    """One evaluation of the cases of several (the folds' disjoint held-out cases, in the given order).
+
+    Raises:
+        ValueError: naming the files when their classes differ or a case appears twice.
+    """
+    first = evaluations[0]
+    for ev in evaluations[1:]:
+        if ev.class_names != first.class_names or set(ev.values) != set(first.values):
+            raise ValueError(f"'{ev.path}' has other classes or metrics than '{first.path}': they cannot be pooled.")
+    cases = [c for ev in evaluations for c in ev.cases]
+    if len(set(cases)) != len(cases):
+        twice = sorted({c for c in cases if cases.count(c) > 1})[:3]
+        raise ValueError(f"the folds' evaluations ({', '.join(str(e.path) for e in evaluations)}) share the cases "
+                         f"{twice}: folds must hold out disjoint patients.")  # fmt: skip
+    values = {m: np.concatenate([ev.values[m] for ev in evaluations]) for m in first.values}
+    labels = None if first.labels is None else np.concatenate([ev.labels for ev in evaluations])  # type: ignore[misc]
+    return Evaluation(first.path.parent, cases, first.class_names, values, labels)
+
+
+def run_folds(
+    bundle_root: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    folds: int,
+    mae_ckpt: str | os.PathLike | None = None,
+    tune_fraction: float = 0.0,
+    runner: Runner | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """K-fold cross-validation of the study on the training patients: :func:`run_study` with ``tune_folds=folds`` and
+    ``tune_fold=k`` in ``output_dir/fold<k>`` for every fold (each pre-trains its own MAE on its training
+    patients), then one summary over the pooled held-out predictions: every training patient is evaluated once, by
+    the models of the fold that held it out, and the paired bootstrap resamples the pooled images (or cases). The
+    pooled AUC ranks probabilities of K models together, as cross-validated AUCs do; ``summary.json`` also lists
+    each fold's own summary.
+
+    Args:
+        folds: K >= 2.
+        mae_ckpt: ``None`` pre-trains in every fold; else a path holding ``{fold}`` (e.g.
+            ``runs/cv/fold{fold}/pretrain/models/mae.pt``), each fold's MAE (one checkpoint for every fold would
+            have seen the held-out images).
+        tune_fraction: must be 0 (the folds hold patients out instead).
+        options: the other arguments of :func:`run_study`.
+
+    Raises:
+        ValueError: ``folds`` < 2, ``tune_fraction`` given, or ``mae_ckpt`` without ``{fold}``.
+    """
+    started = time.monotonic()
+    folds = int(folds)
+    if folds < 2:
+        raise ValueError(f"tune_folds {folds!r} must be at least 2.")
+    if float(tune_fraction):
+        raise ValueError("give tune_fraction or tune_folds, not both: each holds training patients out its own way.")
+    if mae_ckpt is not None and "{fold}" not in str(mae_ckpt):
+        raise ValueError(
+            f"mae_ckpt '{mae_ckpt}' is one checkpoint for every fold, so it was pre-trained on patients that some fold "
+            "holds out: give a path with {fold} (each fold's own mae.pt), or none to pre-train in every fold."
+        )
+    out = Path(output_dir).expanduser().resolve()
+    summaries = []
+    for k in range(folds):
+        logger.info("fold %d of %d (%s)", k, folds, out / f"fold{k}")
+        ckpt = None if mae_ckpt is None else str(mae_ckpt).replace("{fold}", str(k))
+        summaries.append(run_study(bundle_root, dataset_dir, out / f"fold{k}", mae_ckpt=ckpt, tune_folds=folds,
+                                   tune_fold=k, runner=runner, **options))  # fmt: skip
+    evaluations: dict[Run, list[Evaluation]] = {}
+    walls: dict[Run, float] = {}
+    sizes: dict[float, list[tuple[int, int]]] = {}
+    rows = []
+    for k in range(folds):
+        folder = out / f"fold{k}"
+        records = _read_runs(folder / "runs.csv")
+        for f, entry in summaries[k]["fractions"].items():
+            sizes.setdefault(float(f), []).append((entry["n_train"], entry["n_train_groups"]))
+        for arm, fraction, seed in records:
+            run = Run(arm, float(fraction), int(seed))
+            evaluations.setdefault(run, []).append(read_evaluation(folder / "runs" / run.name / "evaluate"))
+            walls[run] = walls.get(run, 0.0) + float(records[run.key].get("wall_s") or 0)
+            rows.append({"fold": k, **records[run.key]})
+    plan = [r for r in evaluations if len(evaluations[r]) == folds]
+    pooled = {r: pool_evaluations(evaluations[r]) for r in plan}
+    mean_sizes = {f: (round(float(np.mean([s[0] for s in v]))), round(float(np.mean([s[1] for s in v]))))
+                  for f, v in sizes.items()}  # fmt: skip
+    summary = summarise_evaluations(pooled, walls, mean_sizes, int(options.get("n_resamples", 2000)),
+                                    int(options.get("bootstrap_seed", 0)), bundle=summaries[0]["bundle"])  # fmt: skip
+    summary["notes"].append(
+        f"{folds}-fold cross-validation on the training patients: each arm's values pool the held-out predictions of "
+        f"the {folds} folds' models; training items and patients are the mean over the folds."
+    )
+    summary["tune_fraction"] = 0.0
+    summary["tune_folds"] = folds
+    summary["folds"] = [
+        {"fold": k, "dir": str(out / f"fold{k}"), "n_test": s["n_test"], "pretrain_wall_s": s.get("pretrain_wall_s"),
+         "fractions": {f: {n: c[s["metric"]]["mean"] for n, c in e["comparisons"].items()}
+                       for f, e in s["fractions"].items()}}
+        for k, s in enumerate(summaries)
+    ]  # fmt: skip
+    summary["runs_this_call"] = sum(s["runs_this_call"] for s in summaries)
+    pre = [s["pretrain_wall_s"] for s in summaries if s.get("pretrain_wall_s") is not None]
+    if pre:
+        summary["pretrain_wall_s"] = round(sum(pre), 1)
+    summary["wall_s_this_call"] = round(time.monotonic() - started, 1)
+    _write_runs(out / "runs.csv", rows)
+    write_json_atomic(summary, out / "summary.json")
+    write_png(summary, out / "label_efficiency.png")
+    atomic_write_text(out / "study.md", study_markdown(summary))
+    atomic_write_text(out / "study.html", study_html(summary))
+    logger.info("cross-validated study finished: %d folds in %.1f min; %s", folds, summary["wall_s_this_call"] / 60,
+                out / "summary.json")  # fmt: skip
     return summary
 
 
@@ -942,6 +1092,23 @@ def summarise(
 ) -> dict[str, Any]:
     """``summary.json``'s content from the evaluations of the finished runs of ``plan``."""
     evaluations = {r: read_evaluation(output_dir / "runs" / r.name / "evaluate") for r in plan}
+    records = _read_runs(output_dir / "runs.csv")
+    walls = {r: float(records[r.key].get("wall_s") or 0) for r in plan}
+    sizes = {f: (len(items), len({group_key(i) for i in items})) for f, items in subsets.items()}
+    return summarise_evaluations(evaluations, walls, sizes, n_resamples, seed, bundle)
+
+
+def summarise_evaluations(
+    evaluations: Mapping[Run, Evaluation],
+    walls: Mapping[Run, float],
+    sizes: Mapping[float, tuple[int, int]],
+    n_resamples: int,
+    seed: int,
+    bundle: str = "",
+) -> dict[str, Any]:
+    """``summary.json``'s content from each run's evaluation (``walls``: its seconds; ``sizes``: per fraction the
+    training items and patients)."""
+    plan = list(evaluations)
     first = next(iter(evaluations.values()))
     task = first.task
     primary = "auc" if task == "classification" else "dice"
@@ -975,14 +1142,13 @@ def summarise(
             f"only {len(first.cases)} test case(s): resampling so few cases understates the uncertainty (with one "
             "case the CI collapses to the observed difference); read the verdicts as a smoke test, not a result."
         )
-    records = _read_runs(output_dir / "runs.csv")
-    summary["total_run_wall_s"] = round(sum(float(records[r.key].get("wall_s") or 0) for r in plan), 1)
+    summary["total_run_wall_s"] = round(sum(walls[r] for r in plan), 1)
     for f in sorted({r.fraction for r in plan}, reverse=True):
         runs = [r for r in plan if r.fraction == f]
         arms = list(dict.fromkeys(r.arm for r in runs))
         entry: dict[str, Any] = {
-            "n_train": len(subsets[f]),
-            "n_train_groups": len({group_key(i) for i in subsets[f]}),
+            "n_train": sizes[f][0],
+            "n_train_groups": sizes[f][1],
             "arms": {},
             "comparisons": {},
         }
@@ -1021,10 +1187,20 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _split_name(summary: Mapping[str, Any]) -> str:
+    """What the study evaluated on: the test split, held-out training patients, or one fold or all folds of them."""
+    folds = summary.get("tune_folds")
+    if folds and "tune_fold" in summary:
+        return f"Held-out training patients, fold {summary['tune_fold']} of {folds} (tuning, test split not read)"
+    if folds:
+        return f"Held-out training patients, pooled over {folds} folds (cross-validation, test split not read)"
+    return "Held-out training patients (tuning, test split not read)" if summary.get("tune_fraction") else "Test split"
+
+
 def study_markdown(summary: Mapping[str, Any]) -> str:
     """The study as Markdown: per fraction, each arm's mean ± sd over seeds and each difference with its CI."""
     m = summary["metric"]
-    split = "Held-out training patients (tuning, test split not read)" if summary.get("tune_fraction") else "Test split"
+    split = _split_name(summary)
     lines = [
         "## Study: MAE against scratch",
         "",
@@ -1082,7 +1258,8 @@ def study_html(summary: Mapping[str, Any]) -> str:
             [
                 '<section id="study">',
                 "<h2>Study: MAE against scratch</h2>",
-                f'<p class="note">Test split: {summary["n_test"]} cases; {e(m)} = mean over classes; paired bootstrap '
+                f'<p class="note">{e(_split_name(summary))}: {summary["n_test"]} cases; {e(m)} = mean over classes; '
+                "paired bootstrap "
                 f"{int(summary['confidence'] * 100)} % CI over test cases ({summary['n_resamples']} resamples).</p>",
                 *[f'<p class="note">Note: {e(n)}</p>' for n in summary["notes"]],
         '<img src="label_efficiency.png" alt="metric against label fraction per arm, with CI bars">',

@@ -19,6 +19,7 @@ from shared_networks.tools.study import (
     nested_subsets,
     paired_bootstrap,
     parse_overrides,
+    pool_evaluations,
     read_per_case,
     read_predictions,
     run_study,
@@ -382,3 +383,104 @@ def test_study_with_tune_fraction_never_passes_the_test_split(tmp_path):
     assert "Held-out training patients" in (out / "study.md").read_text()
     with pytest.raises(ValueError, match="tune_fraction"):  # the recorded settings differ
         run_study(bundle, "/d", out, runner=FakeRunner(), fractions=1, seeds=0, n_resamples=20)
+
+
+def test_tuning_folds_partition_the_training_patients():
+    items = _items(10)
+    pretrain = [{"image": i["image"]} for i in items] + [{"image": "extra.png"}]
+    validation = [{"image": "v.png", "label": [1.0], "patient": "V"}]
+    datalist = {"training": items, "validation": validation, "test": [{"image": "t.png"}], "pretrain": pretrain}
+    splits = [tuning_split(datalist, 0.0, seed=2, folds=3, fold=k) for k in range(3)]
+    held = [{i["patient"] for i in s["test"]} for s in splits]
+    assert sorted(len(h) for h in held) == [3, 3, 4]  # 10 patients dealt into 3 folds
+    assert set().union(*held) == {f"P{p}" for p in range(10)} and sum(map(len, held)) == 10  # each patient once
+    for s, h in zip(splits, held, strict=True):
+        assert len(s["test"]) == 2 * len(h)  # both images of a patient
+        assert {i["patient"] for i in s["training"]} == {f"P{p}" for p in range(10)} - h
+        assert {"image": "t.png"} not in s["test"] and s["validation"] == datalist["validation"]
+        assert {i["image"] for i in s["pretrain"]} == {i["image"] for i in pretrain} - {i["image"] for i in s["test"]}
+    assert tuning_split(datalist, 0.0, seed=2, folds=3, fold=1) == splits[1]
+    assert tuning_split(datalist, 0.0, seed=3, folds=3, fold=1) != splits[1]  # the seed deals other folds
+    for folds, fold in ((1, 0), (3, 3), (3, -1), (11, 0)):
+        with pytest.raises(ValueError, match="tune_folds"):
+            tuning_split(datalist, 0.0, folds=folds, fold=fold)
+
+
+class FoldRunner(FakeRunner):
+    """Evaluates the cases of the datalist's test list: MAE 0.5 + 0.01 i on class a (case c<i>), scratch 0.5; both
+    0.4 on class b."""
+
+    def __call__(self, args, log_file: Path) -> None:
+        super().__call__(args, log_file)
+        get = {args[i]: args[i + 1] for i in range(0, len(args) - 1) if args[i].startswith("--")}
+        if "evaluate.yaml" in get["--config_file"]:
+            test = json.loads(Path(get["--datalist_file"]).read_text())["test"]
+            out = Path(get["--output_dir"])
+            mae = out.parent.name.endswith("_mae")
+            rows = ["case,dice_a,dice_b"] + [
+                f"{i['case']},{0.5 + (0.01 * int(i['case'][1:]) if mae else 0.0)},0.4" for i in test
+            ]
+            (out / "per_case.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_cross_validated_study_pools_the_folds_and_never_passes_the_test_split(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle")
+    out = tmp_path / "cv"
+    runner = FoldRunner()
+    kwargs = dict(fractions=1, seeds=0, n_resamples=50, tune_folds=3)
+    summary = run_study(bundle, "/d", out, runner=runner, **kwargs)
+    assert len(runner.calls) == 3 * (1 + 2 * 2)  # per fold: its own pre-training, then 2 arms x (train + evaluate)
+    tests = []
+    for k in range(3):
+        for name in ("fraction1.json", "full.json"):
+            datalist = json.loads((out / f"fold{k}" / "datalists" / name).read_text())
+            images = [i["image"] for key in datalist for i in datalist[key]]
+            assert not {"/d/img10.nii.gz", "/d/img11.nii.gz"} & set(images)  # the real test cases
+            held = {i["image"] for i in datalist["test"]}
+            assert not held & {i["image"] for i in datalist["pretrain"]} and not held & set(
+                i["image"] for i in datalist["training"]
+            )
+        tests += [i["case"] for i in datalist["test"]]
+        assert json.loads((out / f"fold{k}" / "summary.json").read_text())["tune_fold"] == k
+    assert sorted(tests) == [f"c{i}" for i in range(8)]  # every training case held out once
+    # pooled: 8 cases; per case the class-mean difference is 0.01 i / 2, so the mean is 0.0175
+    assert summary["n_test"] == 8 and summary["tune_folds"] == 3 and len(summary["folds"]) == 3
+    diff = summary["fractions"]["1"]["comparisons"]["mae - scratch"]["dice"]["mean"]
+    assert diff["difference"] == pytest.approx(0.0175)
+    assert 0.0 <= diff["ci95"][0] <= 0.0175 <= diff["ci95"][1] <= 0.035
+    assert summary["fractions"]["1"]["n_train"] == 5  # 8 - 3, 8 - 3, 8 - 2 training cases: mean 5.33
+    assert "pooled over 3 folds" in (out / "study.md").read_text()
+    assert "pooled over 3 folds" in (out / "study.html").read_text()
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert sorted((r["fold"], r["arm"]) for r in rows) == [(str(k), a) for k in range(3) for a in ("mae", "scratch")]
+
+    again = FoldRunner()
+    assert run_study(bundle, "/d", out, runner=again, **kwargs)["n_test"] == 8
+    assert again.calls == []  # resumed: every fold finished
+
+
+def test_cross_validation_takes_each_folds_own_mae(tmp_path):
+    bundle = _fake_bundle(tmp_path / "bundle")
+    with pytest.raises(ValueError, match="{fold}"):  # one checkpoint would have seen held-out patients
+        run_study(bundle, "/d", tmp_path / "a", runner=FoldRunner(), seeds=0, fractions=1, tune_folds=2,
+                  mae_ckpt=str(tmp_path / "mae.pt"))  # fmt: skip
+    with pytest.raises(ValueError, match="not both"):
+        run_study(bundle, "/d", tmp_path / "b", runner=FoldRunner(), seeds=0, fractions=1, tune_folds=2,
+                  tune_fraction=0.3)  # fmt: skip
+    for k in range(2):
+        (tmp_path / f"mae{k}.pt").write_text("given")
+    runner = FoldRunner()
+    run_study(bundle, "/d", tmp_path / "c", runner=runner, seeds=0, fractions=1, tune_folds=2, n_resamples=20,
+              mae_ckpt=str(tmp_path / "mae{fold}.pt"))  # fmt: skip
+    used = [c[c.index("--pretrained_ckpt") + 1] for c in runner.calls if "--pretrained_ckpt" in c]
+    assert used == [str(tmp_path / "mae0.pt"), "none", str(tmp_path / "mae1.pt"), "none"]  # no pre-training run
+
+
+def test_pooled_evaluations_refuse_shared_cases(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("case,dice_x\nc0,0.5\nc1,0.6\n")
+    b.write_text("case,dice_x\nc2,0.7\n")
+    pooled = pool_evaluations([read_per_case(a), read_per_case(b)])
+    assert pooled.cases == ["c0", "c1", "c2"] and pooled.values["dice"][:, 0].tolist() == [0.5, 0.6, 0.7]
+    with pytest.raises(ValueError, match="c1"):
+        pool_evaluations([read_per_case(a), read_per_case(a)])
