@@ -206,13 +206,25 @@ def counts_from_indices(indices: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n).reshape(b, n)
 
 
-def bootstrap_counts(n: int, n_resamples: int, seed: int) -> Iterable[np.ndarray]:
-    """The resamples with replacement of ``n`` cases, seeded, as count arrays in chunks of (b, n)."""
+def _group_members(groups: np.ndarray) -> list[np.ndarray]:
+    """The case indices of each group (fold), in the order the groups first appear."""
+    groups = np.asarray(groups)
+    return [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
+
+
+def bootstrap_counts(n: int, n_resamples: int, seed: int, groups: np.ndarray | None = None) -> Iterable[np.ndarray]:
+    """The resamples with replacement of ``n`` cases, seeded, as count arrays in chunks of (b, n); with ``groups``
+    ((n,) labels, e.g. the fold of each case) each group's cases are resampled within it (a stratified bootstrap)."""
     rng = np.random.default_rng(seed)
     step = max(1, _CHUNK // max(n, 1))
+    members = None if groups is None else _group_members(groups)
     for start in range(0, n_resamples, step):
         b = min(step, n_resamples - start)
-        yield counts_from_indices(rng.integers(0, n, size=(b, n)), n)
+        if members is None:
+            yield counts_from_indices(rng.integers(0, n, size=(b, n)), n)
+        else:
+            drawn = [m[rng.integers(0, len(m), size=(b, len(m)))] for m in members]
+            yield counts_from_indices(np.concatenate(drawn, axis=1), n)
 
 
 def mean_resampled(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -260,6 +272,21 @@ def auc_resampled(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) ->
     return out
 
 
+def auc_by_group(
+    scores: np.ndarray, labels: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`auc_resampled`; with ``groups`` ((n,) labels: the fold of each image), per class the mean over the
+    groups of each group's own AUC, a group where the class is undefined left out. Cross-validated predictions come
+    from a different model per fold: one ranking of them all mixes the models' calibrations (and each fold's model
+    learnt the other folds' base rates), which biases a pooled AUC downwards on small folds."""
+    if groups is None:
+        return auc_resampled(scores, labels, counts)
+    per = np.stack([auc_resampled(scores[m], labels[m], counts[:, m]) for m in _group_members(groups)])  # (G, B, K)
+    ok = np.isfinite(per)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok.any(0), np.where(ok, per, 0.0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
+
+
 def _percentile_ci(samples: np.ndarray) -> tuple[list[float | None], int]:
     ok = samples[np.isfinite(samples)]
     if not ok.size:
@@ -300,6 +327,7 @@ def paired_bootstrap(
     seed: int = 0,
     higher_is_better: bool = True,
     counts: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Paired bootstrap of ``a - b`` over test cases: the same resample for both arms.
 
@@ -313,6 +341,8 @@ def paired_bootstrap(
         seed: seed of the resamples.
         higher_is_better: direction of the metric, for the verdict.
         counts: (B, n) a fixed resample set instead of drawing one.
+        groups: (n,) the fold of each case (cross-validation): the cases are resampled within their fold, and an
+            AUC is the mean of the folds' AUCs (:func:`auc_by_group`); ``None``: one sample of cases.
 
     Returns:
         ``{"mean": {...}, "per_class": {name: {...}}, "arms": {"a": {...}, "b": {...}}}``; each entry holds
@@ -335,11 +365,11 @@ def paired_bootstrap(
             raise ValueError("statistic 'auc' needs labels of the shape of the probabilities.")
 
         def stat(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-            return auc_resampled(x, labels, c)
+            return auc_by_group(x, labels, c, groups)
     else:
         raise ValueError(f"statistic {statistic!r} is not 'mean' or 'auc'.")
     n = a.shape[0]
-    resamples = [np.asarray(counts)] if counts is not None else bootstrap_counts(n, n_resamples, seed)
+    resamples = [np.asarray(counts)] if counts is not None else bootstrap_counts(n, n_resamples, seed, groups)
     per_a, per_b = [], []
     # the point estimate first (every case once), then the resamples chunk by chunk
     for c in itertools.chain([counts_from_indices(np.arange(n)[None], n)], resamples):
@@ -387,6 +417,7 @@ class Evaluation:
     class_names: list[str]
     values: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    groups: np.ndarray | None = None  # (n,) the fold of each case, for pooled cross-validation folds
 
     @property
     def task(self) -> str:
@@ -492,7 +523,9 @@ def run_metrics(ev: Evaluation) -> dict[str, float | None]:
     ones = np.ones((1, len(ev.cases)), dtype=np.int64)
     out: dict[str, float | None] = {}
     for metric, values in ev.values.items():
-        per_class = auc_resampled(values, ev.labels, ones)[0] if metric == "auc" else mean_resampled(values, ones)[0]
+        per_class = (
+            auc_by_group(values, ev.labels, ones, ev.groups)[0] if metric == "auc" else mean_resampled(values, ones)[0]
+        )
         mean = _nanmean_rows(per_class[None])[0]
         out[metric] = None if not np.isfinite(mean) else float(mean)
         for name, v in zip(ev.class_names, per_class, strict=True):
@@ -950,7 +983,8 @@ def run_study(
 
 
 def pool_evaluations(evaluations: Sequence[Evaluation]) -> Evaluation:
-    """One evaluation of the cases of several (the folds' disjoint held-out cases, in the given order).
+    """One evaluation of the cases of several (the folds' disjoint held-out cases, in the given order); ``groups``
+    holds each case's position in ``evaluations`` (its fold), so an AUC is computed fold by fold and averaged.
 
     Raises:
         ValueError: naming the files when their classes differ or a case appears twice.
@@ -966,7 +1000,8 @@ def pool_evaluations(evaluations: Sequence[Evaluation]) -> Evaluation:
                          f"{twice}: folds must hold out disjoint patients.")  # fmt: skip
     values = {m: np.concatenate([ev.values[m] for ev in evaluations]) for m in first.values}
     labels = None if first.labels is None else np.concatenate([ev.labels for ev in evaluations])  # type: ignore[misc]
-    return Evaluation(first.path.parent, cases, first.class_names, values, labels)
+    groups = np.concatenate([np.full(len(ev.cases), k) for k, ev in enumerate(evaluations)])
+    return Evaluation(first.path.parent, cases, first.class_names, values, labels, groups)
 
 
 def run_folds(
@@ -982,9 +1017,9 @@ def run_folds(
     """K-fold cross-validation of the study on the training patients: :func:`run_study` with ``tune_folds=folds`` and
     ``tune_fold=k`` in ``output_dir/fold<k>`` for every fold (each pre-trains its own MAE on its training
     patients), then one summary over the pooled held-out predictions: every training patient is evaluated once, by
-    the models of the fold that held it out, and the paired bootstrap resamples the pooled images (or cases). The
-    pooled AUC ranks probabilities of K models together, as cross-validated AUCs do; ``summary.json`` also lists
-    each fold's own summary.
+    the models of the fold that held it out. The paired bootstrap resamples the images (or cases) within each fold;
+    a per-case metric (Dice, HD95) is averaged over all of them, an AUC is the mean of the folds' AUCs (each fold's
+    images ranked by its own models, :func:`auc_by_group`). ``summary.json`` also lists each fold's own summary.
 
     Args:
         folds: K >= 2.
@@ -1037,7 +1072,8 @@ def run_folds(
                                     int(options.get("bootstrap_seed", 0)), bundle=summaries[0]["bundle"])  # fmt: skip
     summary["notes"].append(
         f"{folds}-fold cross-validation on the training patients: each arm's values pool the held-out predictions of "
-        f"the {folds} folds' models; training items and patients are the mean over the folds."
+        f"the {folds} folds' models (an AUC is the mean of the folds' AUCs; the bootstrap resamples within each "
+        "fold); training items and patients are the mean over the folds."
     )
     summary["tune_fraction"] = 0.0
     summary["tune_folds"] = folds
@@ -1172,6 +1208,7 @@ def summarise_evaluations(
                     n_resamples=n_resamples,
                     seed=seed,
                     higher_is_better=HIGHER_IS_BETTER[m],
+                    groups=first.groups,
                 )
                 arms_ci = result.pop("arms")
                 entry["arms"][a][m]["seed_averaged"] = arms_ci["a"]

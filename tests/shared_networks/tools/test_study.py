@@ -13,7 +13,9 @@ from PIL import Image
 
 from shared_networks.cli.study import fire_argv
 from shared_networks.tools.study import (
+    auc_by_group,
     auc_resampled,
+    bootstrap_counts,
     counts_from_indices,
     mean_resampled,
     nested_subsets,
@@ -484,3 +486,26 @@ def test_pooled_evaluations_refuse_shared_cases(tmp_path):
     assert pooled.cases == ["c0", "c1", "c2"] and pooled.values["dice"][:, 0].tolist() == [0.5, 0.6, 0.7]
     with pytest.raises(ValueError, match="c1"):
         pool_evaluations([read_per_case(a), read_per_case(a)])
+
+
+def test_fold_auc_is_the_mean_of_the_folds_aucs_by_hand():
+    # two folds whose models are calibrated differently: each ranks its own images perfectly
+    scores = np.array([[0.1, 0.3], [0.2, 0.4], [0.8, 0.5], [0.9, 0.6]])
+    labels = np.array([[0, 0], [1, 1], [0, 0], [1, 0]])  # class 2 has no positive in fold 1
+    groups = np.array([0, 0, 1, 1])
+    ones = np.ones((1, 4), dtype=np.int64)
+    pooled = auc_resampled(scores, labels, ones)[0]
+    assert pooled[0] == pytest.approx(0.75)  # one ranking of both folds: 0.2 < 0.8 counts against
+    assert pooled[1] == pytest.approx(1 / 3)
+    by_fold = auc_by_group(scores, labels, ones, groups)[0]
+    assert by_fold.tolist() == pytest.approx([1.0, 1.0])  # class 2: fold 0 alone (undefined in fold 1)
+    assert np.isnan(auc_by_group(scores, np.zeros((4, 2)), ones, groups)).all()  # undefined in every fold
+    # the stratified bootstrap draws each fold's own number of cases from that fold
+    for counts in bootstrap_counts(4, 30, seed=1, groups=groups):
+        assert (counts[:, :2].sum(1) == 2).all() and (counts[:, 2:].sum(1) == 2).all()
+    other = scores.copy()
+    other[2:, 0] = [0.9, 0.8]  # fold 1 now ranked wrong: its AUC 0, fold 0's 1, mean 0.5
+    result = paired_bootstrap(scores, other, ["a", "b"], "auc", labels=labels, n_resamples=200, groups=groups)
+    assert result["per_class"]["a"]["difference"] == pytest.approx(0.5)
+    assert result["per_class"]["b"]["difference"] == pytest.approx(0.0)
+    assert result["arms"]["a"]["value"] == pytest.approx(1.0)
