@@ -1054,17 +1054,18 @@ def run_folds(
     walls: dict[Run, float] = {}
     sizes: dict[float, list[tuple[int, int]]] = {}
     rows = []
+    # this call's runs (runs.csv may also hold those of an earlier call with more seeds or arms)
+    plan = [Run(a, float(f), int(seed)) for f, e in summaries[0]["fractions"].items() for a, v in e["arms"].items()
+            for seed in v["seeds"]]  # fmt: skip
     for k in range(folds):
         folder = out / f"fold{k}"
         records = _read_runs(folder / "runs.csv")
         for f, entry in summaries[k]["fractions"].items():
             sizes.setdefault(float(f), []).append((entry["n_train"], entry["n_train_groups"]))
-        for arm, fraction, seed in records:
-            run = Run(arm, float(fraction), int(seed))
+        for run in plan:
             evaluations.setdefault(run, []).append(read_evaluation(folder / "runs" / run.name / "evaluate"))
             walls[run] = walls.get(run, 0.0) + float(records[run.key].get("wall_s") or 0)
             rows.append({"fold": k, **records[run.key]})
-    plan = [r for r in evaluations if len(evaluations[r]) == folds]
     pooled = {r: pool_evaluations(evaluations[r]) for r in plan}
     mean_sizes = {f: (round(float(np.mean([s[0] for s in v]))), round(float(np.mean([s[1] for s in v]))))
                   for f, v in sizes.items()}  # fmt: skip

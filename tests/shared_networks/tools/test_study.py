@@ -459,6 +459,13 @@ def test_cross_validated_study_pools_the_folds_and_never_passes_the_test_split(t
     again = FoldRunner()
     assert run_study(bundle, "/d", out, runner=again, **kwargs)["n_test"] == 8
     assert again.calls == []  # resumed: every fold finished
+    more = FoldRunner()
+    assert run_study(bundle, "/d", out, runner=more, **{**kwargs, "seeds": "0,1"})["fractions"]["1"]["arms"]["mae"][
+        "seeds"
+    ] == [0, 1]
+    assert len(more.calls) == 3 * 2 * 2  # seed 1's runs only, in each fold
+    back = run_study(bundle, "/d", out, runner=FoldRunner(), **kwargs)  # the pooled summary of this call's seeds
+    assert back["fractions"]["1"]["arms"]["mae"]["seeds"] == [0] and back["n_test"] == 8
 
 
 def test_cross_validation_takes_each_folds_own_mae(tmp_path):
