@@ -807,14 +807,13 @@ def run_study(
         RuntimeError: a command failed (the message names its log file); finished runs stay recorded.
         ValueError, FileNotFoundError: bad arguments, naming the value or file.
     """
+    if int(tune_folds) and float(tune_fraction):
+        raise ValueError("give tune_fraction or tune_folds, not both: each holds training patients out its own way.")
     if int(tune_folds) and tune_fold is None:
         return run_folds(bundle_root, dataset_dir, output_dir, int(tune_folds), fractions=fractions, seeds=seeds,
                          mae_ckpt=mae_ckpt, config_overrides=config_overrides, extra=extra,
                          pretrain_extra=pretrain_extra, train_extra=train_extra, arms=arms, n_resamples=n_resamples,
-                         bootstrap_seed=bootstrap_seed, subset_seed=subset_seed, tune_fraction=tune_fraction,
-                         runner=runner)  # fmt: skip
-    if int(tune_folds) and float(tune_fraction):
-        raise ValueError("give tune_fraction or tune_folds, not both: each holds training patients out its own way.")
+                         bootstrap_seed=bootstrap_seed, subset_seed=subset_seed, runner=runner)  # fmt: skip
     started = time.monotonic()
     runner = runner or subprocess_runner
     bundle = Path(bundle_root).expanduser().resolve()
@@ -1010,7 +1009,6 @@ def run_folds(
     output_dir: str | os.PathLike,
     folds: int,
     mae_ckpt: str | os.PathLike | None = None,
-    tune_fraction: float = 0.0,
     runner: Runner | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -1026,18 +1024,16 @@ def run_folds(
         mae_ckpt: ``None`` pre-trains in every fold; else a path holding ``{fold}`` (e.g.
             ``runs/cv/fold{fold}/pretrain/models/mae.pt``), each fold's MAE (one checkpoint for every fold would
             have seen the held-out images).
-        tune_fraction: must be 0 (the folds hold patients out instead).
-        options: the other arguments of :func:`run_study`.
+        options: the other arguments of :func:`run_study` (a ``tune_fraction`` is refused there: the folds hold
+            patients out instead).
 
     Raises:
-        ValueError: ``folds`` < 2, ``tune_fraction`` given, or ``mae_ckpt`` without ``{fold}``.
+        ValueError: ``folds`` < 2, or ``mae_ckpt`` without ``{fold}``.
     """
     started = time.monotonic()
     folds = int(folds)
     if folds < 2:
         raise ValueError(f"tune_folds {folds!r} must be at least 2.")
-    if float(tune_fraction):
-        raise ValueError("give tune_fraction or tune_folds, not both: each holds training patients out its own way.")
     if mae_ckpt is not None and "{fold}" not in str(mae_ckpt):
         raise ValueError(
             f"mae_ckpt '{mae_ckpt}' is one checkpoint for every fold, so it was pre-trained on patients that some fold "
