@@ -5,8 +5,8 @@ Started by ``scripts/serve_monailabel.sh`` (see README.md, "Serving in MONAI Lab
     .venv-monailabel/bin/monailabel start_server --app monailabel_app --studies <images> --host 127.0.0.1 \
         --conf zoo_source local [--conf bundles <folder>] [--conf models <a,b>] [--conf configs quick]
 
-(``serve_monailabel.sh`` adds ``--uvicorn_app origin_guard:app``: ``origin_guard.py`` answers 403 to browser requests
-from origins other than the server's own.)
+(``serve_monailabel.sh`` adds ``--uvicorn_app guarded_server:app``: ``server_guard.py`` checks every request, on every
+route, before MONAI Label sees it; docs/monailabel.md.)
 
 ``--conf`` keys of this app:
 
@@ -121,6 +121,7 @@ def _checked(check: Any, request: Mapping[str, Any], bundle_path: str, kind: str
         model_files=(MODEL_FILE,),
         devices=[*device_list(), *device_map()],
         tracking_uri=settings.MONAI_LABEL_TRACKING_URI,
+        image_root=settings.MONAI_LABEL_STUDIES if os.path.isdir(settings.MONAI_LABEL_STUDIES or "") else "",
     )
     try:
         return check(request, facts)

@@ -46,7 +46,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
 RESULT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32", "float64")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # a model name, label tag, run name: no path separator
-_GPUS = re.compile(r"\d{1,3}(,\d{1,3}){0,63}")
+_GPUS = re.compile(r"\d{1,3}(,\d{1,3}){0,63}")  # CUDA_VISIBLE_DEVICES of a background task
 _CUDA = re.compile(r"cuda(:\d{1,3})?")
 
 
@@ -56,7 +56,8 @@ class RequestRefused(ValueError):
 
 class TaskFacts:
     """What a request is checked against: the task's bundle folder, the model files it offers, the devices of this
-    machine (MONAI Label's ``device_list()`` and ``device_map()`` names) and the server's tracking URI."""
+    machine (MONAI Label's ``device_list()`` and ``device_map()`` names), the server's tracking URI and its datastore
+    folder (``image_root``; '' when the studies are not a folder: the image is then not checked against it)."""
 
     def __init__(
         self,
@@ -64,11 +65,13 @@ class TaskFacts:
         model_files: Sequence[str] = ("model.pt",),
         devices: Sequence[str] = ("cpu",),
         tracking_uri: str = "",
+        image_root: str = "",
     ) -> None:
         self.bundle_path = bundle_path
         self.model_files = tuple(model_files)
         self.devices = tuple(devices)
         self.tracking_uri = tracking_uri
+        self.image_root = image_root
 
 
 Check = Callable[[Any, str, TaskFacts], Any]
@@ -187,6 +190,17 @@ def _bundle_path(value: Any, name: str, facts: TaskFacts) -> str:
     return value
 
 
+def _image_file(value: Any, name: str, facts: TaskFacts) -> str:
+    """The image MONAI Label resolved from a datastore id: a file inside the datastore folder, nothing else."""
+    _text(value, name, facts)
+    if facts.image_root:
+        root = os.path.realpath(facts.image_root)
+        path = os.path.realpath(value)
+        if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+            raise _refuse(name, f"an image of the datastore (a file in {root!r})", value)
+    return value
+
+
 def _gpus(value: Any, name: str, facts: TaskFacts) -> str:
     if value in ("", "all") or (isinstance(value, str) and _GPUS.fullmatch(value)):
         return value
@@ -275,7 +289,7 @@ TRAIN_FIELDS: dict[str, Check] = {
 # label_info for DICOM SEG, result_*), and what BasicInferTask/BundleInferTask and their writers read
 INFER_FIELDS: dict[str, Check] = {
     "model": _name(),
-    "image": _text,
+    "image": _image_file,
     "label": _text,
     "session": _mapping,
     "description": _text,

@@ -1,57 +1,94 @@
 #!/usr/bin/env bash
 # Serves the three bundles in MONAI Label (monailabel_app/) on a folder of images, from .venv-monailabel
-# (scripts/setup_monailabel.sh creates it). Bound to 127.0.0.1 unless --host says otherwise.
+# (scripts/setup_monailabel.sh creates it), behind the project's guard (monailabel_app/server_guard.py). Bound to
+# 127.0.0.1 unless --host says otherwise; on any other address it needs a token (--token_file) or MONAI Label's own
+# login (MONAI_LABEL_AUTH_ENABLE=true). See docs/monailabel.md.
 #
 #   bash scripts/serve_monailabel.sh --studies <folder of images> [--port 8000] [--host 127.0.0.1]
 #        [--bundles <folder of bundle folders>] [--configs quick] [--models a,b] [--cors <origin,origin>]
+#        [--allowed_hosts <name,name>] [--token_file <file>] [--max_upload_mb 1024]
 #        [other monailabel start_server options]
 #
 # --bundles: where the bundle folders (with models/model.pt) are, default bundles/; --configs: override files of each
 # bundle's configs/, e.g. quick for weights trained with configs/quick.yaml (each bundle is then served from a copy
 # under <app>/model/ with them baked in, its models/ linked to the bundle's); --models: bundles to serve, default all.
 # --cors: the web origins (http[s]://host[:port]) whose pages may call the server from a browser; default
-# http://127.0.0.1:<port> and http://localhost:<port> only (MONAI Label's own default is every origin). Requests
-# without an Origin header (3D Slicer, scripts) are not concerned. The server has no login unless
-# MONAI_LABEL_AUTH_ENABLE=true (see README.md, "Serving in MONAI Label").
+# http://127.0.0.1:<port> and http://localhost:<port> only. --allowed_hosts: names clients use for this server (the
+# Host header; loopback names and --host are always allowed). --token_file: every request but GET /health then needs
+# 'Authorization: Bearer <the file's token>'; the file is created (mode 0600, a random token) if absent.
+# --max_upload_mb: the largest image or label a client may upload.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MONAILABEL_VENV:-$root/.venv-monailabel}"
 studies="" host="127.0.0.1" port="8000" app="$root/monailabel_app" bundles="$root/bundles" configs="" models="" cors=""
+allowed_hosts="" token_file="" max_upload_mb="1024"
 extra=()
+die() { echo "serve_monailabel.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --studies|--host|--port|--app|--bundles|--configs|--models|--cors)
-            [ $# -ge 2 ] || { echo "serve_monailabel.sh: $1 needs a value" >&2; exit 2; }
+        --studies|--host|--port|--app|--bundles|--configs|--models|--cors|--allowed_hosts|--token_file|--max_upload_mb)
+            [ $# -ge 2 ] || die "$1 needs a value"
             declare "${1#--}=$2"
             shift 2
             ;;
+        --uvicorn_app|--uvicorn_app=*) die "--uvicorn_app is the guard's (monailabel_app/guarded_server.py)" ;;
         *) extra+=("$1"); shift ;;
     esac
 done
-if [ -z "$studies" ]; then
-    echo "serve_monailabel.sh: --studies <folder of images> is required (NIfTI volumes, PNG radiographs)" >&2
-    exit 2
-fi
+[ -n "$studies" ] || die "--studies <folder of images> is required (NIfTI volumes, PNG radiographs)"
+[[ "$studies" != http://* && "$studies" != https://* ]] || die "--studies must be a folder here (the DICOMweb proxy is off)"
+[[ "$port" =~ ^[0-9]{1,5}$ ]] || die "--port takes a number; got '$port'"
+[[ "$max_upload_mb" =~ ^[0-9]{1,6}$ ]] || die "--max_upload_mb takes a number; got '$max_upload_mb'"
 if ! "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('monailabel') is None)" 2>/dev/null; then
     echo "serve_monailabel.sh: $venv has no monailabel: run bash scripts/setup_monailabel.sh first" >&2
     exit 1
 fi
-# browser origins allowed to call the server (monailabel_app/origin_guard.py answers others 403; MONAI Label itself
-# answers every origin's CORS preflight, and fails to start when MONAI_LABEL_CORS_ORIGINS is set)
+mkdir -p "$studies"
+studies="$(cd "$studies" && pwd -P)" app="$(cd "$app" && pwd -P)" bundles="$(cd "$bundles" && pwd -P)"
+
+# who may call: the Host names, browser origins, and a token when reachable from other machines
+host_re='^[][A-Za-z0-9.:-]+$'
+[[ "$host" =~ $host_re ]] || die "--host takes a host name or address; got '$host'"
+case "$host" in
+    127.*|localhost|::1|'[::1]') loopback=1 ;;
+    *) loopback=0 ;;
+esac
+if [ "$loopback" = 0 ] && [ -z "$token_file" ] && [ "${MONAI_LABEL_AUTH_ENABLE:-false}" != "true" ]; then
+    die "--host $host makes the server reachable from other machines: give --token_file <file> (or turn on MONAI Label's login, MONAI_LABEL_AUTH_ENABLE=true); see docs/monailabel.md"
+fi
+IFS=, read -r -a host_list <<<"$allowed_hosts"
+for h in "${host_list[@]}"; do [[ "$h" =~ $host_re ]] || die "--allowed_hosts takes host names; got '$h'"; done
+case "$host" in 0.0.0.0|::|'[::]') ;; *) allowed_hosts="$host${allowed_hosts:+,$allowed_hosts}" ;; esac
 [ -n "$cors" ] || cors="http://127.0.0.1:$port,http://localhost:$port"
 origin_re='^https?://[][A-Za-z0-9.:-]+$'  # scheme://host[:port], IPv6 hosts in brackets
 IFS=, read -r -a cors_list <<<"$cors"
 for origin in "${cors_list[@]}"; do
-    if ! [[ "$origin" =~ $origin_re ]]; then
-        echo "serve_monailabel.sh: --cors takes origins http[s]://host[:port], comma-separated; got '$origin'" >&2
-        exit 2
-    fi
+    [[ "$origin" =~ $origin_re ]] || die "--cors takes origins http[s]://host[:port], comma-separated; got '$origin'"
 done
-export MAE_MONAILABEL_ORIGINS="$cors"
-export PYTHONPATH="$app${PYTHONPATH:+:$PYTHONPATH}"  # origin_guard (MONAI Label adds the app folder too)
+if [ -n "$token_file" ]; then
+    token_file="$(cd "$(dirname "$token_file")" && pwd -P)/$(basename "$token_file")"
+    if [ ! -e "$token_file" ]; then
+        (umask 077 && "$venv/bin/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$token_file")
+        echo "serve_monailabel.sh: a new token is in $token_file (mode 0600)" >&2
+    fi
+fi
+export MAE_MONAILABEL_HOSTS="$allowed_hosts" MAE_MONAILABEL_ORIGINS="$cors" MAE_MONAILABEL_TOKEN_FILE="$token_file"
+export MAE_MONAILABEL_MAX_UPLOAD_MB="$max_upload_mb" MONAI_LABEL_SESSIONS=false
+
+# a private temporary folder (uploads are checked there), removed when the server stops
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/mae-monailabel.XXXXXX")"
+export TMPDIR="$tmp"
+export PYTHONPATH="$app${PYTHONPATH:+:$PYTHONPATH}"  # guarded_server (MONAI Label adds the app folder too)
+cd "$app"  # python -m imports from the working directory: the app's own folder, never the datastore
+"$venv/bin/python" "$app/layout.py" --studies "$studies" --app "$app" --bundles "$bundles" --tmpdir "$tmp" \
+    || { rm -rf "$tmp"; exit 2; }
 conf=(--conf zoo_source local --conf bundles "$bundles")
 [ -z "$configs" ] || conf+=(--conf configs "$configs")
 [ -z "$models" ] || conf+=(--conf models "$models")
 # the CLI of the `monailabel` command, run by this environment's python (the command itself runs `python` from PATH)
-exec "$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
-    --uvicorn_app origin_guard:app "${conf[@]}" "${extra[@]}"
+"$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
+    --uvicorn_app guarded_server:app "${conf[@]}" "${extra[@]}" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; rm -rf "$tmp"' EXIT
+trap 'exit 143' TERM INT
+wait "$server"

@@ -3,6 +3,7 @@ the file."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -12,10 +13,11 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from ignite.handlers.checkpoint import BaseSaveHandler
+from ignite.handlers.checkpoint import BaseSaveHandler, DiskSaver
 from monai.handlers import CheckpointSaver
 
 from shared_networks.networks.handoff import NonFiniteError, check_finite
+from shared_networks.utils.files import atomic_write
 from shared_networks.utils.flags import as_bool
 
 __all__ = ["AtomicCheckpointSaver", "ResumableCheckpointSaver", "load_checkpoint"]
@@ -56,52 +58,39 @@ class _RefuseNonFinite(BaseSaveHandler):
         self.pending.append(filename)
 
 
-class AtomicCheckpointSaver(CheckpointSaver):
-    """``monai.handlers.CheckpointSaver`` that writes every file atomically (temporary file, then rename), and never
-    writes non-finite weights.
+def _save_atomically(handler: DiskSaver, checkpoint: Mapping, path: Path, func: Callable) -> None:
+    """``DiskSaver._save_func`` of :class:`AtomicCheckpointSaver`: ``func(checkpoint, file)`` (``torch.save``) into a
+    temporary file, fsync, the mode of a plain ``open()`` (0o666 less the umask), then a rename over ``path``."""
+    atomic_write(path, lambda f: func(checkpoint, f, **handler.kwargs))
 
-    MONAI's saver turns ignite's atomic writing off (to keep group/other read permission); a crash mid-save then
-    leaves a truncated checkpoint. This saver turns it back on and restores the usual 0644 permissions. A checkpoint
-    with a NaN or infinite tensor is refused with :class:`NonFiniteError` naming the file and the tensor (the file
-    already there is kept), and with ``save_final`` a run stopped by a ``NonFiniteError`` (e.g. from
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """``monai.handlers.CheckpointSaver`` that writes every file atomically (temporary file, fsync, then rename), with
+    the permissions the user's umask gives, and never writes non-finite weights.
+
+    MONAI's saver turns ignite's atomic writing off (a crash mid-save then leaves a truncated checkpoint), and
+    ignite's atomic writing makes every file group- and world-readable after the rename, whatever the umask. This
+    saver writes each file with :func:`~shared_networks.utils.files.atomic_write`: the file gets the mode a plain
+    ``open()`` would give (``0644`` under umask ``022``, ``0600`` under ``077``) before it appears under its name.
+    A checkpoint with a NaN or infinite tensor is refused with :class:`NonFiniteError` naming the file and the tensor
+    (the file already there is kept), and with ``save_final`` a run stopped by a ``NonFiniteError`` (e.g. from
     :class:`~shared_networks.engine.finite.StopOnNonFinite`) writes no final checkpoint "on exception".
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for ckpt in self._checkpoints():
-            ckpt.save_handler._atomic = True
-            ckpt.save_handler = _RefuseNonFinite(ckpt.save_handler, self.save_dir)
+            handler = ckpt.save_handler  # MONAI's DiskSaver: its rank and file name logic kept, the writing replaced
+            handler._save_func = functools.partial(_save_atomically, handler)
+            ckpt.save_handler = _RefuseNonFinite(handler, self.save_dir)
 
     def _checkpoints(self):
         return [c for c in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint) if c]
 
-    def _fix_permissions(self) -> None:
-        for ckpt in self._checkpoints():
-            for item in ckpt._saved:
-                path = Path(self.save_dir) / (ckpt.save_handler.filename or item.filename)
-                if path.exists():
-                    os.chmod(path, 0o644)
-
-    def completed(self, engine: Engine) -> None:
-        super().completed(engine)
-        self._fix_permissions()
-
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         if isinstance(e, NonFiniteError):  # the weights may be bad: no "last checkpoint" of them
             raise e
-        try:
-            super().exception_raised(engine, e)
-        finally:
-            self._fix_permissions()
-
-    def metrics_completed(self, engine: Engine) -> None:
-        super().metrics_completed(engine)
-        self._fix_permissions()
-
-    def interval_completed(self, engine: Engine) -> None:
-        super().interval_completed(engine)
-        self._fix_permissions()
+        super().exception_raised(engine, e)
 
 
 class _EngineStateSlot:

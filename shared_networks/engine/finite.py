@@ -221,6 +221,8 @@ class FiniteCheckpointLoader(CheckpointLoader):
             raise FileNotFoundError(f"checkpoint '{self.load_path}' does not exist (model_path / load_path).")
         try:
             super().__call__(engine)
+        except NonFiniteError:  # refused by the network itself (its load hook names this file and the tensor)
+            raise
         except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as err:
             message = f"checkpoint '{self.load_path}' cannot be loaded: {type(err).__name__}: {err}"
             try:

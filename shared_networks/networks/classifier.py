@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from shared_networks.networks.handoff import refuse_non_finite
 from shared_networks.networks.vit import ViTEncoder
 
 __all__ = ["ViTClassifier"]
@@ -58,6 +59,7 @@ class ViTClassifier(nn.Module):
         self.head = nn.Linear(d, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=2e-5)
         nn.init.zeros_(self.head.bias)
+        self.register_load_state_dict_pre_hook(refuse_non_finite)  # NaN/inf weights, from any loader
         self.register_load_state_dict_pre_hook(_refuse_norm_before_pool)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from shared_networks.networks.vit import GeometryRecord
 
 __all__ = [
     "HandoffReport", "NonFiniteError", "check_finite", "extract_encoder_state", "first_non_finite",
-    "interpolate_pos_embed", "load_pretrained_encoder", "read_geometry", "record_mae_geometry", "source_grid",
+    "interpolate_pos_embed", "load_pretrained_encoder", "read_geometry", "record_mae_geometry", "refuse_non_finite",
+    "source_grid",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,49 @@ def check_finite(state, source: str, hint: str = "") -> None:
     raise NonFiniteError(
         f"{source}: tensor '{key}' holds non-finite values ({describe_non_finite(tensor)})"
         + (f"; {hint}" if hint else ".")
+    )
+
+
+# the loaders whose frames name the file being loaded: (module, function) -> the file, from the frame's locals
+_LOADERS: dict[tuple[str, str], Callable[[Mapping], object]] = {
+    ("ignite.handlers.checkpoint", "load_objects"): lambda f: f.get("checkpoint"),  # MONAI's ckpt/onnx/trt_export
+    ("monai.bundle.scripts", "_export"): lambda f: f.get("ckpt_file"),  # the same, without ignite
+    ("monai.handlers.checkpoint_loader", "__call__"): lambda f: getattr(f.get("self"), "load_path", None),
+}
+
+
+def _file_being_loaded() -> str | None:
+    """The checkpoint file a known loader up the call stack is loading (:data:`_LOADERS`), or ``None``."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        get = _LOADERS.get((frame.f_globals.get("__name__"), frame.f_code.co_name))
+        value = get(frame.f_locals) if get is not None else None
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+        frame = frame.f_back
+    return None
+
+
+def refuse_non_finite(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    """Load-state-dict pre-hook of the networks a bundle builds (``UNETR``, ``ViTClassifier``,
+    ``MaskedAutoencoderViT``): a state dict with NaN or infinite values is refused with :class:`NonFiniteError`
+    before any of it is copied into the network.
+
+    Every route that loads weights into a bundle's network then refuses them, MONAI's own included:
+    ``python -m monai.bundle ckpt_export`` / ``onnx_export`` / ``trt_export`` of ``network_def`` would otherwise
+    export a NaN checkpoint and exit 0. The message names the file when the loader is one that knows it (ignite's
+    ``Checkpoint.load_objects`` given a path, as MONAI's exports call it, or MONAI's ``CheckpointLoader``) and the
+    first bad tensor.
+    """
+    state = state_dict if not prefix else {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if first_non_finite(state) is None:
+        return
+    path = _file_being_loaded()
+    check_finite(
+        state,
+        f"checkpoint '{path}'" if path else f"the state dict loaded into {type(module).__name__}",
+        f"refusing to load it into {type(module).__name__}: the weights of a run that diverged or read bad images "
+        "(retrain after checking the data with python -m shared_networks.cli.validate)",
     )
 
 

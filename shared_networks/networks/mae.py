@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from shared_networks.networks.handoff import refuse_non_finite
 from shared_networks.networks.vit import Block, GeometryRecord, ViTEncoder, init_vit_weights, patchify, sincos_pos_embed
 
 __all__ = [
@@ -160,6 +161,7 @@ class MaskedAutoencoderViT(nn.Module):
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             m.apply(init_vit_weights)
         nn.init.normal_(self.mask_token, std=0.02)
+        self.register_load_state_dict_pre_hook(refuse_non_finite)  # NaN/inf weights, from any loader
 
     @property
     def mask_ratio(self) -> float:

@@ -9,6 +9,7 @@ import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
 from torch import nn
 
+from shared_networks.networks.handoff import refuse_non_finite
 from shared_networks.networks.vit import ViTEncoder
 
 __all__ = ["UNETR", "default_skip_indices", "monai_unetr_state_dict"]
@@ -104,6 +105,7 @@ class UNETR(nn.Module):
             for k in reversed(range(levels))
         )
         self.out = UnetOutBlock(spatial_dims=spatial_dims, in_channels=feature_size, out_channels=out_channels)
+        self.register_load_state_dict_pre_hook(refuse_non_finite)  # NaN/inf weights, from any loader (ckpt_export too)
 
     def tokens_to_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, D, h, w[, z]), a view in channels-last layout (no copy), as MONAI's UNETR has it.

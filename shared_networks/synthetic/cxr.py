@@ -27,7 +27,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS, TEST_LIST, TRAIN_VAL_LIST
-from shared_networks.utils.files import atomic_write_text
+from shared_networks.utils.files import atomic_write_text, new_file_mode
 
 __all__ = ["CXR_CSV_COLUMNS", "make_cxr_phantom", "write_cxr14_phantom_dataset"]
 
@@ -321,7 +321,7 @@ def _save_png(image: np.ndarray, path: Path, mode: str) -> None:
     os.close(handle)
     try:
         pil.save(tmp_name, format="PNG")
-        os.chmod(tmp_name, 0o644)
+        os.chmod(tmp_name, new_file_mode())  # mkstemp's 0600 -> what open() gives under the umask
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

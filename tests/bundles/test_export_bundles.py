@@ -1,6 +1,9 @@
 """Released bundles: downloaded from a local HTTP server with MONAI's own commands and run as downloaded, with no
 checkout beside them; TorchScript and ONNX exports of every fine-tuned network give the eager output.
 
+The documented exports refuse weights with NaN/inf values (non-zero exit, the file and the tensor named, nothing
+written), in the bundle folder and in the downloaded release.
+
 Weights are freshly initialised quick-size networks (configs/quick.yaml; tests/bundles/bundle_weights.py), exported
 with ``--config_overrides quick`` baked into the release's configs: the documented commands (no quick.yaml) run
 unchanged. The unpacked bundle runs in a Python that cannot import this repository: ``python -S`` (no site-packages
@@ -17,7 +20,10 @@ import hashlib
 import http.server
 import json
 import locale
+import math
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -166,6 +172,47 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     )
 
 
+def documented_exports(doc: Path) -> list[list[str]]:
+    """The arguments after ``python -m`` of the doc's ``monai.bundle ckpt_export`` / ``onnx_export`` commands, in
+    order (``\\`` continuations joined)."""
+    text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [ln.strip() for ln in text.splitlines()]
+    return [shlex.split(ln)[1:] for ln in lines if re.match(r"python -m monai\.bundle (ckpt|onnx)_export ", ln)]
+
+
+def poison(path: Path) -> str:
+    """Overwrite one tensor of the state dict at ``path`` with NaN; returns its key."""
+    state = torch.load(path, weights_only=True)
+    key = next(k for k in state if k.startswith("encoder.blocks.0.") and state[k].is_floating_point())
+    state[key] = torch.full_like(state[key], math.nan)
+    torch.save(state, path)
+    return key
+
+
+@pytest.mark.slow
+def test_downloaded_bundle_exports_refuse_non_finite_weights(release, tmp_path):
+    """The docs' ckpt_export and onnx_export, exactly as written, in the release (the packed shared_networks): a
+    model.pt with a NaN tensor exits non-zero naming the file and the tensor and writes nothing; the released
+    weights export."""
+    with zipfile.ZipFile(release["zip"]) as zf:
+        zf.extractall(tmp_path)
+    bundle, models = tmp_path / NAME, tmp_path / NAME / "models"
+    commands = documented_exports(bundle / "docs" / "README.md")
+    assert [c[:3] for c in commands] == [["-m", "monai.bundle", x] for x in ("ckpt_export", "onnx_export")]
+    good = (models / "model.pt").read_bytes()
+    key = poison(models / "model.pt")
+    for argv in commands:
+        run = isolated(argv, cwd=bundle, tmp=tmp_path)
+        assert run.returncode != 0, run.stderr[-3000:]
+        assert f"NonFiniteError: checkpoint 'models/model.pt': tensor '{key}' holds non-finite values" in run.stderr
+        assert sorted(p.name for p in models.iterdir()) == ["mae.pt", "model.pt"]
+    (models / "model.pt").write_bytes(good)
+    for argv in commands:
+        run = isolated(argv, cwd=bundle, tmp=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in models.iterdir()) == ["mae.pt", "model.onnx", "model.pt", "model.ts"]
+
+
 @pytest.mark.slow
 def test_release_passes_model_zoo_checks(release, tmp_path):
     """Model-zoo's checks on the light download (configs alone, weights fetched from large_files.yml): directory with
@@ -262,6 +309,24 @@ def test_torchscript_and_onnx_exports_match_eager(name, tmp_path):
     (pred,) = session.run(None, {"image": x.numpy()})
     assert pred.shape == tuple(y.shape)
     np.testing.assert_allclose(pred, y.numpy(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(QUICK_SHAPES))
+def test_export_command_lines_refuse_non_finite_weights(name, tmp_path):
+    """The docs' ckpt_export and onnx_export of each bundle (quick.yaml merged, its input shape) on a model.pt with a
+    NaN tensor: non-zero exit, the file and the tensor named, no model.ts / model.onnx."""
+    bundle, *_ = _eager_and_inputs(name, tmp_path)
+    key = poison(bundle / "models" / "model.pt")
+    shape = str([1, *QUICK_SHAPES[name][1:]])
+    for argv in documented_exports(REPO / "bundles" / name / "docs" / "README.md"):
+        at = argv.index("--config_file") + 1
+        argv = [*argv[:at], "['configs/inference.yaml','configs/quick.yaml']", *argv[at + 1 :], "--input_shape", shape]
+        run = subprocess.run([sys.executable, *argv], cwd=bundle, capture_output=True, encoding="utf-8",
+                             errors="replace")  # fmt: skip
+        assert run.returncode != 0, run.stderr[-3000:]
+        assert f"NonFiniteError: checkpoint 'models/model.pt': tensor '{key}' holds non-finite values" in run.stderr
+        assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"]
 
 
 @pytest.mark.slow

@@ -184,14 +184,21 @@ def test_bad_arguments(tmp_path):
     assert ResumableCheckpointSaver(tmp_path, {"network": net}, resume="true").resume is True
 
 
-def test_atomic_checkpoint_saver(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_checkpoint_saver(tmp_path, umask):
+    """Written atomically, with the mode a plain open() gives under the umask (ignite's atomic writing would make the
+    file group- and world-readable whatever the umask)."""
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)
     AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True,
                           final_filename="model.pt").attach(engine)  # fmt: skip
-    engine.run([0], max_epochs=1)
+    old = os.umask(umask)
+    try:
+        engine.run([0], max_epochs=1)
+    finally:
+        os.umask(old)
     path = tmp_path / "model.pt"
     assert sorted(os.listdir(tmp_path)) == ["model.pt"]
-    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)
     state = torch.load(path, weights_only=True)
     assert torch.equal(state["weight"], net.weight)

@@ -193,6 +193,26 @@ def test_the_evaluation_loader_refuses_non_finite_weights_before_any_image(tmp_p
     assert seen == ["good.pt"]
 
 
+def test_the_evaluation_loader_passes_on_the_refusal_of_a_bundle_network(tmp_path):
+    """A bundle's network refuses NaN weights itself when they are loaded; the loader passes that error on as it is
+    (the file and the tensor named, not wrapped in "cannot be loaded")."""
+    net = ViTClassifier(1, 3, (16, 16), spatial_dims=2, **ENC)
+    state = net.state_dict()
+    state["head.bias"] = torch.full_like(state["head.bias"], math.nan)
+    torch.save(state, tmp_path / "model.pt")
+    evaluator = SupervisedEvaluator(
+        device="cpu",
+        val_data_loader=DataLoader(_data([1.0], ["/d/a.nii.gz"]), batch_size=1),
+        network=net,
+        val_handlers=[
+            FiniteCheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": net}, map_location="cpu")
+        ],
+    )
+    with pytest.raises(NonFiniteError, match=rf"^checkpoint '{tmp_path / 'model.pt'}': tensor 'head\.bias' holds"):
+        evaluator.run()
+    assert bool(torch.isfinite(net.head.bias).all())
+
+
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", b"PK\x03\x04truncated zip"])
 def test_the_evaluation_loader_names_a_missing_or_unreadable_checkpoint(tmp_path, content):
     path = tmp_path / "model.pt"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 from shared_networks.networks.classifier import ViTClassifier
 from shared_networks.networks.handoff import (
+    NonFiniteError,
     interpolate_pos_embed,
     load_pretrained_encoder,
     read_geometry,
@@ -223,3 +225,46 @@ def test_unreadable_and_missing_files(tmp_path):
         load_pretrained_encoder(net, bad)
     with pytest.raises(ValueError, match="no 'encoder"):
         load_pretrained_encoder(net, {"foo.weight": torch.zeros(1)})
+
+
+def _networks(spatial_dims):
+    img = (16,) * spatial_dims
+    return {
+        "UNETR": UNETR(1, 3, img, spatial_dims=spatial_dims, feature_size=4, **ENC),
+        "ViTClassifier": ViTClassifier(1, 3, img, spatial_dims=spatial_dims, **ENC),
+        "MaskedAutoencoderViT": _mae(spatial_dims, img),
+    }
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_networks_refuse_non_finite_weights_from_any_loader(spatial_dims, bad, tmp_path):
+    """A bundle's network refuses a state dict with NaN/inf before copying any of it, whoever loads it; a loader
+    that knows the file (ignite's ``load_objects`` given a path, as ``monai.bundle ckpt_export`` / ``onnx_export``
+    call it, and MONAI's ``CheckpointLoader``) gets it named."""
+    from ignite.engine import Engine
+    from ignite.handlers import Checkpoint
+    from monai.handlers import CheckpointLoader
+
+    for name, net in _networks(spatial_dims).items():
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        state = net.state_dict()
+        key = next(k for k in state if k.startswith("encoder.blocks.1.") and state[k].is_floating_point())
+        state[key] = torch.full_like(state[key], bad)
+        path = tmp_path / f"{name}.pt"
+        torch.save(state, path)
+        tail = rf"tensor '{key}' holds non-finite values .*refusing to load it into {name}"
+        with pytest.raises(NonFiniteError, match=rf"^the state dict loaded into {name}: {tail}"):
+            net.load_state_dict(state)
+        with pytest.raises(NonFiniteError, match=rf"^checkpoint '{path}': {tail}"):
+            Checkpoint.load_objects(to_load={"": net}, checkpoint=str(path))
+        loader = CheckpointLoader(load_path=str(path), load_dict={"model": net}, map_location="cpu")
+        with pytest.raises(NonFiniteError, match=rf"^checkpoint '{path}': {tail}"):
+            loader(Engine(lambda e, b: None))
+        wrapped = torch.nn.Sequential(net)  # nested: the keys under the network's prefix
+        with pytest.raises(NonFiniteError, match=rf"tensor '0\.{key}'"):
+            wrapped.load_state_dict({f"0.{k}": v for k, v in state.items()})
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items()), name  # nothing copied
+        finite = {k: v + 1 if v.is_floating_point() else v for k, v in before.items()}
+        net.load_state_dict(finite)  # finite weights load as before
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in finite.items()), name

@@ -1,0 +1,93 @@
+"""MONAI Label's server (``monailabel.app:app``) behind this project's guard (``server_guard.py``).
+
+``scripts/serve_monailabel.sh`` starts MONAI Label with ``--uvicorn_app guarded_server:app``. The guard's policy
+comes from the environment the script sets:
+
+* ``MAE_MONAILABEL_HOSTS``: comma-separated host names or addresses the server answers to (``Host`` header);
+* ``MAE_MONAILABEL_ORIGINS``: comma-separated browser origins (``http[s]://host[:port]``) that may call it;
+* ``MAE_MONAILABEL_TOKEN_FILE``: a file holding the bearer token every request needs (mode 0600, owned by this
+  user; refused otherwise); unset: no token;
+* ``MAE_MONAILABEL_MAX_UPLOAD_MB``: the largest upload (default 1024);
+* ``TMPDIR``: where uploads are spooled while checked.
+
+What is served (models, trainers, datastore ids) is read from the running app at each request.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+from monailabel.app import app as monailabel_server
+from monailabel.config import settings
+from monailabel.interfaces.utils.app import app_instance
+from monailabel.utils.others.generic import device_list, device_map
+from request_checks import TaskFacts
+from server_guard import Guard, Policy
+
+MODEL_FILE = "model.pt"
+
+
+class MonaiLabelView:
+    """The running MONAI Label app as the guard sees it."""
+
+    def _info(self) -> dict:
+        return app_instance().info()
+
+    def models(self) -> list[str]:
+        return list(self._info().get("models", {}))
+
+    def trainers(self) -> list[str]:
+        return list(self._info().get("trainers", {}))
+
+    def strategies(self) -> list[str]:
+        return list(self._info().get("strategies", {}))
+
+    def scoring_methods(self) -> list[str]:
+        return list(self._info().get("scoring", {}))
+
+    def has_image(self, image_id: str) -> bool:
+        return image_id in set(app_instance().datastore().list_images())
+
+    def has_label(self, image_id: str, tag: str) -> bool:
+        return self.has_image(image_id) and tag in app_instance().datastore().get_labels_by_image_id(image_id)
+
+    def facts(self, model: str) -> TaskFacts:
+        app = app_instance()
+        task = app._infers.get(model) if model in self.models() else None  # noqa: SLF001 (read only)
+        bundle = getattr(app._trainers.get(model), "bundle_path", None) or getattr(task, "bundle_path", "")  # noqa: SLF001
+        return TaskFacts(
+            bundle_path=bundle,
+            model_files=(MODEL_FILE,),
+            devices=[*device_list(), *device_map()],
+            tracking_uri=settings.MONAI_LABEL_TRACKING_URI,
+        )
+
+
+def _token(path: str) -> str:
+    """The token in ``path``, a regular file of this user that no one else may read or write."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise SystemExit(f"{path}: the token file must be a regular file of this user with mode 0600.")
+    token = open(path, encoding="ascii").read().strip()
+    if len(token) < 32:
+        raise SystemExit(f"{path}: the token must be at least 32 characters.")
+    return token
+
+
+def policy_from_environment() -> Policy:
+    names = lambda var: [v.strip() for v in os.environ.get(var, "").split(",") if v.strip()]  # noqa: E731
+    hosts = {"127.0.0.1", "localhost", "::1", *(h.strip("[]").lower() for h in names("MAE_MONAILABEL_HOSTS"))}
+    token_file = os.environ.get("MAE_MONAILABEL_TOKEN_FILE", "")
+    return Policy(
+        hosts=frozenset(hosts),
+        origins=frozenset(o.rstrip("/") for o in names("MAE_MONAILABEL_ORIGINS")),
+        token=_token(token_file) if token_file else "",
+        max_upload=int(os.environ.get("MAE_MONAILABEL_MAX_UPLOAD_MB", "1024")) << 20,
+        monai_auth=bool(settings.MONAI_LABEL_AUTH_ENABLE),
+        tmpdir=tempfile.gettempdir(),
+    )
+
+
+app = Guard(monailabel_server, MonaiLabelView(), policy_from_environment())

@@ -1,0 +1,355 @@
+"""The guard in front of every MONAI Label route (monailabel_app/server_guard.py), driven as an ASGI app.
+
+The guard needs Starlette, not MONAI Label: it runs here in the project's environment, in front of a recording app
+that stands for MONAI Label's server, with a fake view of what the server serves. Each refusal is checked to keep the
+request from the server; each accepted request is checked to reach it with its body unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import importlib.util
+import io
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "monailabel_app"
+sys.path.insert(0, str(APP))  # the guard imports its siblings as MONAI Label's app folder does
+try:
+    for name in ("request_checks", "uploads", "server_guard"):
+        spec = importlib.util.spec_from_file_location(name, APP / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+finally:
+    sys.path.remove(str(APP))
+sg = sys.modules["server_guard"]
+rc = sys.modules["request_checks"]
+
+MODEL, TRAINER = "btcv_mae_segmentation", "btcv_mae_segmentation"
+TOKEN = "t" * 40
+
+
+class FakeView:
+    def __init__(self) -> None:
+        self.images = {"img0001", "00000211_000"}
+        self.labels = {("img0001", "final")}
+
+    def models(self):
+        return [MODEL, "cxr14_mae_classification"]
+
+    def trainers(self):
+        return [TRAINER]
+
+    def strategies(self):
+        return ["random", "first"]
+
+    def scoring_methods(self):
+        return []
+
+    def has_image(self, image_id):
+        return image_id in self.images
+
+    def has_label(self, image_id, tag):
+        return (image_id, tag) in self.labels
+
+    def facts(self, model):
+        return rc.TaskFacts(bundle_path=f"/srv/bundles/{model}", devices=("cpu",))
+
+
+class Recorder:
+    """Stands for MONAI Label's server: records each request that reaches it and its body."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, bytes]] = []
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.seen.append((scope["method"], scope["path"], body))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def call(guard, method, path, query="", headers=None, body=b""):
+    """``(status, decoded JSON or text)`` of one request through ``guard``."""
+    headers = {"host": "127.0.0.1:8000", **(headers or {})}
+    if body:
+        headers.setdefault("content-length", str(len(body)))
+    scope = {
+        "type": "http", "method": method, "path": path, "query_string": query.encode(), "root_path": "",
+        "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()],
+    }  # fmt: skip
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    sent: list[dict] = []
+
+    async def receive():
+        if chunks:
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard(scope, receive, send))
+    status = sent[0]["status"]
+    data = b"".join(m.get("body", b"") for m in sent[1:])
+    try:
+        return status, json.loads(data)
+    except ValueError:
+        return status, data.decode(errors="replace")
+
+
+def multipart(fields: dict[str, str] | None = None, files: dict[str, tuple[str, bytes]] | None = None):
+    boundary = uuid.uuid4().hex
+    body = b""
+    for k, v in (fields or {}).items():
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    for k, (filename, data) in (files or {}).items():
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def nifti_gz(shape=(8, 8, 4), dtype=np.int16) -> bytes:
+    img = nib.Nifti1Image(np.arange(np.prod(shape)).reshape(shape).astype(dtype), np.eye(4))
+    return gzip.compress(img.to_bytes())
+
+
+@pytest.fixture
+def server():
+    inner = Recorder()
+    guard = sg.Guard(inner, FakeView(), sg.Policy(origins=frozenset({"http://127.0.0.1:8000"}), max_upload=1 << 20))
+    return guard, inner
+
+
+def test_foreign_host_and_origin_are_refused(server):
+    guard, inner = server
+    assert call(guard, "GET", "/info/", headers={"host": "evil.example:8000"})[0] == 403
+    assert call(guard, "GET", "/info/", headers={"host": "127.0.0.1.evil.example"})[0] == 403
+    assert call(guard, "GET", "/info/", headers={"origin": "http://evil.example"})[0] == 403
+    assert inner.seen == []
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"):
+        assert call(guard, "GET", "/info/", headers={"host": host})[0] == 200, host
+    assert call(guard, "GET", "/info/", headers={"origin": "http://127.0.0.1:8000"})[0] == 200
+    assert len(inner.seen) == 5
+
+
+def test_token_on_every_route_but_health():
+    inner = Recorder()
+    guard = sg.Guard(inner, FakeView(), sg.Policy(token=TOKEN))
+    assert call(guard, "GET", "/health")[0] == 200
+    assert call(guard, "GET", "/info/")[0] == 401
+    assert call(guard, "GET", "/datastore/image", "image=img0001", {"authorization": "Bearer " + "x" * 40})[0] == 401
+    assert call(guard, "GET", "/info/", headers={"authorization": TOKEN})[0] == 401  # not a bearer token
+    assert inner.seen == []
+    assert call(guard, "GET", "/info/", headers={"authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert [s[1] for s in inner.seen] == ["/info/"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/etc/passwd", 404),
+        ("POST", "/info/", 405),
+        ("PUT", f"/model/{MODEL}", 403),  # weights are not uploaded over HTTP
+        ("DELETE", f"/model/{MODEL}", 403),
+        ("PUT", "/session/", 403),
+        ("GET", "/proxy/dicom/qido/../../tools/execute-script", 403),
+        ("POST", f"/infer/wsi_v2/{MODEL}", 403),
+        ("GET", "/ohif/../../../etc/passwd", 404),
+        ("GET", "/static/..", 404),
+        ("POST", "/infer/nope", 404),
+        ("POST", "/train/cxr14_mae_classification", 404),  # served, but not trained
+        ("POST", "/activelearning/nope", 404),
+        ("POST", "/scoring/anything", 404),
+    ],
+)
+def test_routes_refused(server, method, path, status):
+    guard, inner = server
+    assert call(guard, method, path)[0] == status
+    assert inner.seen == []
+
+
+def test_datastore_ids_and_tags_stay_in_their_folders(server):
+    guard, inner = server
+    image = nifti_gz()
+    for query in ["image=../app/sitecustomize", "image=/etc/cron.d/x", "image=.hidden", "image=a%2Fb", "image=a%00b"]:
+        body, headers = multipart(files={"file": ("x.nii.gz", image)})
+        status, answer = call(guard, "PUT", "/datastore/image", query, headers, body)
+        assert status == 422 and "'image'" in answer["detail"], (query, answer)
+    # no id given: MONAI Label names the image after the uploaded file
+    body, headers = multipart(files={"file": ("../../sitecustomize.py", b"open('/tmp/m', 'w')")})
+    status, answer = call(guard, "PUT", "/datastore/image", "", headers, body)
+    assert status == 422 and "plain name" in answer["detail"]
+    body, headers = multipart(files={"file": ("sitecustomize.py", b"open('/tmp/m', 'w')")})
+    assert call(guard, "PUT", "/datastore/image", "", headers, body)[0] == 415
+    body, headers = multipart(files={"file": ("..nii.gz", image)})
+    assert call(guard, "PUT", "/datastore/image", "", headers, body)[0] == 422
+    body, headers = multipart(files={"label": ("x.nii.gz", image)})
+    status, answer = call(guard, "PUT", "/datastore/label", "image=img0001&tag=../../app", headers, body)
+    assert status == 422 and "'tag'" in answer["detail"]
+    status, answer = call(guard, "PUT", "/datastore/label", "image=../img0001&tag=final", headers, body)
+    assert status == 404
+    assert call(guard, "DELETE", "/datastore/image", "id=../../x")[0] == 404
+    assert call(guard, "GET", "/datastore/label", "label=img0001&tag=../final")[0] == 422
+    assert inner.seen == []
+    # accepted: a new id, a NIfTI image, and a label of an image in the datastore
+    body, headers = multipart(fields={"params": "{}"}, files={"file": ("new-ct_01.nii.gz", image)})
+    assert call(guard, "PUT", "/datastore/image", "", headers, body)[0] == 200
+    assert inner.seen[-1] == ("PUT", "/datastore/image", body)  # handed on unchanged
+    body, headers = multipart(files={"label": ("img0001.nii.gz", nifti_gz(dtype=np.uint8))})
+    assert call(guard, "PUT", "/datastore/label", "image=img0001&tag=final", headers, body)[0] == 200
+    assert call(guard, "GET", "/datastore/label", "label=img0001&tag=final")[0] == 200
+
+
+def test_uploads_must_be_images_and_fit(server):
+    guard, inner = server
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(200)
+    for filename, data, status, words in [
+        ("x.png", jpeg, 415, "JPEG data, not PNG"),
+        ("x.nii.gz", np.random.default_rng(0).bytes(4096), 415, "not gzip-compressed NIfTI"),
+        ("x.nii.gz", gzip.compress(b"x" * 4096), 415, "not a NIfTI image"),
+        ("x.nii.gz", nifti_gz()[:-20], 415, "truncated"),
+        ("x.nii.gz", nifti_gz() + b"junk", 415, "after its gzip stream"),
+        ("x.exe", nifti_gz(), 415, "files only"),
+        ("x.nii.gz", gzip.compress(nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)).to_bytes() + bytes(9)),
+         415, "more bytes than its NIfTI header declares"),
+    ]:  # fmt: skip
+        body, headers = multipart(files={"file": (filename, data)})
+        status_, answer = call(guard, "PUT", "/datastore/image", "image=x", headers, body)
+        assert status_ == status and words in answer["detail"] and filename in answer["detail"], answer
+    big = gzip.compress(np.random.default_rng(0).bytes(2 << 20))
+    body, headers = multipart(files={"file": ("big.nii.gz", big)})
+    assert call(guard, "PUT", "/datastore/image", "image=big", headers, body)[0] == 413
+    headers["content-length"] = str(10 << 20)  # refused on the declared length, before reading
+    assert call(guard, "PUT", "/datastore/image", "image=big", headers, body)[0] == 413
+    assert call(guard, "POST", "/train/", "", {"content-type": "application/json"}, b" " * (2 << 20))[0] == 413
+    assert inner.seen == []
+
+
+def test_infer_takes_datastore_ids_and_checked_params(server):
+    guard, inner = server
+    for query, status in [
+        ("image=/etc/passwd", 404), ("image=../studies/img0001", 404), ("", 422),
+        ("image=img0001&session_id=x", 422), ("image=img0001&image=x", 422), ("image=img0001&output=../x", 422),
+    ]:  # fmt: skip
+        assert call(guard, "POST", f"/infer/{MODEL}", query)[0] == status, query
+    for params, words in [
+        ("[1, 2]", "must be a JSON object"),
+        ("not json", "is not JSON"),
+        ('{"image": "/etc/passwd"}', "set by the server"),
+        ('{"model": "other"}', "must be the route's model"),
+        ('{"bundle_path": "/tmp/x"}', "set by the server"),
+        ('{"device": "$__import__(\'os\')"}', "config syntax"),
+        ('{"gpus": "0\\u0000"}', "NUL"),
+        ('{"timeout": NaN}', "timeout"),
+    ]:
+        body, headers = multipart(fields={"params": params})
+        status, answer = call(guard, "POST", f"/infer/{MODEL}", "image=img0001", headers, body)
+        assert status == 422 and words in answer["detail"], (params, answer)
+    body, headers = multipart(files={"file": ("x.nii.gz", nifti_gz())})  # no uploads to /infer
+    status, answer = call(guard, "POST", f"/infer/{MODEL}", "image=img0001", headers, body)
+    assert status == 422 and "'file'" in answer["detail"]
+    assert inner.seen == []
+    body, headers = multipart(fields={"params": json.dumps({"device": "cpu", "model": MODEL})})
+    assert call(guard, "POST", f"/infer/{MODEL}", "image=img0001&output=json", headers, body)[0] == 200
+    assert call(guard, "POST", f"/infer/{MODEL}", "image=00000211_000")[0] == 200
+    assert len(inner.seen) == 2
+
+
+def test_train_body_fields_that_monai_label_reads_first(server):
+    guard, inner = server
+    route = f"/train/{TRAINER}"
+    for params, words in [
+        ({"model": "nope", "bundle_path": "../x"}, "must be the route's model"),
+        ({"bundle_path": "../x"}, "set by the server"),
+        ({"gpus": "0\x00"}, "NUL"),
+        ({"gpus": 0}, "'gpus'"),
+        ({"gpus": "0;rm"}, "'gpus'"),
+        ({"max_epochs": "$1"}, "config syntax"),
+        ({"pretrained": False}, "'pretrained'"),
+        ({"unknown": 1}, "Unknown train request field"),
+    ]:
+        body = json.dumps(params).encode()
+        status, answer = call(guard, "POST", route, "", {"content-type": "application/json"}, body)
+        assert status == 422 and words in answer["detail"], (params, answer)
+    assert call(guard, "POST", route, "", {"content-type": "application/json"}, b"[1]")[0] == 422
+    assert call(guard, "POST", "/train/", "", {"content-type": "application/json"}, b'{"model": "x"}')[0] == 422
+    assert call(guard, "POST", f"/batch/infer/{MODEL}", "", {}, b'{"images": ["/etc/passwd"]}')[0] == 422
+    assert inner.seen == []
+    ok = json.dumps({"model": TRAINER, "max_epochs": 1, "device": "cpu", "gpus": "0,1", "val_split": 0.2}).encode()
+    assert call(guard, "POST", route, "run_sync=false", {"content-type": "application/json"}, ok)[0] == 200
+    assert inner.seen == [("POST", route, ok)]
+
+
+def test_other_monai_label_routes(server):
+    guard, inner = server
+    assert call(guard, "POST", "/activelearning/random", "", {}, b'{"strategy": "x"}')[0] == 422
+    assert call(guard, "POST", "/activelearning/random", "", {}, b'{"client_id": "me"}')[0] == 200
+    assert call(guard, "GET", "/logs/", "lines=-1")[0] == 422
+    assert call(guard, "GET", "/logs/", "lines=10&text=true")[0] == 200
+    assert call(guard, "GET", "/datastore/dataset", "limit_cases=abc")[0] == 422
+    assert call(guard, "GET", f"/model/{MODEL}")[0] == 200
+    assert call(guard, "GET", "/ohif/app.js", "StudyInstanceUIDs=1.2.3")[0] == 200
+    body, headers = multipart(fields={"info": "[]"})
+    assert call(guard, "PUT", "/datastore/image/info", "image=img0001", headers, body)[0] == 422
+    assert len(inner.seen) == 4
+
+
+def test_layout_refuses_a_datastore_on_the_python_path(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("mae_layout", APP / "layout.py")
+    layout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layout)
+    app, bundles, studies = tmp_path / "app", tmp_path / "bundles", tmp_path / "studies"
+    for d in (app, bundles, studies, app / "studies"):
+        d.mkdir()
+    monkeypatch.chdir(tmp_path / "bundles")
+    monkeypatch.setenv("PYTHONPATH", "")
+    assert layout.main(["--studies", str(studies), "--app", str(app), "--bundles", str(bundles)]) == 0
+    assert layout.main(["--studies", str(app / "studies"), "--app", str(app), "--bundles", str(bundles)]) == 2
+    assert "the app folder" in capsys.readouterr().err
+    assert layout.main(["--studies", str(tmp_path), "--app", str(app), "--bundles", str(bundles)]) == 2
+    monkeypatch.setenv("PYTHONPATH", str(studies))
+    assert layout.main(["--studies", str(studies), "--app", str(app), "--bundles", str(bundles)]) == 2
+    assert "PYTHONPATH entry" in capsys.readouterr().err
+
+
+def test_upload_checks_accept_the_real_samples():
+    data = REPO.parent / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip(f"real sample data {data} is absent (it exists in CI beside the checkout, not in a fresh clone)")
+    uploads = sys.modules["uploads"]
+    for f in [
+        data / "btcv" / "imagesTr" / "img0002.nii.gz",
+        data / "btcv" / "labelsTr" / "label0001.nii.gz",
+        data / "Task01_BrainTumour" / "imagesTr" / "BRATS_001.nii.gz",
+        data / "chestxray14" / "images" / "00000211_000.png",
+    ]:
+        with open(f, "rb") as fh:
+            assert uploads.check_upload(fh, f.name, uploads.IMAGE_EXTENSIONS) in (".nii.gz", ".png")
+    with open(data / "btcv" / "imagesTr" / "img0001.nii.gz", "rb") as fh:
+        raw = gzip.decompress(fh.read())
+    assert sys.modules["uploads"].check_upload(io.BytesIO(raw), "img0001.nii", uploads.IMAGE_EXTENSIONS) == ".nii"
+    with pytest.raises(uploads.UploadRefused, match="truncated"):
+        uploads.check_upload(io.BytesIO(raw[:-100]), "img0001.nii", uploads.IMAGE_EXTENSIONS)
