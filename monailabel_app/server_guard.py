@@ -12,7 +12,8 @@
    batch inference, active learning, scoring, logs, OHIF, docs); anything else gets 404. Routes this app has no use
    for, and which write or read files by client-given names, are refused with 403: uploading or deleting weights
    (``PUT``/``DELETE /model``), sessions (they store uploads under client file names), the DICOMweb proxy (it forwards
-   client paths to the PACS) and whole-slide inference;
+   client paths to the PACS), the dataset archive (a zip of the whole datastore written per request and never
+   removed) and whole-slide inference;
 4. every query parameter is known to its route and checked: image ids and label tags of the datastore exist
    (:meth:`ServerView.has_image`), new image ids and tags come from :data:`NAME` (letters, digits, ``_``, ``.``, ``-``;
    no path), enumerations and numbers are in range, duplicates are refused;
@@ -319,9 +320,8 @@ async def _model_download(ctx: Ctx) -> None:
 
 async def _infer(ctx: Ctx) -> None:
     model = _known(ctx.path["model"], ctx.view.models(), "model")
-    _check_query(
-        ctx, {"image": _image, "output": _q(_enum("image", "json", "all", "dicom_seg"))}, required=("image",)
-    )  # no session_id: this server keeps no sessions
+    # no session_id: this server keeps no sessions; no dicom_seg: its datastore is a folder, not DICOMweb
+    _check_query(ctx, {"image": _image, "output": _q(_enum("image", "json", "all"))}, required=("image",))
     form = await _form_fields(ctx, {"params": "json"}, {})
     _task_fields(ctx, form.get("params", {}), model, check_infer_request, "inference")
 
@@ -432,11 +432,6 @@ async def _label_info_put(ctx: Ctx, form_field: str = "info") -> None:
     await _form_fields(ctx, {form_field: "json"}, {})
 
 
-async def _dataset(ctx: Ctx) -> None:
-    _check_query(ctx, {"limit_cases": _q(_int(1, 10_000_000))})
-    _no_body(ctx)
-
-
 async def _logs(ctx: Ctx) -> None:
     rules = {"lines": _q(_int(0, 100_000)), "html": _q(_bool), "text": _q(_bool), "refresh": _q(_int(0, 3600))}
     _check_query(ctx, rules)
@@ -476,6 +471,10 @@ _NO_WEIGHTS = "Weights are placed in the bundle's models/ folder on the server, 
 _NO_SESSIONS = "Sessions are off on this server: upload images to the datastore (PUT /datastore/image)."
 _NO_PROXY = "The DICOMweb proxy is off on this server."
 _NO_WSI = "This server serves no whole-slide models."
+_NO_ARCHIVE = (
+    "The dataset archive is off on this server (MONAI Label writes a zip of every image and label per request and "
+    "never removes it): copy the studies folder on the server instead."
+)
 
 ROUTES: tuple[Route, ...] = (
     _route("GET HEAD", "/", _no_params),
@@ -521,7 +520,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET HEAD", "/datastore/label/info", _label_read),
     _route("PUT", "/datastore/label/info", _label_info_put),
     _route("PUT", "/datastore/updatelabelinfo", lambda ctx: _label_info_put(ctx, "params")),
-    _route("GET HEAD", "/datastore/dataset", _dataset),
+    _route("GET HEAD", "/datastore/dataset", _refused(_NO_ARCHIVE)),
     _route("GET HEAD", "/logs/", _logs),
     _route("GET HEAD", "/logs/gpu", _no_params),
     _route("GET HEAD", "/ohif/{path:path}", _static),

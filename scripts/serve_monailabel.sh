@@ -71,6 +71,8 @@ if [ -n "$token_file" ]; then
         (umask 077 && "$venv/bin/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$token_file")
         echo "serve_monailabel.sh: a new token is in $token_file (mode 0600)" >&2
     fi
+    [ -f "$token_file" ] && [ -O "$token_file" ] && [ "$(stat -c %a "$token_file")" = 600 ] \
+        || die "--token_file $token_file must be a regular file of this user with mode 0600 (chmod 600 it)"
 fi
 export MAE_MONAILABEL_HOSTS="$allowed_hosts" MAE_MONAILABEL_ORIGINS="$cors" MAE_MONAILABEL_TOKEN_FILE="$token_file"
 export MAE_MONAILABEL_MAX_UPLOAD_MB="$max_upload_mb" MONAI_LABEL_SESSIONS=false

@@ -86,7 +86,8 @@ def prepare_btcv(
     left out). The tutorial layout of UNETR/Swin-UNETR: imagesTr/img0001.nii.gz with labelsTr/label0001.nii.gz,
     optional unlabelled imagesTs/ and an optional dataset_0.json with a pre-made training/validation split.
     Images and labels are paired by the case number in their file names. Paths under the dataset folder are
-    written relative to it; the file is written atomically (temporary file, then rename).
+    written relative to it; the file is written atomically (temporary file, then rename). A dataset_0.json may name
+    only files inside the dataset folder, and its training and validation lists must not be empty or overlap.
 
     Args:
         dataset_dir: folder of the BTCV data set (either layout).
@@ -101,8 +102,8 @@ def prepare_btcv(
         pretrain_extra_images: add the unlabelled images (imagesTs/, Testing/img/) to the pretrain list; default:
             the training images alone.
         validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt files,
-            wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
-            there is an error; warnings are logged.
+            wrong dimensions or channels, grids, label values, NaN, constant images, split lists) and write nothing
+            when there is an error; warnings are logged.
         read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
             unnoticed).
         num_workers: threads reading files for the check.
@@ -154,8 +155,8 @@ def prepare_brats(
         pretrain_extra_images: add the unlabelled images (MSD imagesTs/, BraTS folders without seg) to the pretrain
             list; default: the training images alone.
         validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt files,
-            wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
-            there is an error; warnings are logged.
+            wrong dimensions or channels, grids, label values, NaN, constant images, split lists) and write nothing
+            when there is an error; warnings are logged.
         read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
             unnoticed).
         num_workers: threads reading files for the check.
@@ -207,8 +208,8 @@ def prepare_cxr14(
         missing: "error" or "skip" for listed images absent from disk.
         labels_csv: label file; default Data_Entry_2017_v2020.csv or Data_Entry_2017.csv.
         validate: check every file first (shared_networks.validation: missing, unpaired, truncated or corrupt files,
-            wrong dimensions or channels, grids, label values, NaN, constant images) and write nothing when
-            there is an error; warnings are logged.
+            wrong dimensions or channels, grids, label values, NaN, constant images, split lists) and write nothing
+            when there is an error; warnings are logged.
         read_data: with validate, read the voxel data too (False: headers only, faster, NaN and truncated data
             unnoticed).
         num_workers: threads reading files for the check.
@@ -240,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_fire(PREPARE_COMMANDS, "shared_networks.cli.prepare", argv, serialize=str)
     except (DatasetError, ArgumentError) as err:  # the report or the argument's problem, without a traceback
         print(err, file=sys.stderr)
+        sys.exit(1)
+    except (OSError, ValueError) as err:  # a datalist builder's refusal (--validate false), naming file and problem
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
         sys.exit(1)
 
 

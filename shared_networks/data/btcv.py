@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from shared_networks.data.files import (
     read_json_object,
     relative_to,
     resolve_path,
+    split_file_lists,
 )
 from shared_networks.data.pretrain import pretrain_extra_flag, pretrain_items, select_pretrain
 from shared_networks.utils.files import write_json_atomic
@@ -58,6 +59,7 @@ __all__ = [
     "SPLITS",
     "TRANSUNET_TEST_CASES",
     "btcv_datalist",
+    "dataset_json_lists",
     "find_btcv_cases",
     "write_btcv_datalist",
 ]
@@ -424,12 +426,13 @@ def _check_exist(source: Path, items: Iterable[dict[str, str]]) -> None:
 
 
 def _load_datalist_file(
-    root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False
+    root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False, check_files: bool = True
 ) -> dict[str, list[dict[str, str]]]:
     """Load a datalist JSON (keys ``training``/``validation``/``test``/``pretrain``) and check its files.
 
     ``pretrain`` is the training images, plus the other images of the file's ``pretrain`` list when
-    ``pretrain_extra_images`` is true.
+    ``pretrain_extra_images`` is true. ``check_files=False`` leaves out the check that the files exist (for
+    :mod:`shared_networks.validation`, which examines every file itself).
 
     Raises:
         FileNotFoundError: if the datalist file or a file it references is missing.
@@ -447,7 +450,8 @@ def _load_datalist_file(
     }
     listed = _image_items(source, "pretrain", content["pretrain"], root) if "pretrain" in content else []
     datalist["pretrain"] = listed
-    _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
+    if check_files:
+        _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
     check_disjoint(f"Datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
     datalist["pretrain"] = select_pretrain(
         datalist["training"], listed, pretrain_extra_images, f"Datalist '{source}'", keys=PRETRAIN_KEYS
@@ -455,17 +459,50 @@ def _load_datalist_file(
     return datalist
 
 
+def dataset_json_lists(
+    root: Path, content: Mapping[str, Any] | None = None, issues: Issues | None = None
+) -> dict[str, list[dict[str, str]]]:
+    """The ``training``/``validation`` (labelled) and ``test`` (image) lists of the tutorial's ``dataset_0.json``.
+
+    Every path must lead to a file inside ``root`` (``..`` and symbolic links resolved); ``training`` and
+    ``validation`` must not be empty; no image may be in two lists
+    (:func:`~shared_networks.data.files.split_file_lists`). The files are not opened here.
+
+    Args:
+        root: the BTCV folder (resolved).
+        content: the file's JSON object, when already read.
+        issues: ``None`` to raise at the first problem; a list to append every problem to and leave bad entries out.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}``: items ``{"image", "label", "case"}`` (test items
+        ``{"image", "case"}``) with absolute paths.
+
+    Raises:
+        ValueError: naming ``dataset_0.json``: not UTF-8 JSON, a malformed entry, a path leading outside ``root``, an
+            empty ``training`` or ``validation`` list, an image in two lists.
+    """
+    source = root / DATASET_JSON_NAME
+    content = read_json_object(source, "BTCV split file") if content is None else content
+    lists = split_file_lists(source, content, root, ("training", "validation"), ("test",), ("training", "validation"),
+                             issues)  # fmt: skip
+    for items in lists.values():
+        for item in items:
+            item.setdefault("case", nifti_stem(item["image"]))
+    return lists
+
+
 def _dataset_json_split(
     root: Path, unlabelled: list[dict[str, str]]
 ) -> tuple[list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]]:
-    """Read the pre-made split of the tutorial's ``dataset_0.json``.
+    """Read the pre-made split of the tutorial's ``dataset_0.json`` (:func:`dataset_json_lists`).
 
     Returns:
         ``(training, validation, unlabelled)`` where ``unlabelled`` adds the existing images of the file's ``test``
         list to the given unlabelled images.
 
     Raises:
-        ValueError: if ``dataset_0.json`` is absent or malformed.
+        ValueError: if ``dataset_0.json`` is absent or malformed, names a file outside ``root``, has an empty
+            training or validation list, or lists an image twice.
         FileNotFoundError: if a training or validation file it lists is missing.
     """
     source = root / DATASET_JSON_NAME
@@ -474,12 +511,11 @@ def _dataset_json_split(
             f"split='dataset_json' needs '{source}', which does not exist; use split='seeded' or 'transunet', "
             "or pass datalist_file."
         )
-    content = read_json_object(source)
-    training = _labelled_items(source, "training", content.get("training", []), root)
-    validation = _labelled_items(source, "validation", content.get("validation", []), root)
+    lists = dataset_json_lists(root)
+    training, validation = lists["training"], lists["validation"]
     _check_exist(source, training + validation)
     extra = []
-    for item in _image_items(source, "test", content.get("test", []), root):
+    for item in lists["test"]:
         if Path(item["image"]).is_file():
             extra.append(item)
         else:
@@ -496,6 +532,7 @@ def btcv_datalist(
     num_val: int | None = None,
     datalist_file: PathLike | None = None,
     pretrain_extra_images: bool = False,
+    check_files: bool = True,
 ) -> dict[str, list[dict[str, str]]]:
     """Build the BTCV datalist: labelled ``training``/``validation``/``test`` lists and an image-only ``pretrain`` list.
 
@@ -510,6 +547,8 @@ def btcv_datalist(
       cases (default ``max(1, round(val_fraction * n_rest))``) drawn with ``seed`` from the remaining cases, which
       keep at least one training case.
     * ``"dataset_json"``: the ``training``/``validation`` lists of the tutorial's ``dataset_0.json``; test is empty.
+      Every path of the file must lead inside ``dataset_dir``, and neither list may be empty
+      (:func:`dataset_json_lists`).
 
     ``pretrain`` holds the training images; with ``pretrain_extra_images=True`` also every unlabelled image
     (``imagesTs``, ``Testing/img``, and for ``dataset_json`` the file's ``test`` list; for a ``datalist_file`` the
@@ -528,6 +567,8 @@ def btcv_datalist(
             ``pretrain``; a missing key is an empty list).
         pretrain_extra_images: add the unlabelled images to ``pretrain`` (default: the training images alone, as
             the method pre-trains on the target training set only).
+        check_files: check that the files of a ``datalist_file`` exist; :mod:`shared_networks.validation` turns this
+            off to examine every file itself and report each problem.
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...], "pretrain": [...]}``; labelled items are
@@ -536,7 +577,8 @@ def btcv_datalist(
 
     Raises:
         ValueError: unknown ``split``, bad fractions or ``num_val``, ``dataset_0.json`` absent for
-            ``split="dataset_json"``, unpaired image/label files, malformed or overlapping datalist lists.
+            ``split="dataset_json"`` (or naming a file outside ``dataset_dir``, or with an empty list), unpaired
+            image/label files, malformed or overlapping datalist lists.
         FileNotFoundError: missing ``dataset_dir``, no case found, or files referenced by a datalist are missing.
     """
     _check_arguments(split, seed, val_fraction, test_fraction, num_val)
@@ -544,7 +586,7 @@ def btcv_datalist(
     if datalist_file is not None:
         root = Path(dataset_dir).expanduser().resolve()
         logger.info("Loading BTCV datalist '%s' (split=%r is ignored).", datalist_file, split)
-        return _load_datalist_file(root, datalist_file, extra_images)
+        return _load_datalist_file(root, datalist_file, extra_images, check_files)
 
     root = as_dir(dataset_dir, "BTCV dataset folder", _LAYOUT_HELP)
     labelled, unlabelled = find_btcv_cases(root)

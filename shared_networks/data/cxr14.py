@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared_networks.data.files import Issues, raise_or_collect, read_json_object, read_text
+from shared_networks.data.files import Issues, check_split_lists, raise_or_collect, read_json_object, read_text
 from shared_networks.data.pretrain import pretrain_extra_flag, select_pretrain
 from shared_networks.data.readers import is_dicom_file
 from shared_networks.utils.files import write_json_atomic
@@ -37,6 +37,7 @@ __all__ = [
     "CSV_NAMES",
     "CXR14_FINDINGS",
     "MISSING_POLICIES",
+    "check_split_files",
     "cxr14_datalist",
     "find_cxr14_images",
     "find_labels_csv",
@@ -165,6 +166,42 @@ def read_split_list(path: Path) -> list[str]:
     return names
 
 
+def check_split_files(
+    root: Path,
+    train_val: Sequence[str] | None,
+    test: Sequence[str] | None,
+    labels: dict[str, tuple[list[float], str]] | None = None,
+    issues: Issues | None = None,
+) -> None:
+    """Check the official split: ``train_val_list.txt`` and ``test_list.txt`` each list an image, share none, and
+    (with ``labels``) no patient has images in both, which would put test patients into training.
+
+    Args:
+        root: the NIH folder.
+        train_val: names of ``train_val_list.txt`` (``None``: unreadable, not checked).
+        test: names of ``test_list.txt`` (``None``: unreadable, not checked).
+        labels: :func:`read_cxr14_labels` of the folder, for the patients (names without a row are not counted).
+        issues: ``None`` to raise at the first problem; a list to append every problem to.
+
+    Raises:
+        ValueError: naming the split file(s) and the images or patients.
+    """
+    files = {root / TRAIN_VAL_LIST: train_val, root / TEST_LIST: test}
+    lists = [(f"'{path}'", path, names) for path, names in files.items() if names is not None]
+    check_split_lists(lists, {what for what, _, _ in lists}, issues)
+    if labels is None or train_val is None or test is None:
+        return
+    both = set(train_val) & set(test)  # reported above
+    patients = {labels[n][1] for n in train_val if n in labels and n not in both}
+    shared = sorted(patients & {labels[n][1] for n in test if n in labels and n not in both})
+    if shared:
+        raise_or_collect(issues, root / TEST_LIST, ValueError(
+            f"{len(shared)} patient(s) have images in both '{root / TRAIN_VAL_LIST}' and '{root / TEST_LIST}': "
+            f"{_some(shared)}; the split must be patient-wise (a test patient seen in training inflates the test "
+            "scores)."
+        ))  # fmt: skip
+
+
 def find_labels_csv(root: Path, labels_csv: PathLike | None) -> Path:
     """``labels_csv`` (relative to ``root`` or absolute), or the first of :data:`CSV_NAMES` in ``root``."""
     if labels_csv is not None:
@@ -247,9 +284,9 @@ def cxr14_datalist(
     The patients of ``train_val_list.txt`` are shuffled with ``numpy.random.default_rng(seed)``; the first
     ``num_val`` (default ``max(1, round(val_fraction * n_patients))``) give the validation images, the others the
     training images, so no patient is on both sides. ``test`` is ``test_list.txt`` (the official split, itself
-    patient-wise; a patient in both lists is logged as a warning). ``pretrain`` is the training images: the NIH
-    layout holds no unlabelled image, so ``pretrain_extra_images`` adds images only from a ``datalist_file``'s
-    ``pretrain`` list.
+    patient-wise: both lists must hold images, and an image or a patient in both lists is an error,
+    :func:`check_split_files`). ``pretrain`` is the training images: the NIH layout holds no unlabelled image, so
+    ``pretrain_extra_images`` adds images only from a ``datalist_file``'s ``pretrain`` list.
 
     Args:
         dataset_dir: folder in the NIH layout (see the module docstring).
@@ -269,8 +306,8 @@ def cxr14_datalist(
         "patient": id}`` (pretrain items have the same keys); the same inputs give the same output.
 
     Raises:
-        ValueError: bad arguments, malformed label/split files, images absent from the label file, fewer than two
-            train_val patients.
+        ValueError: bad arguments, malformed label/split files, an empty split file, an image or a patient in both
+            split files, images absent from the label file, fewer than two train_val patients.
         FileNotFoundError: missing folder/files, or listed images missing on disk with ``missing="error"``.
     """
     if missing not in MISSING_POLICIES:
@@ -288,12 +325,10 @@ def cxr14_datalist(
     csv_path = find_labels_csv(root, labels_csv)
     labels = read_cxr14_labels(csv_path)
     train_val, test = read_split_list(root / TRAIN_VAL_LIST), read_split_list(root / TEST_LIST)
-    both = sorted(set(train_val) & set(test))
-    if both:
-        raise ValueError(f"'{root / TRAIN_VAL_LIST}' and '{root / TEST_LIST}' share images: {_some(both)}.")
     unlabelled = [n for n in train_val + test if n not in labels]
     if unlabelled:
         raise ValueError(f"{len(unlabelled)} listed image(s) have no row in '{csv_path}': {_some(unlabelled)}.")
+    check_split_files(root, train_val, test, labels)
     images = find_cxr14_images(root)
     absent = [n for n in train_val + test if n not in images]
     if absent:
@@ -317,11 +352,6 @@ def cxr14_datalist(
         raise ValueError(f"num_val {n_val} leaves no training patient out of {len(patients)}.")
     order = np.random.default_rng(int(seed)).permutation(len(patients))
     val_patients = {patients[i] for i in order[:n_val]}
-    test_patients = {labels[n][1] for n in test}
-    shared = sorted(test_patients & set(patients))
-    if shared:
-        logger.warning("%d patient(s) have images in both %s and %s: %s", len(shared), TRAIN_VAL_LIST, TEST_LIST,
-                       _some(shared))  # fmt: skip
     training = _items([n for n in train_val if labels[n][1] not in val_patients], labels, images)
     validation = _items([n for n in train_val if labels[n][1] in val_patients], labels, images)
     datalist = {

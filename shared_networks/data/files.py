@@ -6,16 +6,19 @@ import codecs
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
+from shared_networks.utils.files import new_file_mode
+
 __all__ = [
-    "NIFTI_SUFFIXES", "Issues", "check_disjoint", "is_nifti", "nifti_stem", "raise_or_collect", "read_json_object",
-    "read_text", "relative_to", "resolve_path", "save_nifti",
+    "NIFTI_SUFFIXES", "Issues", "check_disjoint", "check_split_lists", "is_nifti", "nifti_stem", "outside_root",
+    "raise_or_collect", "read_json_object", "read_text", "relative_to", "resolve_path", "save_nifti",
+    "split_file_lists",
 ]  # fmt: skip
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
@@ -43,6 +46,13 @@ def resolve_path(root: Path, value: str) -> Path:
     if not path.is_absolute():
         path = root / path
     return Path(os.path.normpath(path))
+
+
+def outside_root(root: PathLike, path: PathLike) -> Path | None:
+    """Where ``path`` leads (``..`` and symbolic links resolved) when that is outside the folder ``root``; ``None``
+    when it stays inside. Nothing is opened."""
+    target = Path(os.path.realpath(path))
+    return None if target.is_relative_to(os.path.realpath(root)) else target
 
 
 def relative_to(root: Path, value: str) -> str:
@@ -121,6 +131,120 @@ def check_disjoint(source: str, datalist: Mapping[str, Sequence[Mapping[str, str
             )
 
 
+_SHOWN = 10  # images named in one message
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:_SHOWN]) + (f", ... ({len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
+
+
+def check_split_lists(
+    lists: Sequence[tuple[str, Path, Sequence[str]]], required: Collection[str] = (), issues: Issues | None = None
+) -> None:
+    """Check the lists of a data set's split: a required list holds an image, no list holds an image twice, no image
+    is in two lists.
+
+    Args:
+        lists: ``(what, file, images)`` per list: how messages name it (``"'/d/test_list.txt'"``, ``"the 'training'
+            list of '/d/dataset_0.json'"``), the file that holds it, and its images (names or paths).
+        required: the ``what`` of the lists that must not be empty.
+        issues: ``None`` to raise at the first problem; a list to append every problem to (see
+            :func:`raise_or_collect`).
+
+    Raises:
+        ValueError: naming the list(s) and the images.
+    """
+    for what, path, images in lists:
+        if what in required and not images:
+            raise_or_collect(issues, path, ValueError(f"{what} holds no image: a split list must not be empty."))
+        seen: set[str] = set()
+        twice = list(dict.fromkeys(i for i in images if i in seen or seen.add(i)))
+        if twice:
+            raise_or_collect(issues, path, ValueError(f"{what} lists images more than once: {_shown(twice)}."))
+    for index, (what, _, images) in enumerate(lists):
+        for other, path, others in lists[index + 1 :]:
+            shared = sorted(set(images) & set(others))
+            if shared:
+                raise_or_collect(issues, path, ValueError(
+                    f"{what} and {other} share images: {_shown(shared)}; the split lists must be disjoint."
+                ))  # fmt: skip
+
+
+def split_file_lists(
+    source: Path,
+    content: Mapping[str, Any],
+    root: Path,
+    labelled: Sequence[str],
+    unlabelled: Sequence[str] = (),
+    required: Collection[str] = (),
+    issues: Issues | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """The file lists of a data set's own split file (BTCV ``dataset_0.json``, MSD ``dataset.json``), checked.
+
+    Entries of the ``labelled`` keys are ``{"image": path, "label": path}`` objects, entries of the ``unlabelled`` keys
+    image paths or ``{"image": path}`` objects; paths are relative to ``root`` or absolute; a string ``case`` is kept.
+    An absent key is an empty list. The file describes its own data set, so every path must lead to a file inside
+    ``root`` once ``..`` and symbolic links are resolved: a path leading elsewhere is refused, never read. The lists
+    are checked with :func:`check_split_lists` (``required`` lists not empty, no image in two lists).
+
+    Args:
+        source: the split file, for messages.
+        content: its JSON object.
+        root: the data set folder.
+        labelled: keys of the lists of labelled entries.
+        unlabelled: keys of the lists of image-only entries.
+        required: keys of the lists that must hold an entry.
+        issues: ``None`` to raise at the first problem; a list to append every problem to and leave the bad entry out.
+
+    Returns:
+        ``{key: [{"image": abs_path, "label": abs_path, ("case": str)}]}`` (no ``label`` for unlabelled keys).
+
+    Raises:
+        ValueError: naming the file, the list and the entry: a list that is not a list, a malformed entry, a path that
+            leads outside ``root``, an empty required list, an image in two lists.
+    """
+    lists: dict[str, list[dict[str, str]]] = {}
+    parsed = []
+    for key in (*labelled, *unlabelled):
+        entries = content.get(key, [])
+        lists[key] = []
+        if not isinstance(entries, list):
+            raise_or_collect(issues, source, ValueError(
+                f"'{source}': '{key}' must be a list, got {type(entries).__name__}."
+            ))  # fmt: skip
+            continue
+        parsed.append(key)
+        for index, entry in enumerate(entries):
+            entry = {"image": entry} if isinstance(entry, str) and key in unlabelled else entry
+            fields = ("image", "label") if key in labelled else ("image",)
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) and entry[f] for f in fields):
+                wanted = "an object with 'image' and 'label' paths" if key in labelled else "an image path"
+                raise_or_collect(issues, source, ValueError(
+                    f"'{source}': entry {index} of '{key}' must be {wanted}, got {entry!r}."
+                ))  # fmt: skip
+                continue
+            item = {f: str(resolve_path(root, entry[f])) for f in fields}
+            outside = [(f, target) for f in fields if (target := outside_root(root, item[f])) is not None]
+            for field, target in outside:
+                raise_or_collect(issues, source, ValueError(
+                    f"'{source}': entry {index} of '{key}' names the {field} '{entry[field]}', which leads to "
+                    f"'{target}', outside the data set folder '{root}'; a data set's split file may name only its own "
+                    "files."
+                ))  # fmt: skip
+            if outside:
+                continue
+            if isinstance(entry.get("case"), str) and entry["case"]:
+                item["case"] = entry["case"]
+            lists[key].append(item)
+    empty = [key for key in required if key in parsed and not content.get(key)]  # entries refused above don't count
+    check_split_lists(
+        [(f"the '{key}' list of '{source}'", source, [i["image"] for i in lists[key]]) for key in parsed],
+        {f"the '{key}' list of '{source}'" for key in empty},
+        issues,
+    )
+    return lists
+
+
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     """Save ``data`` as NIfTI (RAS affine, mm units) through a temporary file in the same folder."""
     image = nib.Nifti1Image(data, affine)
@@ -132,7 +256,7 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     os.close(handle)
     try:
         nib.save(image, tmp_name)
-        os.chmod(tmp_name, 0o644)
+        os.chmod(tmp_name, new_file_mode())  # mkstemp's 0600 -> what open() gives under the umask
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

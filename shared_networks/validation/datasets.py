@@ -10,7 +10,15 @@ One pass over a BTCV, brain tumour (MSD Task01 / BraTS 2021) or ChestX-ray14 fol
   last axis, a BraTS modality file that is not 3-D, a label map that is not 3-D, a multi-frame or CMYK radiograph;
 * image and label on different grids: shape, voxel spacing, or affine (origin and direction);
 * label values outside the data set's declared set, or not integers;
-* NaN or infinite intensities, empty images and constant images (or constant modalities);
+* NaN or infinite intensities as the loaders read them (``scl_slope``/``scl_inter`` applied, cast to float32: an int16
+  CT whose slope overflows float32 is named), complex or RGB voxel types, empty images and constant images (or
+  constant modalities);
+* a FIFO, folder, device or broken link standing in for an image (named, never opened), and content that is not the
+  format of the file's name (JPEG bytes in a ``.png``, text in a ``.nii.gz``);
+* split lists: an empty ``training``/``validation`` list of BTCV's ``dataset_0.json`` (or ``training`` of MSD's
+  ``dataset.json``), an empty ``train_val_list.txt``/``test_list.txt``, an image in two lists, a patient in both
+  ChestX-ray14 lists, and a split file entry that leads outside the data set folder (``..``, an absolute path, a
+  symbolic link);
 * warnings, not errors: a label map with no foreground voxel.
 
 Command line (prints the report, exits with status 1 when there is an error)::
@@ -33,10 +41,11 @@ from typing import Any
 
 from shared_networks.data import cxr14
 from shared_networks.data.brats import MODALITIES, brats_datalist, find_brats_cases
-from shared_networks.data.btcv import BTCV_LABELS, btcv_datalist, find_btcv_cases
-from shared_networks.data.files import read_json_object
+from shared_networks.data.btcv import BTCV_LABELS, DATASET_JSON_NAME, btcv_datalist, dataset_json_lists, find_btcv_cases
+from shared_networks.data.files import NIFTI_SUFFIXES, Issues, read_json_object, split_file_lists
 from shared_networks.data.regions import LABEL_CONVENTIONS
 from shared_networks.utils.flags import as_bool
+from shared_networks.validation.filetypes import MISSING, file_problem, nonregular_entries
 from shared_networks.validation.images import MAX_PIXELS, check_png
 from shared_networks.validation.report import ValidationReport, check_items, collect, outside_link
 from shared_networks.validation.volumes import MAX_VOXELS, VolumeSpec, validate_volume_items
@@ -46,15 +55,28 @@ __all__ = ["validate_brats", "validate_btcv", "validate_cxr14"]
 PathLike = str | os.PathLike[str]
 
 
-def _unique_items(datalist: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
-    """Items of every list of a datalist, each image once (a labelled item wins over its image-only twin)."""
-    seen: dict[str, Mapping[str, Any]] = {}
-    for items in datalist.values():
+def _unique_items(*groups: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Items of every group, each image and label pair once (a labelled item wins over its image-only twin)."""
+    seen: dict[tuple[str, str | None], Mapping[str, Any]] = {}
+    for items in groups:
         for item in items:
-            key = json.dumps(item["image"])
-            if key not in seen or ("label" in item and "label" not in seen[key]):
-                seen[key] = item
-    return list(seen.values())
+            seen.setdefault((json.dumps(item["image"]), item.get("label")), item)
+    labelled = {image for image, label in seen if label is not None}
+    return [item for (image, label), item in seen.items() if label is not None or image not in labelled]
+
+
+def _nonregular(report: ValidationReport, root: Path, items: Sequence[Mapping[str, Any]]) -> None:
+    """Report the FIFOs, folders, devices and broken links named like NIfTI files in the data set folder: the case
+    listing passes over them, so without this only a missing partner would show. Files of ``items`` are left to
+    their own check."""
+    checked = set()
+    for item in items:
+        image = item["image"]
+        checked.update(map(str, image) if isinstance(image, (list, tuple)) else [str(image)])
+        checked.add(str(item.get("label")))
+    for path, problem in nonregular_entries(root, NIFTI_SUFFIXES).items():
+        if str(path) not in checked:
+            report.error(path, problem)
 
 
 def _missing_root(report: ValidationReport, root: Path) -> bool:
@@ -66,12 +88,17 @@ def _missing_root(report: ValidationReport, root: Path) -> bool:
     return True
 
 
-def _check_modality_order(report: ValidationReport, root: Path) -> None:
-    """The ``modality`` of an MSD ``dataset.json`` against the channel order the bundle assumes (:data:`MODALITIES`)."""
+def _check_msd_json(report: ValidationReport, root: Path) -> None:
+    """An MSD ``dataset.json``: its file lists (inside the folder, no image in two lists, a ``training`` list, when
+    there, not empty; :func:`~shared_networks.data.files.split_file_lists`) and its ``modality`` against the channel
+    order the bundle assumes (:data:`MODALITIES`). The datalist is built from the folder, not from these lists."""
     path = root / "dataset.json"
     content = _check_json(report, path, root, "MSD dataset.json")
     if content is None:
         return
+    issues: Issues = []
+    split_file_lists(path, content, root, ("training",), ("test",), [k for k in ("training",) if k in content], issues)
+    collect(report, issues)
     modality = content.get("modality")
     if modality is None:
         return
@@ -90,14 +117,26 @@ def _check_modality_order(report: ValidationReport, root: Path) -> None:
         )  # fmt: skip
 
 
-def _check_json(report: ValidationReport, path: Path, root: Path, what: str) -> Mapping | None:
-    """A JSON file of the data set (when present): inside the folder, UTF-8, one JSON object; its content, or None
-    when it is absent or has a problem (reported)."""
-    if not path.exists():
-        return None
+def _unusable(report: ValidationReport, path: Path, root: Path) -> bool:
+    """Report a text file of the data set (split file, label file) that is a link out of the folder or not a regular
+    file (a FIFO would block its reader forever); ``True`` when so. A missing file is left to its reader's message."""
     link = outside_link(path, root)
+    problem = file_problem(path) if link is None else None
     if link is not None:
         report.problems.append(link)
+    elif problem is not None and problem != MISSING:
+        report.error(path, problem)
+    else:
+        return False
+    return True
+
+
+def _check_json(report: ValidationReport, path: Path, root: Path, what: str) -> Mapping | None:
+    """A JSON file of the data set (when present): inside the folder, a regular file, UTF-8, one JSON object; its
+    content, or None when it is absent or has a problem (reported)."""
+    if not os.path.lexists(path):
+        return None
+    if _unusable(report, path, root):
         return None
     try:
         return read_json_object(path, what)
@@ -131,20 +170,42 @@ def validate_btcv(
     spec = VolumeSpec("BTCV", label_values=tuple(BTCV_LABELS))
     if _missing_root(report, root):
         return report
-    _check_json(report, root / "dataset_0.json", root, "BTCV split file")
+    content = _check_json(report, root / DATASET_JSON_NAME, root, "BTCV split file")
     try:
         if datalist_file is not None:
             # every listed file is checked, the pretrain list's extra images too
-            items = _unique_items(btcv_datalist(root, datalist_file=datalist_file, pretrain_extra_images=True))
+            datalist = btcv_datalist(root, datalist_file=datalist_file, pretrain_extra_images=True, check_files=False)
+            items = _unique_items(*datalist.values())
         else:
-            issues: list[tuple[str, Exception]] = []
+            issues: Issues = []
             labelled, unlabelled = find_btcv_cases(root, issues)
+            split = _btcv_split_items(report, root, content, issues)
             collect(report, issues)
-            items = labelled + unlabelled
+            items = _unique_items(labelled, unlabelled, split)
+            _nonregular(report, root, items)
     except (OSError, ValueError) as err:
         report.error(datalist_file or root, str(err))
         return report
     return validate_volume_items(report, items, spec, read_data, num_workers, root, max_voxels)
+
+
+def _btcv_split_items(
+    report: ValidationReport, root: Path, content: Mapping[str, Any] | None, issues: Issues
+) -> list[Mapping[str, Any]]:
+    """The files ``dataset_0.json`` names (what ``--split dataset_json`` puts in the datalist), to be checked with the
+    folder's cases; its list problems go to ``issues``. A ``test`` image that is absent is a warning: the datalist
+    leaves it out."""
+    if content is None:
+        return []
+    lists = dataset_json_lists(root, content, issues)
+    present = []
+    for item in lists["test"]:
+        if os.path.lexists(item["image"]):
+            present.append(item)
+        else:
+            report.warning(item["image"], f"listed in the 'test' list of '{root / DATASET_JSON_NAME}' but not on disk "
+                           "(left out of the datalist)")  # fmt: skip
+    return lists["training"] + lists["validation"] + present
 
 
 def validate_brats(
@@ -179,17 +240,19 @@ def validate_brats(
     try:
         if datalist_file is not None:
             # headers are read below, every file, instead of stopping at the first bad one
-            items = _unique_items(
-                brats_datalist(root, datalist_file=datalist_file, check_headers=False, pretrain_extra_images=True)
+            datalist = brats_datalist(
+                root, datalist_file=datalist_file, check_headers=False, pretrain_extra_images=True
             )
+            items = _unique_items(*datalist.values())
         else:
-            issues: list[tuple[str, Exception]] = []
+            issues: Issues = []
             labelled, unlabelled, layout = find_brats_cases(root, issues, check_headers=False)
             collect(report, issues)
             items = labelled + unlabelled
             report.dataset = {"msd": "MSD Task01", "brats2021": "BraTS 2021"}[layout]
             if layout == "msd":
-                _check_modality_order(report, root)
+                _check_msd_json(report, root)
+            _nonregular(report, root, items)
     except (OSError, ValueError) as err:
         report.error(datalist_file or root, str(err))
         return report
@@ -208,10 +271,11 @@ def validate_cxr14(
 ) -> ValidationReport:
     """Check a ChestX-ray14 folder in the NIH layout (see :mod:`shared_networks.data.cxr14`).
 
-    The label file must parse (every bad row is reported, a blank Patient ID included), every image of
-    ``train_val_list.txt`` and ``test_list.txt`` must have a label row and be on disk, and every listed image must be
-    a readable single-frame grey or RGB(A) PNG that is not constant. Text files must be UTF-8 (a byte-order mark is
-    accepted). A problem of one file (a bad CSV header, an unreadable list) never hides those of the others.
+    The label file must parse (every bad row is reported, a blank Patient ID included), ``train_val_list.txt`` and
+    ``test_list.txt`` must each list an image, share no image and no patient, every image they list must have a label
+    row and be on disk, and every listed image must be a regular file holding a readable single-frame grey or RGB(A)
+    PNG that is not constant. Text files must be UTF-8 (a byte-order mark is accepted). A problem of one file (a bad
+    CSV header, an unreadable list) never hides those of the others.
 
     Args:
         dataset_dir: the NIH folder.
@@ -236,39 +300,42 @@ def validate_cxr14(
         csv_path = cxr14.find_labels_csv(root, labels_csv)
     except (OSError, ValueError) as err:
         report.error(root, str(err))
-    if csv_path is not None:
-        link = outside_link(csv_path, root)
-        if link is not None:
-            report.problems.append(link)
-        else:
-            try:
-                labels = cxr14.read_cxr14_labels(csv_path, issues)
-            except (OSError, ValueError) as err:
-                report.error(csv_path, str(err))
+    if csv_path is not None and not _unusable(report, csv_path, root):
+        try:
+            labels = cxr14.read_cxr14_labels(csv_path, issues)
+        except (OSError, ValueError) as err:
+            report.error(csv_path, str(err))
     collect(report, issues)
     try:
         images = cxr14.find_cxr14_images(root)
     except (OSError, ValueError) as err:
         report.error(root, str(err))
         images = {}
-    listed: list[str] = []
-    for name in (cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST):
-        link = outside_link(root / name, root)
-        if link is not None:
-            report.problems.append(link)
+    split: dict[str, list[str] | None] = dict.fromkeys((cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST))
+    for name in split:
+        if _unusable(report, root / name, root):
             continue
         try:
-            listed += cxr14.read_split_list(root / name)
+            split[name] = cxr14.read_split_list(root / name)
         except (OSError, ValueError) as err:
             report.error(root / name, str(err))
+    issues = []
+    cxr14.check_split_files(root, split[cxr14.TRAIN_VAL_LIST], split[cxr14.TEST_LIST], labels, issues)
+    collect(report, issues)
+    listed = [name for names in split.values() for name in names or []]
     if labels is not None and csv_path is not None:
         for name in listed:
             if name not in labels:
                 report.error(root / "images" / name, f"listed in the split files but has no row in '{csv_path.name}'")
+    absent = [name for name in dict.fromkeys(listed) if name not in images]
+    scanned = nonregular_entries(root, (".png",), 3) if absent else {}  # images/, images_*/images/
+    nonregular = {path.name: (path, problem) for path, problem in scanned.items()}
     present = []
     for name in dict.fromkeys(listed):
         if name in images:
             present.append(images[name])
+        elif name in nonregular:  # a FIFO, folder or device in place of the image: named, not "missing"
+            report.error(*nonregular[name])
         elif missing == "skip":
             report.warning(root / "images" / name, "listed in the split files but not on disk (left out)")
         elif images:

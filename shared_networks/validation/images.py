@@ -1,4 +1,5 @@
-"""Checks of 2-D images (chest radiographs): readable, complete, single-frame, grey or RGB(A), not constant."""
+"""Checks of 2-D images (chest radiographs): regular files in their name's format, readable, complete, single-frame,
+grey or RGB(A), not constant."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from shared_networks.data.transforms import PIL_MODE_MAX
+from shared_networks.validation.filetypes import content_problem, file_problem
 from shared_networks.validation.report import ERROR, Problem, outside_link
 
 __all__ = ["MAX_PIXELS", "check_png", "png_size"]
@@ -43,7 +45,8 @@ def png_size(path: PathLike) -> tuple[int, int] | None:
 def check_png(
     path: PathLike, read_data: bool = True, root: PathLike | None = None, max_pixels: int = MAX_PIXELS
 ) -> tuple[list[Problem], int]:
-    """Check one radiograph: a readable, complete, single-frame grey or RGB(A) image that is not constant.
+    """Check one radiograph: a regular file in the format its name says (PNG, JPEG), a readable, complete,
+    single-frame grey or RGB(A) image that is not constant.
 
     Never raises: any error (MemoryError and PIL's DecompressionBombError included) becomes a problem naming the file.
 
@@ -60,9 +63,13 @@ def check_png(
     link = outside_link(path, root)
     if link is not None:
         return [link], 1
-    if not path.is_file():
-        return [Problem(ERROR, str(path), "missing file")], 1
+    problem = file_problem(path)  # a FIFO, folder or device is named, never opened
+    if problem is not None:
+        return [Problem(ERROR, str(path), problem)], 1
     try:
+        problem = content_problem(path)  # JPEG bytes in a .png file ...
+        if problem is not None:
+            return [Problem(ERROR, str(path), problem)], 1
         size = png_size(path)
         if size is not None and size[0] * size[1] > max_pixels:
             message = (

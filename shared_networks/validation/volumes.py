@@ -12,6 +12,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from shared_networks.validation.filetypes import content_problem, file_problem
 from shared_networks.validation.report import ERROR, WARNING, Problem, ValidationReport, check_items, outside_link
 
 __all__ = ["MAX_LABEL_VALUE", "MAX_VOXELS", "SPACING_ATOL", "VolumeSpec", "check_volume_item", "validate_volume_items"]
@@ -21,6 +22,8 @@ MAX_LABEL_VALUE = 1 << 16  # label maps with larger values are checked with np.u
 MAX_VOXELS = 1 << 29
 """Default limit on the voxels a NIfTI header may declare (536,870,912: a 512 x 512 x 2048 CT); larger files are
 reported, not read, so that a crafted header cannot exhaust memory. ``max_voxels`` of the checks changes it."""
+_REAL_KINDS = "biuf"  # bool, integer and floating data types: what the loaders can read as float32 intensities
+_CHUNK = 1 << 22  # voxels cast to float32 at a time
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,9 @@ class _Volume:
     shape: tuple[int, ...]
     zooms: tuple[float, ...]
     affine: np.ndarray
-    data: np.ndarray | None
+    data: np.ndarray | None  # as nibabel returns it: scl_slope and scl_inter applied, not yet cast to float32
+    stored: np.dtype | None = None  # the header's data type
+    scaling: tuple[float, float] | None = None  # (scl_slope, scl_inter) when the header scales the stored values
 
 
 def _declared_bytes(img: Any) -> int:
@@ -94,8 +99,14 @@ def _read_volume(
     if link is not None:
         problems.append(link)
         return None
-    if not path.is_file():
-        problems.append(Problem(ERROR, str(path), "missing file"))
+    problem = file_problem(path)  # a FIFO, folder or device is named, never opened
+    if problem is None:
+        try:
+            problem = content_problem(path)
+        except OSError as err:
+            problem = f"cannot be read ({type(err).__name__}: {err})"
+    if problem is not None:
+        problems.append(Problem(ERROR, str(path), problem))
         return None
     try:
         img = nib.load(path)
@@ -103,8 +114,20 @@ def _read_volume(
         zooms = tuple(float(z) for z in img.header.get_zooms())
         affine = np.asarray(img.affine, dtype=float)
         declared = _declared_bytes(img)
+        dtype = img.header.get_data_dtype()
+        slope, inter = (float(v) for v in (getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)))
     except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ... for broken files
         problems.append(Problem(ERROR, str(path), f"not a readable NIfTI file ({type(err).__name__}: {err})"))
+        return None
+    if dtype.kind not in _REAL_KINDS:
+        code = int(img.header["datatype"]) if "datatype" in img.header else "?"
+        name = img.header.get_value_label("datatype") if "datatype" in img.header else str(dtype)
+        problems.append(
+            Problem(
+                ERROR, str(path), f"has data type {name} (NIfTI datatype code {code}, numpy {dtype}): the bundles' "
+                "loaders read real-valued voxels as float32; complex, RGB and other compound data are not supported",
+            )
+        )  # fmt: skip
         return None
     voxels = math.prod(shape)
     if voxels > max_voxels:
@@ -146,35 +169,64 @@ def _read_volume(
             return None
     if not np.isfinite(affine).all():
         problems.append(Problem(ERROR, str(path), f"affine holds NaN or inf: {affine.tolist()}"))
-    return _Volume(path, shape, zooms, affine, data)
+    scaling = (slope, inter) if (slope, inter) != (1.0, 0.0) else None
+    return _Volume(path, shape, zooms, affine, data, dtype, scaling)
+
+
+def _not_finite(data: np.ndarray) -> tuple[int, int]:
+    """``(voxels, of which NaN)`` that are not finite once cast to float32, as the bundles' loaders read images
+    (``LoadImage``'s default dtype): a float64 value beyond float32's range becomes inf. In chunks: bounded memory."""
+    if data.dtype.kind != "f":
+        return 0, 0  # every bool and integer value is finite in float32 (uint64's maximum is 1.8e19)
+    flat = data.ravel(order="K")  # a view of a C- or Fortran-ordered array
+    bad = nan = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, flat.size, _CHUNK):
+            chunk = flat[start : start + _CHUNK].astype(np.float32, copy=False)
+            count = chunk.size - int(np.count_nonzero(np.isfinite(chunk)))
+            if count:
+                bad += count
+                nan += int(np.count_nonzero(np.isnan(chunk)))
+    return bad, nan
+
+
+def _overflow_cause(vol: _Volume, bad: int) -> str:
+    """Why values become inf only when read as float32: the header's scaling, or stored values beyond float32."""
+    assert vol.data is not None
+    data = vol.data
+    before = bad if data.dtype.itemsize <= 4 else int(data.size - np.count_nonzero(np.isfinite(data)))
+    overflow = bad - before  # finite as nibabel returns them, inf once cast to float32
+    if overflow == 0:
+        return ""
+    if vol.scaling is not None:
+        slope, inter = vol.scaling
+        what = f"{overflow} stored {vol.stored} values scaled by the header's scl_slope {slope:g}, scl_inter {inter:g}"
+    else:
+        what = f"{overflow} stored {vol.stored} values"
+    return f"; {what} exceed float32's range (3.4e+38), and the loaders' cast to float32 makes them inf"
 
 
 def _check_intensities(vol: _Volume, spec: VolumeSpec, problems: list[Problem], channel_axis: bool) -> None:
-    """NaN/inf, empty, constant image (or constant channel) of an image file."""
+    """NaN/inf (as float32, what the loaders read), empty, constant image (or constant channel) of an image file."""
     data = vol.data
     if data is None:
         return
     if data.size == 0:
         problems.append(Problem(ERROR, str(vol.path), f"empty image (shape {vol.shape})"))
         return
-    if np.issubdtype(data.dtype, np.floating):
-        finite = np.isfinite(data)
-        bad = int(data.size - np.count_nonzero(finite))
-        if bad:
-            nan = int(np.count_nonzero(np.isnan(data)))
-            message = f"{bad} of {data.size} voxels are not finite ({nan} NaN, {bad - nan} inf)"
-            problems.append(Problem(ERROR, str(vol.path), message))
-            return
+    bad, nan = _not_finite(data)
+    if bad:
+        message = f"{bad} of {data.size} voxels are not finite ({nan} NaN, {bad - nan} inf)"
+        problems.append(Problem(ERROR, str(vol.path), message + _overflow_cause(vol, bad)))
+        return
     if channel_axis:
-        for c in range(data.shape[-1]):
-            channel = data[..., c]
-            lo, hi = channel.min(), channel.max()
-            if lo == hi:
-                problems.append(Problem(ERROR, str(vol.path), f"{spec.channel(c)} is constant (every voxel {lo})"))
+        channels = [(data[..., c], f"{spec.channel(c)} is constant") for c in range(data.shape[-1])]
     else:
-        lo, hi = data.min(), data.max()
-        if lo == hi:
-            problems.append(Problem(ERROR, str(vol.path), f"constant image (every voxel {lo})"))
+        channels = [(data, "constant image")]
+    for values, what in channels:
+        lo, hi = values.min(), values.max()
+        if np.float32(lo) == np.float32(hi):  # equal as the loaders read them
+            problems.append(Problem(ERROR, str(vol.path), f"{what} (every voxel {lo})"))
 
 
 def _label_values(data: np.ndarray) -> np.ndarray | None:

@@ -51,8 +51,8 @@ LIVE = [
 class Server:
     """A MONAI Label server process and its folders; HTTP helpers return decoded bodies."""
 
-    def __init__(self, root: Path, port: int) -> None:
-        self.root, self.port = root, port
+    def __init__(self, root: Path, port: int, args: tuple[str, ...] = (), headers: dict | None = None) -> None:
+        self.root, self.port, self.args, self.headers = root, port, tuple(args), dict(headers or {})
         self.url = f"http://127.0.0.1:{port}"
         self.studies, self.bundles, self.app = root / "studies", root / "bundles", root / "app"
         self.tmpdir = root / "tmp"  # the TMPDIR the script is started with (it makes its private folder there)
@@ -63,7 +63,7 @@ class Server:
         cmd = [
             "bash", str(REPO / "scripts" / "serve_monailabel.sh"), "--studies", str(self.studies),
             "--port", str(self.port), "--app", str(self.app), "--bundles", str(self.bundles), "--configs", "quick",
-            "--max_upload_mb", str(MAX_UPLOAD_MB),
+            "--max_upload_mb", str(MAX_UPLOAD_MB), *self.args,
         ]  # fmt: skip
         self.tmpdir.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(self.tmpdir)}
@@ -94,7 +94,7 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def request(self, method: str, path: str, body: bytes | dict | None = None, headers: dict | None = None) -> object:
-        headers = dict(headers or {})
+        headers = {**self.headers, **(headers or {})}
         if isinstance(body, dict):
             body, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
@@ -107,7 +107,9 @@ class Server:
 
     def raw(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         """``(status, headers, body)`` of a request, whatever its status."""
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=dict(headers or {}))
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers={**self.headers, **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=600) as r:
                 return r.status, r.headers, r.read()
@@ -174,3 +176,14 @@ def form(**fields: str) -> tuple[bytes, dict]:
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
     body = ("".join(parts) + f"--{boundary}--\r\n").encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def second_server(root: Path, source: Server, model: str, args: tuple[str, ...], headers: dict) -> Server:
+    """A server of one bundle (``model``, with ``source``'s weights) in ``root``, started with ``args``."""
+    srv = Server(root, free_port(), args, headers)
+    srv.studies.mkdir(parents=True)
+    shutil.copytree(source.bundles / model, srv.bundles / model)
+    ignore = shutil.ignore_patterns("__pycache__", "logs", "model", "bin")
+    shutil.copytree(REPO / "monailabel_app", srv.app, ignore=ignore)
+    srv.start()
+    return srv

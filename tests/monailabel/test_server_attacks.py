@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.parse
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from live_server import BTCV, CXR, CXR_IMAGE, LIVE, MAX_UPLOAD_MB, SHARED_DATA, VENV, Server, form
+from live_server import BTCV, CXR, CXR_IMAGE, LIVE, MAX_UPLOAD_MB, REPO, SHARED_DATA, VENV, Server, form, second_server
 
 pytestmark = LIVE
 FUZZ_TIME_LIMIT_S = 600
@@ -190,6 +191,50 @@ def test_failed_inference_leaves_no_temporary_files(server):
     body, headers = _multipart({}, {"file": ("x.nii.gz", b"\x1f\x8b" + bytes(64))})
     assert server.raw("PUT", "/datastore/image?image=x", body, headers)[0] == 415
     assert sorted(p.name for p in private[0].rglob("*")) == before
+
+
+def _serve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = ["bash", str(REPO / "scripts" / "serve_monailabel.sh"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_the_script_refuses_unsafe_starts(server, tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "monailabel_app", app, ignore=shutil.ignore_patterns("__pycache__"))
+    common = ("--app", str(app), "--bundles", str(server.bundles), "--port", "1")
+    run = _serve("--studies", str(tmp_path / "studies"), "--host", "0.0.0.0", *common)
+    assert run.returncode == 2 and "--token_file" in run.stderr  # reachable from other machines without a login
+    run = _serve("--studies", str(app / "studies"), *common)  # the datastore inside the app folder
+    assert run.returncode == 2 and "the app folder" in run.stderr and "overlap" in run.stderr
+    run = _serve("--studies", str(server.bundles / BTCV / "uploads"), *common)
+    assert run.returncode == 2 and "the bundles folder" in run.stderr
+    run = _serve("--studies", str(tmp_path / "studies"), "--uvicorn_app", "monailabel.app:app", *common)
+    assert run.returncode == 2 and "guard" in run.stderr
+    run = _serve("--studies", str(tmp_path / "studies"), "--cors", "javascript:alert(1)", *common)
+    assert run.returncode == 2 and "--cors" in run.stderr
+    token = tmp_path / "new" / "token"  # a new token file: written with mode 0600 before anything else is checked
+    token.parent.mkdir()
+    run = _serve("--studies", str(app / "studies"), "--token_file", str(token), *common)
+    assert run.returncode == 2 and token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+
+
+def test_a_server_with_a_token(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("k" * 43 + "\n")
+    token_file.chmod(0o644)
+    args = ("--token_file", str(token_file), "--models", CXR)
+    run = _serve("--studies", str(tmp_path / "studies"), "--port", "1", *args)
+    assert run.returncode == 2 and "mode 0600" in run.stderr  # a token others may read is refused
+    token_file.chmod(0o600)
+    secured = second_server(tmp_path / "s", server, CXR, args, {"Authorization": f"Bearer {'k' * 43}"})
+    try:
+        assert secured.raw("GET", "/info/", headers={"Authorization": ""})[0] == 401
+        assert secured.raw("GET", "/info/", headers={"Authorization": "Bearer " + "x" * 43})[0] == 401
+        assert secured.raw("GET", f"/model/{CXR}", headers={"Authorization": ""})[0] == 401
+        assert secured.raw("GET", "/health", headers={"Authorization": ""})[0] == 200
+        assert set(secured.request("GET", "/info/")["models"]) == {CXR}
+    finally:
+        secured.stop()
 
 
 # ---- the fuzzer ---------------------------------------------------------------------------------------------------

@@ -309,12 +309,13 @@ def test_other_monai_label_routes(server):
     assert call(guard, "POST", "/activelearning/random", "", {}, b'{"client_id": "me"}')[0] == 200
     assert call(guard, "GET", "/logs/", "lines=-1")[0] == 422
     assert call(guard, "GET", "/logs/", "lines=10&text=true")[0] == 200
-    assert call(guard, "GET", "/datastore/dataset", "limit_cases=abc")[0] == 422
+    assert call(guard, "GET", "/datastore/dataset", "limit_cases=1")[0] == 403
+    assert call(guard, "POST", f"/infer/{MODEL}", "image=img0001&output=dicom_seg")[0] == 422
     assert call(guard, "GET", f"/model/{MODEL}")[0] == 200
     assert call(guard, "GET", "/ohif/app.js", "StudyInstanceUIDs=1.2.3")[0] == 200
     body, headers = multipart(fields={"info": "[]"})
     assert call(guard, "PUT", "/datastore/image/info", "image=img0001", headers, body)[0] == 422
-    assert len(inner.seen) == 4
+    assert len(inner.seen) == 4, inner.seen
 
 
 def test_layout_refuses_a_datastore_on_the_python_path(tmp_path, monkeypatch, capsys):

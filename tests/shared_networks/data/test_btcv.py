@@ -209,6 +209,23 @@ def test_dataset_json_split(tmp_path: Path) -> None:
     assert _numbers(datalist["pretrain"]) == [1, 2, 4, 61]  # the missing img0099 is left out
 
 
+def test_dataset_json_split_refuses_outside_paths_and_empty_lists(tmp_path: Path) -> None:
+    _tutorial_tree(tmp_path / "btcv", range(1, 4))
+    _nifti(tmp_path / "elsewhere" / "img0009.nii.gz")
+    root = tmp_path / "btcv"
+    training = [{"image": f"imagesTr/img000{n}.nii.gz", "label": f"labelsTr/label000{n}.nii.gz"} for n in (1, 2)]
+    validation = [{"image": "imagesTr/img0003.nii.gz", "label": "labelsTr/label0003.nii.gz"}]
+    for image in ("../elsewhere/img0009.nii.gz", str(tmp_path / "elsewhere" / "img0009.nii.gz")):
+        outside = [*training, {"image": image, "label": "labelsTr/label0001.nii.gz"}]
+        (root / "dataset_0.json").write_text(json.dumps({"training": outside, "validation": validation}))
+        with pytest.raises(ValueError, match=r"dataset_0\.json': entry 2 of 'training' names the image .*outside the"):
+            btcv_datalist(root, split="dataset_json")
+    (root / "dataset_0.json").write_text(json.dumps({"training": training, "validation": []}))
+    with pytest.raises(ValueError, match=r"the 'validation' list of '.*dataset_0\.json' holds no image"):
+        btcv_datalist(root, split="dataset_json")
+    assert len(btcv_datalist(root, split="seeded")["training"]) == 1  # the other splits do not read the file
+
+
 def test_unknown_split(tmp_path: Path) -> None:
     _tutorial_tree(tmp_path, [1, 2, 3])
     with pytest.raises(ValueError, match="'random'.*'seeded', 'transunet', 'dataset_json'"):

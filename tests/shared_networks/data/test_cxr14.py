@@ -167,6 +167,15 @@ def test_inconsistent_split_files(tmp_path):
         cxr14_datalist(tmp_path / "nowhere")
 
 
+def test_split_files_must_be_patient_wise_and_not_empty(tmp_path):
+    rows = _patients(4)
+    names = [r[0] for r in rows]
+    with pytest.raises(ValueError, match=r"1 patient\(s\) have images in both .*train_val_list.txt' and .*: 3;"):
+        cxr14_datalist(_nih_tree(tmp_path / "a", rows, names[:5], names[5:]))  # patient 3: image 4 and image 5
+    with pytest.raises(ValueError, match=r"test_list\.txt' holds no image"):
+        cxr14_datalist(_nih_tree(tmp_path / "b", rows, names, []))
+
+
 def test_written_datalist_reads_back(tree, tmp_path):
     path = write_cxr14_datalist(tree, tmp_path / "datalist.json", val_fraction=0.25, seed=3)
     content = json.loads(path.read_text())

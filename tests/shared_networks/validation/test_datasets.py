@@ -106,7 +106,7 @@ def test_btcv_every_problem_is_reported(bad_btcv):
     assert not _problems(report, "label0011.nii.gz")  # all background: a warning only
     assert any("no foreground" in m for m in _problems(report, "label0011.nii.gz", WARNING)), text
     assert any("voxel spacing (6.0, 6.0, 6.0)" in m for m in _problems(report, "label0012.nii.gz")), text
-    assert any("not a readable NIfTI file" in m for m in _problems(report, "img0013.nii.gz")), text
+    assert any("is text, not a gzip-compressed NIfTI file" in m for m in _problems(report, "img0013.nii.gz")), text
     assert any("is 2-D" in m for m in _problems(report, "img0014.nii.gz")), text
     assert len(report.errors) == 12 and len(report.warnings) == 1, text
     assert all(Path(p.path).is_relative_to(bad_btcv) for p in report.problems)
