@@ -25,6 +25,10 @@
    the datastore first);
 6. an uploaded image or label is a file the bundles read, by its bytes (``uploads.py``; 415 otherwise).
 
+Each request that passes is served with its own temporary folder (``tempfile.gettempdir()`` in the threads that serve
+it), removed when the answer has been sent, whatever happened: MONAI Label removes its temporary copies of uploads
+and results only when a request succeeds.
+
 A refusal is answered as FastAPI answers errors (``{"detail": "..."}``), naming the field. The request body, read to
 check it, is handed on to MONAI Label unchanged.
 
@@ -34,10 +38,12 @@ This module needs Starlette (MONAI Label's web framework) but not MONAI Label: w
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import json
 import math
 import re
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -529,6 +535,18 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# ---- temporary files ----------------------------------------------------------------------------------------------
+
+_REQUEST_TMP: contextvars.ContextVar[str | None] = contextvars.ContextVar("mae_request_tmp", default=None)
+_gettempdir = tempfile.gettempdir
+
+
+def _request_gettempdir() -> str:
+    """``tempfile.gettempdir`` while a request is served: that request's own folder, removed when it ends (MONAI Label
+    writes uploads and results to temporary files and removes them only when the request succeeds)."""
+    return _REQUEST_TMP.get() or _gettempdir()
+
+
 # ---- the ASGI app -------------------------------------------------------------------------------------------------
 
 
@@ -560,6 +578,14 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _route_path(scope: dict[str, Any]) -> str:
+    """The path the routes see: without the server's ``--root_path`` prefix (as Starlette routes it)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def _query(raw: bytes) -> dict[str, str]:
     from urllib.parse import parse_qsl
 
@@ -582,6 +608,7 @@ class Guard:
 
     def __init__(self, app: ASGI, view: ServerView, policy: Policy) -> None:
         self.app, self.view, self.policy = app, view, policy
+        tempfile.gettempdir = _request_gettempdir  # per-request temporary folders (:func:`_request_gettempdir`)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -607,7 +634,13 @@ class Guard:
             for form in ctx.forms:
                 await form.close()
             ctx.forms.clear()
-            await self.app(scope, _replay(spool, receive), send)
+            folder = tempfile.mkdtemp(prefix="request-", dir=self.policy.tmpdir)
+            token = _REQUEST_TMP.set(folder)  # seen by the worker threads of MONAI Label's endpoints (a copied context)
+            try:
+                await self.app(scope, _replay(spool, receive), send)
+            finally:
+                _REQUEST_TMP.reset(token)
+                shutil.rmtree(folder, ignore_errors=True)
         finally:
             if ctx is not None:
                 for form in ctx.forms:
@@ -626,7 +659,7 @@ class Guard:
         origin = headers.get(b"origin")
         if origin is not None and origin.decode("latin-1").rstrip("/") not in self.policy.origins:
             raise Refusal(403, f"Origin {origin.decode('latin-1')[:80]!r} is not allowed")
-        method, path = scope["method"], scope["path"]
+        method, path = scope["method"], _route_path(scope)
         if method == "GET" and path == HEALTH:
             return None
         preflight = method == "OPTIONS" and b"access-control-request-method" in headers

@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -83,13 +84,14 @@ class Recorder:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
-def call(guard, method, path, query="", headers=None, body=b""):
+def call(guard, method, path, query="", headers=None, body=b"", root_path=""):
     """``(status, decoded JSON or text)`` of one request through ``guard``."""
     headers = {"host": "127.0.0.1:8000", **(headers or {})}
     if body:
         headers.setdefault("content-length", str(len(body)))
     scope = {
-        "type": "http", "method": method, "path": path, "query_string": query.encode(), "root_path": "",
+        "type": "http", "method": method, "path": root_path + path, "query_string": query.encode(),
+        "root_path": root_path,
         "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()],
     }  # fmt: skip
     chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
@@ -313,9 +315,11 @@ def test_other_monai_label_routes(server):
     assert call(guard, "POST", f"/infer/{MODEL}", "image=img0001&output=dicom_seg")[0] == 422
     assert call(guard, "GET", f"/model/{MODEL}")[0] == 200
     assert call(guard, "GET", "/ohif/app.js", "StudyInstanceUIDs=1.2.3")[0] == 200
+    assert call(guard, "GET", "/info/", root_path="/monailabel")[0] == 200  # behind a proxy's path prefix
+    assert call(guard, "GET", "/../etc/passwd", root_path="/monailabel")[0] == 404
     body, headers = multipart(fields={"info": "[]"})
     assert call(guard, "PUT", "/datastore/image/info", "image=img0001", headers, body)[0] == 422
-    assert len(inner.seen) == 4, inner.seen
+    assert len(inner.seen) == 5, inner.seen
 
 
 def test_layout_refuses_a_datastore_on_the_python_path(tmp_path, monkeypatch, capsys):
@@ -354,3 +358,26 @@ def test_upload_checks_accept_the_real_samples():
     assert sys.modules["uploads"].check_upload(io.BytesIO(raw), "img0001.nii", uploads.IMAGE_EXTENSIONS) == ".nii"
     with pytest.raises(uploads.UploadRefused, match="truncated"):
         uploads.check_upload(io.BytesIO(raw[:-100]), "img0001.nii", uploads.IMAGE_EXTENSIONS)
+
+
+def test_temporary_files_of_a_request_are_removed_whatever_happens(tmp_path):
+    """MONAI Label's endpoints write uploads and results to temporary files in worker threads and remove them only
+    when the request succeeds: the guard gives each request its own folder and removes it after the answer."""
+    written: list[str] = []
+
+    async def failing_server(scope, receive, send):
+        def endpoint():  # as FastAPI runs a sync endpoint: in a worker thread with the request's context
+            f = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False)
+            f.write(b"upload")
+            f.close()
+            written.append(f.name)
+
+        await asyncio.to_thread(endpoint)
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    guard = sg.Guard(failing_server, FakeView(), sg.Policy(tmpdir=str(tmp_path)))
+    assert call(guard, "POST", f"/infer/{MODEL}", "image=img0001")[0] == 500
+    assert len(written) == 1 and Path(written[0]).parent.parent == tmp_path  # the request's folder in the guard's
+    assert list(tmp_path.iterdir()) == []
+    assert Path(tempfile.gettempdir()) != Path(written[0]).parent  # outside a request, the usual folder
