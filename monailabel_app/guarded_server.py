@@ -38,6 +38,9 @@ class MonaiLabelView:
     def models(self) -> list[str]:
         return list(self._info().get("models", {}))
 
+    def classifiers(self) -> list[str]:
+        return [m for m, info in self._info().get("models", {}).items() if info.get("type") == "classification"]
+
     def trainers(self) -> list[str]:
         return list(self._info().get("trainers", {}))
 

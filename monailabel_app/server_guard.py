@@ -77,6 +77,7 @@ class ServerView(Protocol):
     """What the running MONAI Label app serves (``guarded_server.MonaiLabelView``)."""
 
     def models(self) -> Iterable[str]: ...  # inference models
+    def classifiers(self) -> Iterable[str]: ...  # the inference models whose result is a vector, not an image
     def trainers(self) -> Iterable[str]: ...
     def strategies(self) -> Iterable[str]: ...
     def scoring_methods(self) -> Iterable[str]: ...
@@ -326,8 +327,10 @@ async def _model_download(ctx: Ctx) -> None:
 
 async def _infer(ctx: Ctx) -> None:
     model = _known(ctx.path["model"], ctx.view.models(), "model")
-    # no session_id: this server keeps no sessions; no dicom_seg: its datastore is a folder, not DICOMweb
-    _check_query(ctx, {"image": _image, "output": _q(_enum("image", "json", "all"))}, required=("image",))
+    # no session_id: this server keeps no sessions; no dicom_seg: its datastore is a folder, not DICOMweb; no image
+    # from a classifier (MONAI Label answers 500: there is no result image)
+    outputs = ("json", "all") if model in set(ctx.view.classifiers()) else ("image", "json", "all")
+    _check_query(ctx, {"image": _image, "output": _q(_enum(*outputs))}, required=("image",))
     form = await _form_fields(ctx, {"params": "json"}, {})
     _task_fields(ctx, form.get("params", {}), model, check_infer_request, "inference")
 
@@ -398,12 +401,23 @@ async def _add_image(ctx: Ctx) -> None:
         raise Refusal(409, f"Image '{image}' is already in the datastore: delete it first to replace it.")
 
 
-def _image_query(name: str = "image", *extra: str) -> QueryRules:
-    return {name: _image, **{e: _q(_text) for e in extra}}
+def _image_query(name: str = "image") -> QueryRules:
+    return {name: _image}
+
+
+def _check_sum(value: str, name: str) -> str:
+    if not re.fullmatch(r"((SHA256|SHA512|MD5):)?[0-9a-fA-F]{32,128}", value):
+        raise Refusal(422, f"Field '{name}' must be [SHA256:|SHA512:|MD5:]<hex digest>; got {value[:80]!r}.")
+    return value
 
 
 async def _image_read(ctx: Ctx) -> None:
-    _check_query(ctx, _image_query("image", "check_sum"), required=("image",))
+    _check_query(ctx, {"image": _image, "check_sum": _q(_check_sum)}, required=("image",))
+    _no_body(ctx)
+
+
+async def _image_info(ctx: Ctx) -> None:
+    _check_query(ctx, _image_query(), required=("image",))
     _no_body(ctx)
 
 
@@ -517,7 +531,7 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/datastore/", _image_remove),
     _route("DELETE", "/datastore/image", _image_remove),
     _route("GET HEAD", "/datastore/image", _image_read),
-    _route("GET HEAD", "/datastore/image/info", lambda ctx: _image_read(ctx)),
+    _route("GET HEAD", "/datastore/image/info", _image_info),
     _route("PUT", "/datastore/image/info", _image_info_put),
     _route("PUT", "/datastore/label", _save_label, upload=True),
     _route("DELETE", "/datastore/label", lambda ctx: _label_read(ctx, "id")),
@@ -528,7 +542,7 @@ ROUTES: tuple[Route, ...] = (
     _route("PUT", "/datastore/updatelabelinfo", lambda ctx: _label_info_put(ctx, "params")),
     _route("GET HEAD", "/datastore/dataset", _refused(_NO_ARCHIVE)),
     _route("GET HEAD", "/logs/", _logs),
-    _route("GET HEAD", "/logs/gpu", _no_params),
+    _route("GET HEAD", "/logs/gpu", _refused("GPU information is off on this server (run nvidia-smi on it).")),
     _route("GET HEAD", "/ohif/{path:path}", _static),
     _route("GET HEAD POST PUT DELETE", "/session/{path:path}", _refused(_NO_SESSIONS)),
     _route("GET HEAD POST PUT DELETE", "/proxy/{path:path}", _refused(_NO_PROXY)),

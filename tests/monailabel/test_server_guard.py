@@ -47,6 +47,9 @@ class FakeView:
     def models(self):
         return [MODEL, "cxr14_mae_classification"]
 
+    def classifiers(self):
+        return ["cxr14_mae_classification"]
+
     def trainers(self):
         return [TRAINER]
 
@@ -310,9 +313,12 @@ def test_other_monai_label_routes(server):
     assert call(guard, "POST", "/activelearning/random", "", {}, b'{"strategy": "x"}')[0] == 422
     assert call(guard, "POST", "/activelearning/random", "", {}, b'{"client_id": "me"}')[0] == 200
     assert call(guard, "GET", "/logs/", "lines=-1")[0] == 422
+    assert call(guard, "HEAD", "/datastore/image", "image=img0001&check_sum=SHA1:00")[0] == 422  # MONAI Label: 500
     assert call(guard, "GET", "/logs/", "lines=10&text=true")[0] == 200
     assert call(guard, "GET", "/datastore/dataset", "limit_cases=1")[0] == 403
     assert call(guard, "POST", f"/infer/{MODEL}", "image=img0001&output=dicom_seg")[0] == 422
+    assert call(guard, "POST", "/infer/cxr14_mae_classification", "image=00000211_000&output=image")[0] == 422
+    assert call(guard, "GET", "/logs/gpu")[0] == 403
     assert call(guard, "GET", f"/model/{MODEL}")[0] == 200
     assert call(guard, "GET", "/ohif/app.js", "StudyInstanceUIDs=1.2.3")[0] == 200
     assert call(guard, "GET", "/info/", root_path="/monailabel")[0] == 200  # behind a proxy's path prefix
