@@ -57,7 +57,6 @@ from shared_networks.networks.handoff import (
     interpolate_pos_embed,
     load_pretrained_encoder,
     read_geometry,
-    record_mae_geometry,
 )
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 from shared_networks.networks.unetr import UNETR
@@ -69,7 +68,7 @@ __all__ = [
     # networks
     "UNETR", "GeometryRecord", "HandoffReport", "MaskedAutoencoderViT", "MaskedPatchLoss", "NonFiniteError",
     "PatchEmbed", "ViTClassifier", "ViTEncoder", "first_non_finite", "interpolate_pos_embed", "load_pretrained_encoder",
-    "patchify", "random_masking", "read_geometry", "record_mae_geometry", "sincos_pos_embed", "unpatchify",
+    "patchify", "random_masking", "read_geometry", "sincos_pos_embed", "unpatchify",
     # engine
     "AtomicCheckpointSaver", "AutocastInferer", "ClassificationReport", "DistributedTrainer", "EncoderFreeze",
     "EpochSeeder", "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport",

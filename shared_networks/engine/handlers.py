@@ -70,9 +70,6 @@ class PretrainedEncoderLoader:
     Args:
         network: fine-tuning network with an ``encoder`` (UNETR, ViTClassifier).
         load_path: MAE checkpoint, or None (also "" or "none": a command line cannot pass None) for from scratch.
-        src_img_size: pre-training image size, only for an MAE checkpoint that does not record it (written before
-            the record existed) with a token count that is no perfect square / cube; the record, when there is one,
-            is read from the file (and must agree with this).
         map_location: device for loading.
     """
 
@@ -80,13 +77,11 @@ class PretrainedEncoderLoader:
         self,
         network: torch.nn.Module,
         load_path: str | os.PathLike | None,
-        src_img_size: Sequence[int] | None = None,
         map_location: str | torch.device = "cpu",
     ) -> None:
         self.network = network
         # "none" as well: `monai.bundle run` drops command-line overrides whose value is None (`--pretrained_ckpt None`)
         self.load_path = None if load_path is None or str(load_path).strip().lower() in ("", "none") else load_path
-        self.src_img_size = tuple(src_img_size) if src_img_size is not None else None
         self.map_location = map_location
         self.report = None
 
@@ -104,7 +99,7 @@ class PretrainedEncoderLoader:
             self.report = False
             return
         net = getattr(self.network, "module", self.network)  # DistributedDataParallel
-        self.report = load_pretrained_encoder(net, self.load_path, self.src_img_size, self.map_location)
+        self.report = load_pretrained_encoder(net, self.load_path, self.map_location)
         (engine.logger if engine is not None else logger).info(self.report.summary())
 
 

@@ -9,18 +9,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from shared_networks.networks.vit import GeometryRecord
 
 __all__ = [
     "HandoffReport", "NonFiniteError", "check_finite", "extract_encoder_state", "first_non_finite",
-    "interpolate_pos_embed", "load_pretrained_encoder", "read_geometry", "record_mae_geometry", "refuse_non_finite",
+    "interpolate_pos_embed", "load_pretrained_encoder", "read_geometry", "refuse_non_finite",
     "source_grid",
 ]  # fmt: skip
 
@@ -126,10 +124,9 @@ def refuse_non_finite(module, state_dict, prefix, local_metadata, strict, missin
 class HandoffReport:
     """What a hand-off did: keys loaded, resized, left at their initial value, not used by design, and ignored.
 
-    ``src_grid`` is the pre-training token grid of the position embedding and ``grid_from`` where it was read:
-    ``"record"`` (the checkpoint's ``geometry.*``), ``"src_img_size"`` (given) or ``"square"`` / ``"cubic"`` (a
-    checkpoint without the record whose token count is a perfect square / cube). ``not_used`` holds the encoder's
-    final norm when the fine-tuning network has none (MAE's global-pool head normalises the pooled feature instead).
+    ``src_grid`` is the pre-training token grid of the position embedding, read from the checkpoint's geometry record
+    (``geometry.*``). ``not_used`` holds the encoder's final norm when the fine-tuning network has none (MAE's
+    global-pool head normalises the pooled feature instead).
     """
 
     source: str
@@ -140,11 +137,10 @@ class HandoffReport:
     not_used: list[str] = field(default_factory=list)
     skipped_decoder: int = 0
     src_grid: tuple[int, ...] | None = None
-    grid_from: str = ""
 
     def summary(self) -> str:
         dropped = f", final norm {self.not_used} not used (global-pool head)" if self.not_used else ""
-        grid = f", pre-training grid {self.src_grid} ({self.grid_from})" if self.src_grid else ""
+        grid = f", pre-training grid {self.src_grid}" if self.src_grid else ""
         return (
             f"pre-trained encoder from {self.source}: {len(self.loaded)} tensors loaded "
             f"({len(self.interpolated)} interpolated: {self.interpolated or '-'}), missing {self.missing or '-'}, "
@@ -174,8 +170,7 @@ def extract_encoder_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
 
 def read_geometry(state: Mapping, source: str = "<state dict>") -> dict[str, tuple[int, ...] | int] | None:
     """The pre-training geometry an MAE state dict records (``geometry.*``, see
-    :class:`~shared_networks.networks.vit.GeometryRecord`), or ``None`` when it records none (written before the
-    record existed).
+    :class:`~shared_networks.networks.vit.GeometryRecord`), or ``None`` when it records none.
 
     Returns:
         ``{"img_size": (H, W[, Z]), "patch_size": ..., "grid_size": ..., "spatial_dims": n}``.
@@ -221,7 +216,6 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, src_grid: Sequence[int], dst_
 def load_pretrained_encoder(
     network: nn.Module,
     checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
-    src_img_size: Sequence[int] | None = None,
     map_location: str | torch.device = "cpu",
 ) -> HandoffReport:
     """Load the encoder of an MAE checkpoint into ``network.encoder`` (a ``ViTEncoder``) and report the keys.
@@ -231,23 +225,19 @@ def load_pretrained_encoder(
     naming the checkpoint. The encoder's final norm is not used when the network has none (``not_used``).
 
     The position embedding is laid out on the pre-training token grid, read from the checkpoint's geometry record
-    (:func:`read_geometry`), else from ``src_img_size``, else, for a checkpoint written before the record existed,
-    taken as square (2D) / cubic (3D) when its token count is a perfect square / cube; any other count is ambiguous
-    (64 x 64 x 128 and 128 x 64 x 64 voxels give the same count) and refused. It is interpolated to the network's
-    grid when the grids differ (:func:`interpolate_pos_embed`), even at an equal token count, and copied unchanged
-    when they match.
+    (:func:`read_geometry`; 64 x 64 x 128 and 128 x 64 x 64 voxels give the same token count, so the count alone
+    cannot tell). It is interpolated to the network's grid when the grids differ (:func:`interpolate_pos_embed`),
+    even at an equal token count, and copied unchanged when they match.
 
     Args:
         network: a model with an ``encoder`` attribute (UNETR, ViTClassifier, MaskedAutoencoderViT).
         checkpoint: path to a ``torch.save``'d state dict (plain, or under "network"/"model"/"state_dict"/"mae"), or
             one.
-        src_img_size: pre-training image size, for a checkpoint without the geometry record; must agree with the
-            record when there is one.
         map_location: where tensors are loaded.
 
     Raises:
         NonFiniteError: naming the checkpoint and its first tensor with NaN or infinite values.
-        ValueError: naming the checkpoint, when it does not fit the network or its pre-training grid is ambiguous.
+        ValueError: naming the checkpoint, when it does not fit the network or records no pre-training geometry.
 
     Returns:
         The :class:`HandoffReport`, also logged at INFO level.
@@ -273,7 +263,7 @@ def load_pretrained_encoder(
     dst = encoder.state_dict()
     report = HandoffReport(source=source, skipped_decoder=n_other)
     if "pos_embed" in src and "pos_embed" in dst:
-        report.src_grid, report.grid_from = source_grid(checkpoint, src["pos_embed"], encoder, src_img_size, source)
+        report.src_grid = source_grid(checkpoint, src["pos_embed"], encoder, source)
     new_state = {}
     for key, target in dst.items():
         if key not in src:
@@ -303,97 +293,24 @@ def load_pretrained_encoder(
 
 
 def source_grid(
-    checkpoint: Mapping,
-    pos_embed: torch.Tensor,
-    encoder: nn.Module,
-    src_img_size: Sequence[int] | None = None,
-    source: str = "<state dict>",
-) -> tuple[tuple[int, ...], str]:
-    """The pre-training token grid of ``pos_embed`` (1, L, D) and where it was read (see :class:`HandoffReport`).
+    checkpoint: Mapping, pos_embed: torch.Tensor, encoder: nn.Module, source: str = "<state dict>"
+) -> tuple[int, ...]:
+    """The pre-training token grid of ``pos_embed`` (1, L, D), from the checkpoint's geometry record.
 
     Raises:
-        ValueError: naming ``source`` when the record, ``src_img_size`` and the embedding disagree, or when a
-            checkpoint without the record holds a token count that is no perfect square / cube.
+        ValueError: naming ``source`` when the checkpoint records no geometry (it was not written by this project's
+            pre-training) or a geometry that disagrees with the network or the embedding.
     """
     n, tokens = len(encoder.grid_size), pos_embed.shape[1]
     geo = read_geometry(checkpoint, source)
-    given = tuple(int(s) for s in src_img_size) if src_img_size is not None else None
-    if geo is not None:
-        if geo["spatial_dims"] != n:
-            raise ValueError(f"{source}: pre-trained on {geo['spatial_dims']}D images, the network is {n}D.")
-        if given is not None and given != geo["img_size"]:
-            raise ValueError(
-                f"{source} records pre-training img_size {geo['img_size']}, but src_img_size {given} was given: "
-                "drop src_img_size (the record is read from the file)."
-            )
-        grid, how = geo["grid_size"], "record"
-    elif given is not None:
-        if len(given) != n or any(s % p for s, p in zip(given, encoder.patch_size, strict=True)):
-            raise ValueError(
-                f"{source}: src_img_size {given} is not a {n}D size divisible by the patch size {encoder.patch_size}."
-            )
-        grid, how = tuple(s // p for s, p in zip(given, encoder.patch_size, strict=True)), "src_img_size"
-    else:
-        side = round(tokens ** (1.0 / n))
-        if side**n != tokens:
-            raise ValueError(
-                f"{source} does not record its pre-training image size, and its {tokens} position-embedding tokens "
-                f"are no {'square' if n == 2 else 'cube'}: the grid they were laid out on is ambiguous (the network's "
-                f"is {tuple(encoder.grid_size)}). Give the pre-training img_size: PretrainedEncoderLoader(..., "
-                'src_img_size=[...]), or write the record into the file once with python -c "import shared_networks;'
-                f" shared_networks.record_mae_geometry('{source}', img_size=[...], patch_size="
-                f'{list(encoder.patch_size)})".'
-            )
-        grid, how = (side,) * n, "square" if n == 2 else "cubic"
-        logger.warning(
-            f"{source} does not record its pre-training image size: its {tokens} position-embedding tokens are read "
-            f"as a {'x'.join(map(str, grid))} grid (write the record with shared_networks.record_mae_geometry)."
+    if geo is None:
+        raise ValueError(
+            f"{source} does not record its pre-training geometry (no 'geometry.*' tensors): it was not written by "
+            "this project's pre-training (configs/pretrain.yaml), whose checkpoints record it. Pre-train again."
         )
+    if geo["spatial_dims"] != n:
+        raise ValueError(f"{source}: pre-trained on {geo['spatial_dims']}D images, the network is {n}D.")
+    grid = geo["grid_size"]
     if math.prod(grid) != tokens:
-        raise ValueError(
-            f"{source}: the position embedding holds {tokens} tokens, not the {grid} grid of the pre-training size "
-            f"({how})."
-        )
-    return tuple(grid), how
-
-
-def record_mae_geometry(
-    path: str | os.PathLike, img_size: Sequence[int], patch_size: Sequence[int] | int
-) -> dict[str, tuple[int, ...] | int]:
-    """Write the pre-training geometry into an MAE checkpoint saved before the record existed (atomically).
-
-    Args:
-        path: the MAE checkpoint (a state dict, plain or under a wrapper key).
-        img_size: the pre-training ``img_size`` (pretrain.yaml).
-        patch_size: the pre-training ``patch_size``.
-
-    Returns:
-        The record written (as :func:`read_geometry` reads it).
-
-    Raises:
-        ValueError: naming the file, when it already records another geometry or its position embedding does not
-            hold ``img_size / patch_size`` tokens.
-    """
-    path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    record = GeometryRecord(tuple(img_size), ensure_tuple_rep(patch_size, len(img_size)))
-    inner = _unwrap(state)
-    prefix = "module." if any(k.startswith("module.encoder.") for k in inner) else ""
-    pos = inner.get(f"{prefix}encoder.pos_embed")
-    if pos is None:
-        raise ValueError(f"{path} holds no 'encoder.pos_embed': is it an MAE checkpoint of this project?")
-    want = record.as_dict()
-    old = read_geometry(state, str(path))
-    if old is not None and old != want:
-        raise ValueError(f"{path} already records the pre-training geometry {old}, not {want}.")
-    if pos.shape[1] != math.prod(want["grid_size"]):
-        raise ValueError(
-            f"{path}: its position embedding holds {pos.shape[1]} tokens, img_size {want['img_size']} with patch "
-            f"{want['patch_size']} gives {math.prod(want['grid_size'])}."
-        )
-    for name, value in record.state_dict().items():
-        inner[f"{prefix}{GEOMETRY_PREFIX}{name}"] = value
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return want
+        raise ValueError(f"{source}: the position embedding holds {tokens} tokens, not the recorded {grid} grid.")
+    return tuple(grid)

@@ -13,7 +13,6 @@ from shared_networks.networks.handoff import (
     interpolate_pos_embed,
     load_pretrained_encoder,
     read_geometry,
-    record_mae_geometry,
 )
 from shared_networks.networks.mae import MaskedAutoencoderViT
 from shared_networks.networks.unetr import UNETR
@@ -82,7 +81,7 @@ def test_non_cubic_grid_of_equal_token_count_is_interpolated():
         mae.encoder.pos_embed.copy_(torch.cat([ramps, torch.randn(1, 128, 45)], -1))
     net = UNETR(1, 3, (16, 32, 16), spatial_dims=3, feature_size=6, **ENC)
     report = load_pretrained_encoder(net, mae.state_dict())
-    assert (report.src_grid, report.grid_from) == ((4, 4, 8), "record")
+    assert report.src_grid == (4, 4, 8)
     assert report.interpolated == ["pos_embed (4, 4, 8)->(4, 8, 4)"]
     new = net.encoder.pos_embed.detach()
     torch.testing.assert_close(new, _known_grid(mae.encoder.pos_embed.detach(), (4, 4, 8), (4, 8, 4), "trilinear"))
@@ -120,54 +119,22 @@ def test_equal_grids_are_untouched(spatial_dims):
     mae = _mae(spatial_dims, img)
     net = UNETR(1, 3, img, spatial_dims=spatial_dims, feature_size=6, **ENC)
     report = load_pretrained_encoder(net, mae.state_dict())
-    assert report.interpolated == [] and report.grid_from == "record"
+    assert report.interpolated == [] and report.src_grid == tuple(net.encoder.grid_size)
     assert torch.equal(net.encoder.pos_embed, mae.encoder.pos_embed)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_checkpoint_without_record_and_square_or_cubic_grid_loads(spatial_dims, tmp_path, caplog):
-    mae = _mae(spatial_dims, (16,) * spatial_dims)  # grid 4 x 4 (x 4)
-    torch.save(_legacy(mae.state_dict()), tmp_path / "mae.pt")
-    same = UNETR(1, 3, (16,) * spatial_dims, spatial_dims=spatial_dims, feature_size=6, **ENC)
-    with caplog.at_level(logging.WARNING):
-        report = load_pretrained_encoder(same, tmp_path / "mae.pt")
-    assert report.grid_from == ("square" if spatial_dims == 2 else "cubic") and report.interpolated == []
-    assert torch.equal(same.encoder.pos_embed, mae.encoder.pos_embed)
-    assert "does not record its pre-training image size" in caplog.text
-    larger = ViTClassifier(1, 14, (32,) * spatial_dims, spatial_dims=spatial_dims, **ENC)
-    report = load_pretrained_encoder(larger, tmp_path / "mae.pt")
-    assert report.src_grid == (4,) * spatial_dims and report.interpolated
-    mode = "bicubic" if spatial_dims == 2 else "trilinear"
-    expected = _known_grid(mae.encoder.pos_embed.detach(), (4,) * spatial_dims, (8,) * spatial_dims, mode)
-    torch.testing.assert_close(larger.encoder.pos_embed.detach(), expected)
-
-
-def test_checkpoint_without_record_and_ambiguous_grid_is_refused(tmp_path):
-    mae = _mae(3, (16, 16, 32))  # 128 tokens: 4 x 4 x 8, 4 x 8 x 4, 8 x 4 x 4, 2 x 8 x 8, ...
-    path = tmp_path / "old_mae.pt"
+def test_checkpoint_without_record_is_refused(spatial_dims, tmp_path):
+    """A position embedding's token count does not tell its grid (128 tokens: 4 x 4 x 8, 4 x 8 x 4, 8 x 4 x 4, ...):
+    a checkpoint that does not record its pre-training geometry was not written by this project and is refused."""
+    mae = _mae(spatial_dims, (16,) * spatial_dims)  # even a square / cubic grid
+    path = tmp_path / "foreign_mae.pt"
     torch.save(_legacy(mae.state_dict()), path)
-    net = UNETR(1, 3, (16, 32, 16), spatial_dims=3, feature_size=6, **ENC)
-    with pytest.raises(ValueError, match=r"old_mae.pt does not record .* 128 .*ambiguous.*src_img_size") as err:
+    net = UNETR(1, 3, (16,) * spatial_dims, spatial_dims=spatial_dims, feature_size=6, **ENC)
+    before = net.encoder.pos_embed.detach().clone()
+    with pytest.raises(ValueError, match=r"foreign_mae.pt does not record its pre-training geometry.*Pre-train again"):
         load_pretrained_encoder(net, path)
-    assert "record_mae_geometry" in str(err.value)
-    # the two fixes the message names: the size given ...
-    report = load_pretrained_encoder(net, path, src_img_size=(16, 16, 32))
-    assert (report.src_grid, report.grid_from) == ((4, 4, 8), "src_img_size") and report.interpolated
-    expected = _known_grid(mae.encoder.pos_embed.detach(), (4, 4, 8), (4, 8, 4), "trilinear")
-    torch.testing.assert_close(net.encoder.pos_embed.detach(), expected)
-    # ... or recorded in the file once, which stays a weights-only state dict that loads strictly into the MAE
-    assert record_mae_geometry(path, img_size=[16, 16, 32], patch_size=4)["grid_size"] == (4, 4, 8)
-    state = torch.load(path, weights_only=True)
-    _mae(3, (16, 16, 32)).load_state_dict(state, strict=True)
-    assert load_pretrained_encoder(net, path).grid_from == "record"
-    with pytest.raises(ValueError, match="records pre-training img_size"):
-        load_pretrained_encoder(net, path, src_img_size=(32, 16, 16))
-    with pytest.raises(ValueError, match="already records"):
-        record_mae_geometry(path, img_size=[32, 16, 16], patch_size=4)
-    other = tmp_path / "other.pt"
-    torch.save(_legacy(mae.state_dict()), other)
-    with pytest.raises(ValueError, match=r"other.pt: its position embedding holds 128 tokens.* gives 64"):
-        record_mae_geometry(other, img_size=[16, 16, 16], patch_size=4)
+    assert torch.equal(net.encoder.pos_embed, before)  # nothing loaded
 
 
 def test_classifier_global_pool_drops_the_final_norm():
