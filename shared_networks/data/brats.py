@@ -51,9 +51,9 @@ from shared_networks.data.files import (
     Issues,
     check_disjoint,
     is_nifti,
+    load_datalist_file,
     nifti_stem,
     raise_or_collect,
-    read_json_object,
     relative_to,
     resolve_path,
 )
@@ -389,26 +389,18 @@ def _file_items(source: Path, key: str, entries: Any, root: Path, labelled: bool
 def _load_datalist_file(
     root: Path, datalist_file: PathLike, check_headers: bool = True, pretrain_extra_images: bool = False
 ) -> dict[str, list[Item]]:
-    """Load a user's datalist JSON (keys training/validation/test/pretrain), check its files and lists.
+    """A datalist JSON (:func:`~shared_networks.data.files.load_datalist_file`) with its cases checked."""
 
-    ``pretrain`` is the training images, plus the other images of the file's ``pretrain`` list when
-    ``pretrain_extra_images`` is true.
-    """
-    source = Path(datalist_file).expanduser().resolve()
-    if not source.is_file():
-        raise FileNotFoundError(f"datalist file '{source}' does not exist.")
-    content = read_json_object(source)
-    datalist = {k: _file_items(source, k, content.get(k, []), root, True) for k in ("training", "validation", "test")}
-    listed = _file_items(source, "pretrain", content["pretrain"], root, False) if "pretrain" in content else []
-    datalist["pretrain"] = listed
-    for key in LIST_KEYS if check_headers else ():
-        for item in datalist[key]:
-            check_case(item)
-    _check_disjoint_lists(f"datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
-    datalist["pretrain"] = select_pretrain(
-        datalist["training"], listed, pretrain_extra_images, f"datalist '{source}'", keys=PRETRAIN_KEYS
-    )
-    return datalist
+    def parse(source: Path, key: str, entries: Any, labelled: bool) -> list[Item]:
+        return _file_items(source, key, entries, root, labelled)
+
+    def check(source: Path, datalist: dict[str, list[Item]]) -> None:
+        for key in LIST_KEYS if check_headers else ():
+            for item in datalist[key]:
+                check_case(item)
+        _check_disjoint_lists(f"datalist '{source}'", datalist)
+
+    return load_datalist_file(datalist_file, parse, check, pretrain_extra_images, PRETRAIN_KEYS)
 
 
 def brats_datalist(

@@ -43,6 +43,7 @@ from shared_networks.data.files import (
     Issues,
     check_disjoint,
     is_nifti,
+    load_datalist_file,
     nifti_stem,
     raise_or_collect,
     read_json_object,
@@ -428,35 +429,21 @@ def _check_exist(source: Path, items: Iterable[dict[str, str]]) -> None:
 def _load_datalist_file(
     root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False, check_files: bool = True
 ) -> dict[str, list[dict[str, str]]]:
-    """Load a datalist JSON (keys ``training``/``validation``/``test``/``pretrain``) and check its files.
+    """A datalist JSON (:func:`~shared_networks.data.files.load_datalist_file`) with its files checked.
 
-    ``pretrain`` is the training images, plus the other images of the file's ``pretrain`` list when
-    ``pretrain_extra_images`` is true. ``check_files=False`` leaves out the check that the files exist (for
-    :mod:`shared_networks.validation`, which examines every file itself).
-
-    Raises:
-        FileNotFoundError: if the datalist file or a file it references is missing.
-        ValueError: if the file is malformed or its lists overlap.
+    ``check_files=False`` leaves out the check that the files exist (for :mod:`shared_networks.validation`, which
+    examines every file itself).
     """
-    source = Path(datalist_file).expanduser().resolve()
-    if not source.is_file():
-        raise FileNotFoundError(f"Datalist file '{source}' does not exist.")
-    content = read_json_object(source)
-    unknown = sorted(set(content) - set(LIST_KEYS))
-    if unknown:
-        logger.debug("Datalist '%s': ignoring keys %s.", source, unknown)
-    datalist = {
-        key: _labelled_items(source, key, content.get(key, []), root) for key in ("training", "validation", "test")
-    }
-    listed = _image_items(source, "pretrain", content["pretrain"], root) if "pretrain" in content else []
-    datalist["pretrain"] = listed
-    if check_files:
-        _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
-    check_disjoint(f"Datalist '{source}'", datalist)  # the file as written, whatever pre-training then reads
-    datalist["pretrain"] = select_pretrain(
-        datalist["training"], listed, pretrain_extra_images, f"Datalist '{source}'", keys=PRETRAIN_KEYS
-    )
-    return datalist
+
+    def parse(source: Path, key: str, entries: Any, labelled: bool) -> list[dict[str, str]]:
+        return _labelled_items(source, key, entries, root) if labelled else _image_items(source, key, entries, root)
+
+    def check(source: Path, datalist: dict[str, list[dict[str, str]]]) -> None:
+        if check_files:
+            _check_exist(source, [item for key in LIST_KEYS for item in datalist[key]])
+        check_disjoint(f"Datalist '{source}'", datalist)
+
+    return load_datalist_file(datalist_file, parse, check, pretrain_extra_images, PRETRAIN_KEYS)
 
 
 def dataset_json_lists(

@@ -24,11 +24,18 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from shared_networks.data.files import Issues, check_split_lists, raise_or_collect, read_json_object, read_text
-from shared_networks.data.pretrain import pretrain_extra_flag, select_pretrain
+from shared_networks.data.files import (
+    Issues,
+    check_split_lists,
+    load_datalist_file,
+    raise_or_collect,
+    read_text,
+)
+from shared_networks.data.pretrain import pretrain_extra_flag
 from shared_networks.data.readers import is_dicom_file
 from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
@@ -240,33 +247,33 @@ def _check_disjoint(source: str, datalist: dict[str, list[dict]]) -> None:
 def _load_datalist_file(
     root: Path, datalist_file: PathLike, pretrain_extra_images: bool = False
 ) -> dict[str, list[dict]]:
-    path = Path(datalist_file).expanduser()
-    path = path if path.is_absolute() else root / path
-    content = read_json_object(path, "datalist file")
-    if not set(content) <= set(LIST_KEYS):
-        raise ValueError(f"datalist file '{path}' must be an object with keys among {list(LIST_KEYS)}.")
-    datalist: dict[str, list[dict]] = {}
-    for key in LIST_KEYS:
+    """A datalist JSON (:func:`~shared_networks.data.files.load_datalist_file`): each labelled item holds the 14
+    findings as its ``label``; relative image paths are under ``root``."""
+
+    def parse(source: Path, key: str, entries: Any, labelled: bool) -> list[dict]:
+        if not isinstance(entries, list):
+            raise ValueError(f"datalist file '{source}': '{key}' must be a list, got {type(entries).__name__}.")
         items = []
-        for item in content.get(key, []):
-            labelled = key != "pretrain"
+        for item in entries:
             if not isinstance(item, dict) or "image" not in item or (labelled and "label" not in item):
-                raise ValueError(f"datalist file '{path}': every '{key}' item needs 'image'"
-                                 f"{' and label' if labelled else ''}, got {item!r}.")  # fmt: skip
+                needs = "'image' and 'label'" if labelled else "'image'"
+                raise ValueError(f"datalist file '{source}': every '{key}' item needs {needs}, got {item!r}.")
             image = Path(item["image"]).expanduser()
             item = {**item, "image": str(image if image.is_absolute() else root / image)}
             if labelled and (not isinstance(item["label"], list) or len(item["label"]) != len(CXR14_FINDINGS)):
-                raise ValueError(f"datalist file '{path}': the label of {item['image']} is not 14 values.")
+                raise ValueError(f"datalist file '{source}': the label of {item['image']} is not 14 values.")
             items.append(item)
-        datalist[key] = items
-    missing = [i["image"] for key in LIST_KEYS for i in datalist[key] if not Path(i["image"]).is_file()]
-    missing = list(dict.fromkeys(missing))
-    if missing:
-        raise FileNotFoundError(f"datalist file '{path}' lists {len(missing)} missing image(s): {_some(missing)}.")
-    _check_disjoint(f"datalist file '{path}'", datalist)  # the file as written, whatever pre-training then reads
-    datalist["pretrain"] = select_pretrain(datalist["training"], datalist["pretrain"], pretrain_extra_images,
-                                            f"datalist file '{path}'")  # fmt: skip
-    return datalist
+        return items
+
+    def check(source: Path, datalist: dict[str, list[dict]]) -> None:
+        missing = [i["image"] for key in LIST_KEYS for i in datalist[key] if not Path(i["image"]).is_file()]
+        missing = list(dict.fromkeys(missing))
+        if missing:
+            n = len(missing)
+            raise FileNotFoundError(f"datalist file '{source}' lists {n} missing image(s): {_some(missing)}.")
+        _check_disjoint(f"datalist file '{source}'", datalist)
+
+    return load_datalist_file(datalist_file, parse, check, pretrain_extra_images)
 
 
 def cxr14_datalist(

@@ -6,13 +6,14 @@ import codecs
 import json
 import os
 import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
+from shared_networks.data.pretrain import select_pretrain
 from shared_networks.utils.files import new_file_mode
 
 __all__ = [
@@ -108,6 +109,47 @@ def read_json_object(path: Path, what: str = "Datalist") -> dict[str, Any]:
     if not isinstance(content, dict):
         raise ValueError(f"{what} '{path}' must hold a JSON object, got {type(content).__name__}.")
     return content
+
+
+DATALIST_KEYS: tuple[str, ...] = ("training", "validation", "test", "pretrain")
+
+
+def load_datalist_file(
+    datalist_file: str | os.PathLike,
+    parse: Callable[[Path, str, Any, bool], list[dict]],
+    check: Callable[[Path, dict[str, list[dict]]], None],
+    pretrain_extra_images: bool = False,
+    pretrain_keys: Sequence[str] | None = None,
+) -> dict[str, list[dict]]:
+    """A user's datalist JSON, as every bundle reads it: lists ``training``, ``validation``, ``test`` (labelled) and
+    ``pretrain`` (images only), no other key.
+
+    A relative ``datalist_file`` is read from the current directory. Each list is parsed by the data set's
+    ``parse(source, key, entries, labelled)``, then ``check(source, datalist)`` checks the items (files, headers, the
+    lists disjoint) as the file wrote them. ``pretrain`` becomes the training images, plus the other images of the
+    file's ``pretrain`` list when ``pretrain_extra_images`` is true (:func:`~shared_networks.data.pretrain.
+    select_pretrain`).
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: naming the file: not a JSON object, unknown keys, or what ``parse``/``check`` refuse.
+    """
+    source = Path(datalist_file).expanduser().resolve()
+    if not source.is_file():
+        raise FileNotFoundError(f"Datalist file '{source}' does not exist.")
+    content = read_json_object(source)
+    unknown = sorted(str(k) for k in set(content) - set(DATALIST_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Datalist file '{source}': unknown key(s) {unknown}; a datalist holds the lists {list(DATALIST_KEYS)}."
+        )
+    datalist = {key: parse(source, key, content.get(key, []), key != "pretrain") for key in DATALIST_KEYS}
+    check(source, datalist)
+    label = f"Datalist file '{source}'"
+    datalist["pretrain"] = select_pretrain(
+        datalist["training"], datalist["pretrain"], pretrain_extra_images, label, keys=pretrain_keys
+    )
+    return datalist
 
 
 def check_disjoint(source: str, datalist: Mapping[str, Sequence[Mapping[str, str]]]) -> None:
