@@ -84,3 +84,25 @@ def test_command_line_module(btcv_dir: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert len(json.loads(output.read_text())["validation"]) == 1
+
+
+def test_the_commands_take_the_writers_arguments_and_docstrings():
+    """cli.prepare restates nothing: each command is its data set's datalist writer plus the checks' arguments."""
+    import inspect
+
+    from shared_networks.cli import prepare
+    from shared_networks.data.brats import write_brats_datalist
+    from shared_networks.data.btcv import write_btcv_datalist
+    from shared_networks.data.cxr14 import write_cxr14_datalist
+
+    for command, write, limit in [
+        (prepare.prepare_btcv, write_btcv_datalist, "max_voxels"),
+        (prepare.prepare_brats, write_brats_datalist, "max_voxels"),
+        (prepare.prepare_cxr14, write_cxr14_datalist, "max_pixels"),
+    ]:
+        written = inspect.signature(write).parameters
+        assert list(inspect.signature(command).parameters) == [*written, "validate", "read_data", "num_workers", limit]
+        doc = inspect.getdoc(command)
+        for name in written:  # every argument documented once, in the writer's words
+            assert doc.count(f"    {name}: ") == 1, (command.__name__, name)
+        assert "Every file is checked first" in doc and "not checked here" not in doc
