@@ -1,13 +1,17 @@
-"""Every ``python -m monai.bundle`` command of each bundle's ``docs/README.md`` runs as written.
+"""Every ``python -m monai.bundle`` command of the docs runs as written: each bundle's ``docs/README.md``, and the
+guide pages in ``docs/`` whose commands hold for every bundle (``GUIDES``).
 
-The commands are read from the doc's fenced ``bash`` blocks (``\\`` continuations joined, ``#`` comments dropped) and
-turned into a plan by explicit, checked substitutions (the table below): ``configs/quick.yaml`` merged into every
-``--config_file``, one-epoch schedules, ``--num_workers 0``, the docs' data folders replaced by generated phantoms, the
-release URL by a loopback server, the full-size ``--input_shape`` of an export by the quick network's. A documented
-path or placeholder the table does not know fails the plan, so a new command cannot go untested unnoticed.
+The commands are read from the docs' fenced ``bash`` blocks (``\\`` continuations joined, ``#`` comments dropped) and
+from the ``command`` column of their tables (each code span of a cell one command, each row a block of its own). In a
+guide, ``<bundle>``, ``<data>`` and ``<images>`` stand for the bundle's name and its documented data folders
+(``GUIDE_VALUES``). The commands are turned into a plan by explicit, checked substitutions (the tables below):
+``configs/quick.yaml`` merged into every ``--config_file``, one-epoch schedules, ``--num_workers 0``, the docs' data
+folders replaced by generated phantoms, the release URL by a loopback server, the full-size ``--input_shape`` of an
+export by the quick network's. A documented path or placeholder the table does not know fails the plan, so a new
+command cannot go untested unnoticed; a ``monai.bundle`` command the readers miss fails the coverage test.
 
-The slow tests run each bundle's plan in document order, in a copy of the bundle folder: every block starts in the
-copy, a ``cd`` inside a block moves the commands after it (the downloaded release's folder).
+The slow tests run each bundle's plan in order (the bundle's doc, then the guides), in a copy of the bundle folder:
+every block starts in the copy, a ``cd`` inside a block moves the commands after it (the downloaded release's folder).
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ from monai.bundle import ConfigParser
 
 BUNDLES = ["btcv_mae_segmentation", "brats_mae_segmentation", "cxr14_mae_classification"]
 DOCS = {b: REPO / "bundles" / b / "docs" / "README.md" for b in BUNDLES}
+# the guide pages with monai.bundle commands, in the order the plan runs them after a bundle's own doc (the release is
+# built from the trained copy at the first download; the exports run in the downloaded release)
+GUIDES = [REPO / "docs" / "multi-gpu.md", REPO / "docs" / "export.md"]
+# what a guide's placeholders stand for in each bundle: its name and its documented data folders (then mapped by DATA)
+GUIDE_VALUES = {
+    "btcv_mae_segmentation": {"<data>": "/data/btcv", "<images>": "/data/new_cts"},
+    "brats_mae_segmentation": {"<data>": "/data/Task01_BrainTumour", "<images>": "/data/new_mris"},
+    "cxr14_mae_classification": {"<data>": "/data/cxr14", "<images>": "/data/new_xrays"},
+}
 
 # The substitution table: each documented data folder -> (phantom data set, sub-folder). A path equal to the key or
 # under it is mapped; any other /data/..., /tmp/... or <placeholder> left in a command fails the plan.
@@ -68,8 +81,8 @@ MULTI_NODE = ("--nnodes", "--rdzv_endpoint", "--master_addr", "--node_rank")
 # reading the docs
 
 
-def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
-    """``(language, lines)`` of every fenced block; ``ValueError`` for a fence left open."""
+def fenced_blocks_at(text: str) -> list[tuple[int, str, list[str]]]:
+    """``(opening line, language, lines)`` of every fenced block; ``ValueError`` for a fence left open."""
     blocks, lang, lines, start = [], None, [], 0
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith("```"):
@@ -78,13 +91,18 @@ def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
             else:
                 if line.strip() != "```":
                     raise ValueError(f"line {number}: a fence opens inside the block opened on line {start}")
-                blocks.append((lang, lines))
+                blocks.append((start, lang, lines))
                 lang = None
         elif lang is not None:
             lines.append(line)
     if lang is not None:
         raise ValueError(f"the fence of line {start} is never closed")
     return blocks
+
+
+def fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """``(language, lines)`` of every fenced block; ``ValueError`` for a fence left open."""
+    return [(lang, lines) for _, lang, lines in fenced_blocks_at(text)]
 
 
 def shell_commands(lines: list[str]) -> Iterator[str]:
@@ -107,13 +125,63 @@ def shell_commands(lines: list[str]) -> Iterator[str]:
     assert not buffer.strip(), f"unterminated command: {buffer}"
 
 
-def documented_commands(doc: Path) -> list[tuple[int, str, list[str]]]:
-    """``(block number, command as written, argv)`` of every command in the doc's bash blocks, in document order."""
+def table_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, cells)`` of every row of the tables outside fenced blocks, the separator rows left out; each
+    table opens with ``(0, its header's cells)``. ``\\|`` is a ``|`` inside a cell."""
+    in_fence, header = False, None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence or not line.startswith("|"):
+            header = None
+            continue
+        body = line.strip()[1:]
+        body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", body)]
+        if header is None:
+            header = cells
+            yield 0, header
+        elif not set(line) <= set("|-: "):
+            yield number, cells
+
+
+def command_blocks(text: str) -> list[tuple[int, list[str]]]:
+    """``(line number, commands)`` of every bash block and of every row of a table with a ``command`` column (each
+    code span of that cell one command), in document order."""
+    blocks = [(start, list(shell_commands(lines))) for start, lang, lines in fenced_blocks_at(text)
+              if lang in ("bash", "sh", "shell")]  # fmt: skip
+    column, width = None, 0
+    for number, cells in table_rows(text):
+        if number == 0:
+            column = next((i for i, c in enumerate(cells) if c.split(" ")[0] == "command"), None)
+            width = len(cells)
+        elif column is not None:
+            assert len(cells) == width, f"line {number}: {len(cells)} cells, the header has {width}"
+            blocks.append((number, re.findall(r"`([^`]+)`", cells[column])))
+    return sorted(blocks)
+
+
+def documented_commands(doc: Path, values: Mapping[str, str] | None = None) -> list[tuple[str, str, list[str]]]:
+    """``(block, command as written, argv)`` of every command in the doc's bash blocks and command tables, in
+    document order; ``values`` replaces a guide's placeholders first."""
+    text = doc.read_text(encoding="utf-8")
+    for placeholder, value in (values or {}).items():
+        text = text.replace(placeholder, value)
+    name = doc.relative_to(REPO).as_posix()
     out = []
-    for number, (lang, lines) in enumerate(fenced_blocks(doc.read_text(encoding="utf-8"))):
-        if lang in ("bash", "sh", "shell"):
-            out += [(number, c, shlex.split(c, comments=True)) for c in shell_commands(lines)]
+    for number, commands in command_blocks(text):
+        out += [(f"{name}:{number}", c, shlex.split(c, comments=True)) for c in commands]
     return out
+
+
+def guide_values(bundle: str) -> dict[str, str]:
+    return {"<bundle>": bundle, **GUIDE_VALUES[bundle]}
+
+
+def monai_commands(text: str) -> int:
+    """How many ``monai.bundle`` commands (with options) the text holds anywhere: the count the readers must reach."""
+    commands = r"-m monai\.bundle (?:run|download|download_large_files|ckpt_export|onnx_export)\b[^`\n]* --"
+    return len(re.findall(commands, text.replace("\\\n", " ")))
 
 
 def config_files(value: str) -> list[str]:
@@ -153,7 +221,7 @@ def set_option(argv: list[str], key: str, value: str) -> list[str]:
 class Step:
     """One documented command, as the test runs it."""
 
-    block: int
+    block: str  # doc and line
     documented: str
     argv: list[str]  # without the interpreter: ["-m", "monai.bundle", ...] or ["-m", "torch.distributed.run", ...]
     cwd: str  # relative to the copy of the bundle folder
@@ -239,8 +307,11 @@ def plan(bundle: str, data: Mapping[str, Path], base_url: str, nproc: int = 1) -
     """The steps of the bundle's documented ``monai.bundle`` commands (and the ``cd`` between them), in order."""
     version = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())["version"]
     config_dir = REPO / "bundles" / bundle / "configs"
-    steps, cwd, block = [], ".", -1
-    for number, documented, argv in documented_commands(DOCS[bundle]):
+    steps, cwd, block = [], ".", ""
+    commands = documented_commands(DOCS[bundle])
+    for guide in GUIDES:
+        commands += documented_commands(guide, guide_values(bundle))
+    for number, documented, argv in commands:
         if number != block:  # every block starts in the bundle folder
             cwd, block = ".", number
         if argv[0] == "cd":
@@ -283,7 +354,8 @@ def plan(bundle: str, data: Mapping[str, Path], base_url: str, nproc: int = 1) -
 # fast checks of every doc
 
 
-ALL_DOCS = [REPO / "README.md", *DOCS.values()]
+GUIDE_DOCS = sorted((REPO / "docs").glob("*.md"))
+ALL_DOCS = [REPO / "README.md", *DOCS.values(), *GUIDE_DOCS]
 
 
 @pytest.mark.parametrize("doc", ALL_DOCS, ids=lambda p: str(p.relative_to(REPO)))
@@ -321,6 +393,67 @@ def test_every_module_and_file_named_in_the_doc_exists(doc):
     for stale in ("common.yaml", "multi_gpu.yaml", "shared_networks.data.btcv", "shared_networks/handlers.py",
                   "shared_networks/distributed.py"):  # fmt: skip
         assert stale not in text, f"{doc}: {stale}"
+
+
+@pytest.mark.parametrize("guide", GUIDE_DOCS, ids=lambda p: p.name)
+def test_every_config_file_named_in_a_guide_exists(guide):
+    """A guide's ``configs/<file>`` exists in some bundle; the config files of its commands exist in every bundle
+    (they run in each)."""
+    text = guide.read_text(encoding="utf-8")
+    named = set(re.findall(r"(?<![\w/<])configs/([\w.]+\.(?:yaml|json|conf))", text))
+    unknown = [n for n in named if not any((REPO / "bundles" / b / "configs" / n).is_file() for b in BUNDLES)]
+    assert unknown == [], f"{guide}: {unknown}"
+    for bundle in BUNDLES:
+        for _, documented, argv in documented_commands(guide, guide_values(bundle)):
+            value = option(argv, "--config_file")
+            for f in config_files(value) if value else []:
+                assert (REPO / "bundles" / bundle / "configs" / Path(f).name).is_file(), f"{bundle}: {documented}"
+
+
+# README.md's one monai.bundle command is the generic pattern (`--dataset_dir <data in its public layout>`); each
+# bundle's own instances of it are in its commands table and planned there
+UNPLANNED = {"README.md": 1}
+
+
+@pytest.mark.parametrize("doc", ALL_DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_readers_find_every_monai_bundle_command(doc):
+    """Every ``monai.bundle`` command written anywhere in a doc (prose, tables, fenced blocks) is one the readers
+    extract, and only the bundles' docs and the ``GUIDES`` hold such commands: none can be left out of the plan."""
+    text = doc.read_text(encoding="utf-8")
+    found = [c for _, c, argv in documented_commands(doc) if "monai.bundle" in argv]
+    assert len(found) == monai_commands(text), f"{doc}: commands outside a bash block or a command table"
+    name = doc.relative_to(REPO).as_posix()
+    if doc not in DOCS.values() and doc not in GUIDES:
+        assert len(found) == UNPLANNED.get(name, 0), f"{name} holds monai.bundle commands: add it to GUIDES"
+
+
+def test_the_plan_holds_every_command_of_the_docs():
+    """Each bundle's plan has one step per command of its doc and of the guides (``cd`` included), in their order."""
+    data = {k: Path("/phantoms", k) for k in ("btcv", "msd", "brats2021", "cxr14", "bundle")}
+    for bundle in BUNDLES:
+        commands = documented_commands(DOCS[bundle])
+        for guide in GUIDES:
+            commands += documented_commands(guide, guide_values(bundle))
+        expected = [c for _, c, argv in commands if argv[0] == "cd" or "monai.bundle" in argv]
+        steps = plan(bundle, data, "http://127.0.0.1:1")
+        assert [s.documented for s in steps] == expected, bundle
+        assert {s.block.split(":")[0] for s in steps} == {DOCS[bundle].relative_to(REPO).as_posix()} | {
+            g.relative_to(REPO).as_posix() for g in GUIDES
+        }
+
+
+def test_a_command_table_is_read():
+    """Each code span of a ``command`` cell is a command, each row a block; other tables are not read."""
+    text = "\n".join([
+        "| workflow | command |", "|---|---|",
+        "| a | `python -m monai.bundle run --config_file configs/train.yaml` |",
+        "| b | `cd x` then `python -m monai.bundle run --config_file configs/inference.yaml` |",
+        "", "| file | what |", "|---|---|", "| `python -m monai.bundle run --x 1` | not a command column |",
+    ])  # fmt: skip
+    blocks = command_blocks(text)
+    assert [b[0] for b in blocks] == [3, 4]
+    assert blocks[1][1] == ["cd x", "python -m monai.bundle run --config_file configs/inference.yaml"]
+    assert monai_commands(text) == 3  # the third, outside a command column, would fail the coverage test
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

@@ -172,7 +172,10 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     )
 
 
-def documented_exports(doc: Path) -> list[list[str]]:
+EXPORT_DOC = REPO / "docs" / "export.md"  # the guide's TorchScript and ONNX commands, the same for every bundle
+
+
+def documented_exports(doc: Path = EXPORT_DOC) -> list[list[str]]:
     """The arguments after ``python -m`` of the doc's ``monai.bundle ckpt_export`` / ``onnx_export`` commands, in
     order (``\\`` continuations joined)."""
     text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
@@ -191,13 +194,13 @@ def poison(path: Path) -> str:
 
 @pytest.mark.slow
 def test_downloaded_bundle_exports_refuse_non_finite_weights(release, tmp_path):
-    """The docs' ckpt_export and onnx_export, exactly as written, in the release (the packed shared_networks): a
-    model.pt with a NaN tensor exits non-zero naming the file and the tensor and writes nothing; the released
-    weights export."""
+    """The docs' ckpt_export and onnx_export (docs/export.md), exactly as written, in the release (the packed
+    shared_networks): a model.pt with a NaN tensor exits non-zero naming the file and the tensor and writes nothing;
+    the released weights export."""
     with zipfile.ZipFile(release["zip"]) as zf:
         zf.extractall(tmp_path)
     bundle, models = tmp_path / NAME, tmp_path / NAME / "models"
-    commands = documented_exports(bundle / "docs" / "README.md")
+    commands = documented_exports()
     assert [c[:3] for c in commands] == [["-m", "monai.bundle", x] for x in ("ckpt_export", "onnx_export")]
     good = (models / "model.pt").read_bytes()
     key = poison(models / "model.pt")
@@ -319,7 +322,7 @@ def test_export_command_lines_refuse_non_finite_weights(name, tmp_path):
     bundle, *_ = _eager_and_inputs(name, tmp_path)
     key = poison(bundle / "models" / "model.pt")
     shape = str([1, *QUICK_SHAPES[name][1:]])
-    for argv in documented_exports(REPO / "bundles" / name / "docs" / "README.md"):
+    for argv in documented_exports():
         at = argv.index("--config_file") + 1
         argv = [*argv[:at], "['configs/inference.yaml','configs/quick.yaml']", *argv[at + 1 :], "--input_shape", shape]
         run = subprocess.run([sys.executable, *argv], cwd=bundle, capture_output=True, encoding="utf-8",
