@@ -10,6 +10,8 @@ layers only (utils, networks, engine, data, validation): what a bundle runs (tra
 with ``check_split`` first), and what a release packs.
 """
 
+from shared_networks.validation.report import DatasetError
+
 from shared_networks.data.batch import BatchAugment2d
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
@@ -17,9 +19,9 @@ from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray
 from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
 from shared_networks.data.plain import ComposeWithoutMeta
 from shared_networks.data.pretrain import log_pretrain_images
+from shared_networks.data.radiographs import CheckedPILReader, ToGreyd
 from shared_networks.data.readers import list_image_inputs, require_split
 from shared_networks.data.regions import CheckChannelCountd, LabelToRegionsd, RegionsToLabeld
-from shared_networks.data.transforms import CheckedPILReader, ToGreyd
 from shared_networks.engine.checkpoints import AtomicCheckpointSaver, ResumableCheckpointSaver
 from shared_networks.engine.distributed import (
     DistributedTrainer,
@@ -61,7 +63,6 @@ from shared_networks.networks.handoff import (
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 from shared_networks.networks.unetr import UNETR
 from shared_networks.networks.vit import GeometryRecord, PatchEmbed, ViTEncoder, sincos_pos_embed
-from shared_networks.validation.report import DatasetError
 from shared_networks.validation.workflow import check_split
 
 __all__ = [

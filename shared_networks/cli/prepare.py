@@ -31,7 +31,7 @@ from shared_networks.data.cxr14 import write_cxr14_datalist
 from shared_networks.utils.flags import as_bool
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
 from shared_networks.validation.images import MAX_PIXELS
-from shared_networks.validation.report import DatasetError, require_valid
+from shared_networks.validation.problems import DatasetError, require_valid
 from shared_networks.validation.volumes import MAX_VOXELS
 
 __all__ = [

@@ -17,7 +17,7 @@ from shared_networks.cli import run_fire
 from shared_networks.cli.prepare import ArgumentError, check_limit, check_output_file
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
 from shared_networks.validation.images import MAX_PIXELS
-from shared_networks.validation.report import ValidationReport
+from shared_networks.validation.problems import ValidationReport
 from shared_networks.validation.volumes import MAX_VOXELS
 
 __all__ = ["ValidationCommands", "main"]

@@ -47,7 +47,7 @@ from shared_networks.data.regions import LABEL_CONVENTIONS
 from shared_networks.utils.flags import as_bool
 from shared_networks.validation.filetypes import MISSING, file_problem, nonregular_entries
 from shared_networks.validation.images import MAX_PIXELS, check_png
-from shared_networks.validation.report import ValidationReport, check_items, collect, outside_link
+from shared_networks.validation.problems import ValidationReport, check_items, collect, outside_link
 from shared_networks.validation.volumes import MAX_VOXELS, VolumeSpec, validate_volume_items
 
 __all__ = ["validate_brats", "validate_btcv", "validate_cxr14"]

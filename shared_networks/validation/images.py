@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from shared_networks.data.transforms import PIL_MODE_MAX
+from shared_networks.data.radiographs import PIL_MODE_MAX
 from shared_networks.validation.filetypes import content_problem, file_problem
-from shared_networks.validation.report import ERROR, Problem, outside_link
+from shared_networks.validation.problems import ERROR, Problem, outside_link
 
 __all__ = ["MAX_PIXELS", "check_png", "png_size"]
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from shared_networks.validation.filetypes import content_problem, file_problem
-from shared_networks.validation.report import ERROR, WARNING, Problem, ValidationReport, check_items, outside_link
+from shared_networks.validation.problems import ERROR, WARNING, Problem, ValidationReport, check_items, outside_link
 
 __all__ = ["MAX_LABEL_VALUE", "MAX_VOXELS", "SPACING_ATOL", "VolumeSpec", "check_volume_item", "validate_volume_items"]
 

@@ -18,7 +18,7 @@ from shared_networks.data.btcv import BTCV_LABELS
 from shared_networks.data.regions import LABEL_CONVENTIONS
 from shared_networks.utils.flags import as_bool
 from shared_networks.validation.images import MAX_PIXELS, check_png
-from shared_networks.validation.report import (
+from shared_networks.validation.problems import (
     ERROR,
     DatasetError,
     Problem,

@@ -21,7 +21,7 @@ from shared_networks.data.cxr14 import (
     read_cxr14_labels,
     write_cxr14_datalist,
 )
-from shared_networks.data.transforms import CheckedPILReader, ToGreyd
+from shared_networks.data.radiographs import CheckedPILReader, ToGreyd
 
 HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position," \
          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"  # fmt: skip

@@ -17,7 +17,7 @@ from shared_networks.data.files import save_nifti
 from shared_networks.engine.checkpoints import AtomicCheckpointSaver, ResumableCheckpointSaver
 from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
 from shared_networks.utils.files import atomic_write, atomic_write_text, current_umask, new_file_mode, write_json_atomic
-from shared_networks.validation.report import ValidationReport
+from shared_networks.validation.problems import ValidationReport
 
 
 @pytest.fixture(params=[0o077, 0o022, 0o027], ids=lambda m: f"umask{m:03o}")

@@ -17,7 +17,7 @@ from shared_networks.cli import prepare
 from shared_networks.cli.validate import main
 from shared_networks.data.brats import BRATS2021_SUFFIXES
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
-from shared_networks.validation.report import ERROR, WARNING, DatasetError, ValidationReport
+from shared_networks.validation.problems import ERROR, WARNING, DatasetError, ValidationReport
 
 
 def _problems(report: ValidationReport, name: str, severity: str = ERROR) -> list[str]:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from shared_networks.validation.datasets import validate_btcv, validate_cxr14
 from shared_networks.validation.filetypes import content_problem, describe_content, file_problem
-from shared_networks.validation.report import ValidationReport
+from shared_networks.validation.problems import ValidationReport
 from shared_networks.validation.workflow import check_split
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="os.mkfifo is POSIX only")

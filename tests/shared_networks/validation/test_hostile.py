@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
-from shared_networks.validation.report import ERROR, Problem, ValidationReport, check_items
+from shared_networks.validation.problems import ERROR, Problem, ValidationReport, check_items
 
 NIFTI_DIM_OFFSET = 40  # int16 dim[8] of a NIfTI-1 header
 

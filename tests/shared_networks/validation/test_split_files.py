@@ -18,7 +18,7 @@ from PIL import Image
 from shared_networks.cli import prepare, validate
 from shared_networks.data.btcv import write_btcv_datalist
 from shared_networks.validation.datasets import validate_brats, validate_btcv, validate_cxr14
-from shared_networks.validation.report import DatasetError, ValidationReport
+from shared_networks.validation.problems import DatasetError, ValidationReport
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -11,7 +11,7 @@ import pytest
 from monai.transforms import LoadImage
 
 from shared_networks.validation.datasets import validate_btcv
-from shared_networks.validation.report import ValidationReport
+from shared_networks.validation.problems import ValidationReport
 from shared_networks.validation.volumes import VolumeSpec, check_volume_item
 from shared_networks.validation.workflow import check_split
 

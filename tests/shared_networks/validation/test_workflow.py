@@ -15,7 +15,7 @@ from PIL import Image
 
 import shared_networks
 from shared_networks.data.btcv import btcv_datalist
-from shared_networks.validation.report import DatasetError
+from shared_networks.validation.problems import DatasetError
 from shared_networks.validation.workflow import check_split
 
 REPO = Path(__file__).resolve().parents[3]

@@ -1,4 +1,4 @@
-"""Tests of the grey-scale radiograph loading (:mod:`shared_networks.data.transforms`)."""
+"""Tests of the grey-scale radiograph loading (:mod:`shared_networks.data.radiographs`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
-from shared_networks.data.transforms import CheckedPILReader, ToGrey, ToGreyd
+from shared_networks.data.radiographs import CheckedPILReader, ToGrey, ToGreyd
 
 
 def _load(path: Path, reader=CheckedPILReader) -> torch.Tensor:
