@@ -10,8 +10,6 @@ layers only (utils, networks, engine, data, validation): what a bundle runs (tra
 with ``check_split`` first), and what a release packs.
 """
 
-from shared_networks.validation.report import DatasetError
-
 from shared_networks.data.batch import BatchAugment2d
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
@@ -63,6 +61,7 @@ from shared_networks.networks.handoff import (
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 from shared_networks.networks.unetr import UNETR
 from shared_networks.networks.vit import GeometryRecord, PatchEmbed, ViTEncoder, sincos_pos_embed
+from shared_networks.validation.problems import DatasetError
 from shared_networks.validation.workflow import check_split
 
 __all__ = [
