@@ -15,6 +15,15 @@ from shared_networks.data.brats import brats_datalist, brats_inference_inputs, c
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
 from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
+from shared_networks.data.options import (
+    drop_last_batch,
+    image_items,
+    interp_modes,
+    keep_workers,
+    normalized_value,
+    prefetch_batches,
+    scaled_sizes,
+)
 from shared_networks.data.plain import ComposeWithoutMeta
 from shared_networks.data.pretrain import log_pretrain_images
 from shared_networks.data.radiographs import CheckedPILReader, ToGreyd
@@ -25,9 +34,11 @@ from shared_networks.engine.distributed import (
     DistributedTrainer,
     destroy_process_group,
     init_process_group,
+    is_not_rank0,
     local_device,
     rank0_only,
     scale_lr,
+    set_rank_determinism,
 )
 from shared_networks.engine.finite import FiniteCheckpointLoader, StopOnNonFinite
 from shared_networks.engine.handlers import (
@@ -46,9 +57,17 @@ from shared_networks.engine.metrics import (
 )
 from shared_networks.engine.optim import param_groups_lrd
 from shared_networks.engine.overrides import check_overrides
-from shared_networks.engine.runtime import AutocastInferer, configure_threads, loader_worker_init, loader_workers
+from shared_networks.engine.runtime import (
+    AutocastInferer,
+    configure_threads,
+    default_device,
+    loader_worker_init,
+    loader_workers,
+)
+from shared_networks.engine.schedules import epoch_steps, pretrain_or_finetune, scaled_lr
 from shared_networks.engine.seeding import EpochSeeder
 from shared_networks.engine.selection import SelectedModelSaver, ValidationCoverage, ValidationLoss
+from shared_networks.engine.tracking import evaluation_artifacts, iteration_loss, run_name
 from shared_networks.networks.classifier import ViTClassifier
 from shared_networks.networks.handoff import (
     HandoffReport,
@@ -74,13 +93,16 @@ __all__ = [
     "EpochSeeder", "FiniteCheckpointLoader", "HausdorffDistanceMM", "MeanROCAUC", "MetricsReport",
     "PenalizedHausdorffDistanceMetric", "PretrainedEncoderLoader", "ReconstructionSaver", "ResumableCheckpointSaver",
     "SelectedModelSaver", "StopOnNonFinite", "ValidationCoverage", "ValidationEveryAndLast", "ValidationLoss",
-    "check_overrides", "configure_threads", "destroy_process_group", "init_process_group", "loader_worker_init",
-    "loader_workers", "local_device", "param_groups_lrd", "prepare_image_as_target", "rank0_only", "scale_lr",
+    "check_overrides", "configure_threads", "default_device", "destroy_process_group", "epoch_steps",
+    "evaluation_artifacts", "init_process_group", "is_not_rank0", "iteration_loss", "loader_worker_init",
+    "loader_workers", "local_device", "param_groups_lrd", "prepare_image_as_target", "pretrain_or_finetune",
+    "rank0_only", "run_name", "scale_lr", "scaled_lr", "set_rank_determinism",
     # data
     "BatchAugment2d", "CXR14_FINDINGS", "CheckChannelCountd", "CheckedLoadImaged", "CheckedPILReader",
     "ComposeWithoutMeta", "ImageReadError", "LabelToRegionsd", "RegionsToLabeld", "ToGreyd", "brats_datalist",
-    "brats_inference_inputs", "btcv_datalist", "case_name_formatter", "cxr14_datalist", "list_image_inputs",
-    "list_xray_inputs", "log_pretrain_images", "require_split",
+    "brats_inference_inputs", "btcv_datalist", "case_name_formatter", "cxr14_datalist", "drop_last_batch",
+    "image_items", "interp_modes", "keep_workers", "list_image_inputs", "list_xray_inputs", "log_pretrain_images",
+    "normalized_value", "prefetch_batches", "require_split", "scaled_sizes",
     # validation
     "DatasetError", "check_split",
 ]  # fmt: skip

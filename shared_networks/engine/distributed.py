@@ -29,6 +29,7 @@ from monai.handlers import (
     StatsHandler,
     TensorBoardHandler,
 )
+from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
@@ -40,9 +41,11 @@ __all__ = [
     "DistributedTrainer",
     "destroy_process_group",
     "init_process_group",
+    "is_not_rank0",
     "local_device",
     "rank0_only",
     "scale_lr",
+    "set_rank_determinism",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +107,21 @@ def destroy_process_group() -> None:
     """Leaves the process group (the ``finalize`` step of a distributed run); does nothing when not joined."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_not_rank0() -> bool:
+    """True in a process of a joined group whose rank is above 0 (the handlers that write skip it: ``_disabled_``);
+    False on rank 0 and outside any process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() > 0
+
+
+def set_rank_determinism(seed: int) -> None:
+    """MONAI's ``set_determinism`` with ``seed + rank``: each process draws its own augmentation, crops and masks.
+
+    Raises:
+        ValueError: when no process group is joined (torch's error; run :func:`init_process_group` first).
+    """
+    set_determinism(seed=seed + dist.get_rank())
 
 
 def scale_lr(optimizer: Optimizer, factor: float) -> Optimizer:

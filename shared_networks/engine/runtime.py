@@ -29,6 +29,7 @@ __all__ = [
     "configure_threads",
     "cpu_bf16_supported",
     "cpu_flags",
+    "default_device",
     "loader_worker_init",
     "resolve_cpu_bf16",
     "thread_split",
@@ -47,6 +48,12 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no sched_getaffinity (macOS, Windows)
         return os.cpu_count() or 1
+
+
+def default_device() -> torch.device:
+    """The device of a one-process workflow: the first GPU where CUDA is available, else the CPU
+    (``multi_gpu_train.yaml`` gives each process its own: :func:`~shared_networks.local_device`)."""
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
 def loader_workers(num_workers: int | str, cores: int | None = None) -> int:

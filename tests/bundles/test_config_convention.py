@@ -5,6 +5,7 @@ train.yaml; the three standalone files agree on the encoder and the deterministi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,14 +145,37 @@ def test_pretrain_train_and_inference_agree(bundle, quick):
 
 def test_no_config_names_a_module_of_the_package():
     """Configs name shared code as ``shared_networks.<Name>`` from the package's public list only."""
-    import re
-
     for path in sorted((REPO / "bundles").glob("*/configs/*.yaml")):
         text = path.read_text(encoding="utf-8")
         for name in re.findall(r"shared_networks\.(\w+)", text):
             assert name in shared_networks.__all__, f"{path}: shared_networks.{name}"
         imports = ConfigParser.load_config_file(str(path)).get("imports", [])
         assert all(i in ("$import shared_networks",) or "shared_networks" not in i for i in imports), path
+
+
+# configs hold settings: logic lives in named functions of the package (configs call them in one-line `$` items)
+
+LOGIC = re.compile(r"\bif\b|\bfor\b|\blambda\b|\band\b|\bor\b|\bnot\b|[<>]=?|==|!=")
+
+
+def test_config_expressions_hold_no_logic():
+    """No ``$`` item decides, loops or defines a function: conditions, comprehensions and lambdas are named functions
+    of ``shared_networks`` (``$shared_networks.keep_workers(...)``), tested there."""
+    found = []
+    for path in sorted((REPO / "bundles").glob("*/configs/*.yaml")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split(" #", 1)[0]
+            if "$" in code and LOGIC.search(code[code.index("$") :]):
+                found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert found == [], "\n".join(found)
+
+
+def test_config_comments_name_existing_guides():
+    """``docs/<topic>.md`` in a config comment is the guide at the repository root or the bundle's own docs."""
+    for path in sorted((REPO / "bundles").glob("*/configs/*.yaml")):
+        bundle = path.parents[1]
+        for name in re.findall(r"\bdocs/([\w.-]+\.md)", path.read_text(encoding="utf-8")):
+            assert (REPO / "docs" / name).is_file() or (bundle / "docs" / name).is_file(), f"{path}: docs/{name}"
 
 
 # monai.bundle run: each file alone from another folder; evaluate and the linear probe over train.yaml

@@ -18,9 +18,11 @@ from shared_networks.engine.distributed import (
     DistributedTrainer,
     destroy_process_group,
     init_process_group,
+    is_not_rank0,
     local_device,
     rank0_only,
     scale_lr,
+    set_rank_determinism,
 )
 from shared_networks.engine.handlers import PretrainedEncoderLoader, ReconstructionSaver
 
@@ -53,6 +55,27 @@ def test_local_device(monkeypatch):
     assert local_device() == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert local_device() == torch.device("cuda:3")
+
+
+def test_rank_tests_outside_a_group_and_on_rank0(single_process_group):
+    assert is_not_rank0() is False  # rank 0 of a joined group
+    set_rank_determinism(5)  # seed 5 + rank 0
+    first = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(first, torch.rand(3))
+
+
+def test_rank_tests_on_other_ranks(monkeypatch):
+    assert not dist.is_initialized() and is_not_rank0() is False  # no group: a one-process run writes
+    with pytest.raises(ValueError):
+        set_rank_determinism(0)  # needs the group torchrun describes
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 2)
+    seeds = []
+    monkeypatch.setattr("shared_networks.engine.distributed.set_determinism", lambda seed: seeds.append(seed))
+    assert is_not_rank0() is True
+    set_rank_determinism(7)
+    assert seeds == [9]
 
 
 def test_init_process_group_needs_the_torchrun_environment(monkeypatch):

@@ -132,3 +132,11 @@ def test_loader_workers_takes_a_number_and_refuses_anything_else():
     for bad in (-1, "two", 1.5, True, None):
         with pytest.raises(ValueError, match="num_workers must be 'auto' or a whole number"):
             runtime.loader_workers(bad)
+
+
+def test_default_device_is_the_first_gpu_or_the_cpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")  # one process: not the torchrun rank's device (local_device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.default_device() == torch.device("cuda:0")
