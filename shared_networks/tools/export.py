@@ -18,6 +18,10 @@ tools and command lines are not.
   pkgutil.resolve_name('shared_networks'))[1]"``, with every ``$shared_networks.x`` use written as
   ``$@shared_networks.x`` and every ``_target_: shared_networks.X`` as ``_target_: $@shared_networks.X``, so the
   bundle root is on ``sys.path`` before the first use.
+- **Docs that read offline.** The repository's guide (``docs/*.md``) is packed as ``docs/guide/``, and every relative
+  Markdown link of the packed ``.md`` files is rewritten (:func:`release_links`): to a file of the release, as its path
+  in the release (anchor kept); to anything else (another bundle, the repository's README, benchmarks, tools), as its
+  plain text. So no link of a downloaded release is broken.
 - **Weights with URL and sha256.** With ``--base_url``, ``large_files.yml`` lists each weight file with its URL
   (``<base_url>/<name>_v<version>_<file>``) and sha256, so ``python -m monai.bundle download_large_files`` can
   fetch and check them; without it the weights travel in the zip only and ``large_files.yml`` lists none (an entry
@@ -28,8 +32,8 @@ tools and command lines are not.
 
 writes, all at once or not at all:
 
-    dist/btcv_mae_segmentation_v0.3.0.zip            btcv_mae_segmentation/{configs,docs,LICENSE,large_files.yml,
-                                                     models/*.pt,shared_networks/}
+    dist/btcv_mae_segmentation_v0.3.0.zip            btcv_mae_segmentation/{configs,docs,docs/guide,LICENSE,
+                                                     large_files.yml,models/*.pt,shared_networks/}
     dist/btcv_mae_segmentation_v0.3.0_model.pt       the weights again, to upload beside the zip (large_files.yml URLs)
     dist/btcv_mae_segmentation_v0.3.0_mae.pt
     dist/btcv_mae_segmentation_v0.3.0.sha256         ``sha256sum -c`` list of the files above
@@ -40,6 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import sys
@@ -59,13 +64,15 @@ from shared_networks.utils.files import atomic_write_text
 from shared_networks.utils.flags import as_bool
 
 __all__ = [
-    "RUNTIME_PARTS", "export_bundle", "render_large_files", "resolve_overrides", "standalone_config_text",
-    "weights_check",
+    "RUNTIME_PARTS", "export_bundle", "release_links", "render_large_files", "resolve_overrides",
+    "standalone_config_text", "weights_check",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parents[1]
+REPO = PACKAGE.parent  # the repository the package is exported from: its guide and its bundles
+GUIDE = REPO / "docs"  # the guide the bundles' docs link into, packed as docs/guide/ (its *.md)
 # what a bundle runs: the facade and the runtime layers (synthetic, tools and cli stay out of a release)
 RUNTIME_PARTS: tuple[str, ...] = ("__init__.py", "utils", "networks", "engine", "data", "validation")
 # weight file -> (workflow config, network id) it must load into strictly
@@ -81,11 +88,15 @@ SHAPE_KEYS = ("roi_size", "img_size")  # the config key that sets the network's 
 _IMPORT_LINE = re.compile(r"^(\s*-\s*)\$import shared_networks\s*(#.*)?$")
 _TARGET = re.compile(r"^(\s*(?:-\s+)?_target_:\s*)shared_networks\.([\w.]+)(?=\s|$)")
 _USE = re.compile(r"(?<![\w.@'\"])shared_networks\.")
+# Markdown links (!?[text](target "title")) and code spans, as tests/test_docs_links.py reads them
+_LINK = re.compile(r"!?\[([^\]]*)\]\(([^)\s]+)(\s+\"[^\"]*\")?\)")
+_CODE_SPAN = re.compile(r"`[^`]*`")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # https:, mailto:, ...: not a relative link
 _BOOT_IMPORTS = ("$import sys", "$import os", "$import pkgutil")
 _BOOT = (
     "\n# The shared_networks packed at the bundle root, from any working directory: its folder goes on sys.path\n"
     "# before the first use (MONAI adds the bundle root only when run() starts). Written by the release export.\n"
-    "shared_networks: \"$(sys.path.insert(0, os.path.abspath(@bundle_root)), "
+    'shared_networks: "$(sys.path.insert(0, os.path.abspath(@bundle_root)), '
     "pkgutil.resolve_name('shared_networks'))[1]\"\n"
 )
 
@@ -171,6 +182,68 @@ def render_large_files(entries: Sequence[Mapping[str, str]], header: str) -> str
         lines.append(f"  - path: {json.dumps(e['path'])}")
         lines += [f"    {k}: {json.dumps(e.get(k, ''))}" for k in ("url", "hash_val", "hash_type")]
     return "\n".join(lines) + "\n"
+
+
+def release_links(text: str, doc: Path, packed: Mapping[Path, str]) -> str:
+    """``text``, the Markdown of ``doc``, with its relative links made to work inside a release.
+
+    Outside fenced blocks and code spans, each link's target is resolved from ``doc`` (``#anchor`` kept): a file or
+    folder of ``packed`` becomes its path in the release, relative to ``doc``'s; any other target becomes the link's
+    plain text. Web links (``https:``, ``mailto:``, ...) and ``#anchor`` links are kept. So in
+    ``bundles/b/docs/README.md``, ``[cpu](../../../docs/settings.md#cpu)`` -> ``[cpu](guide/settings.md#cpu)`` and
+    ``[c](../../c/docs/README.md)`` -> ``c``.
+
+    Args:
+        text: the Markdown of ``doc``.
+        doc: where the file lies in the repository; its links are resolved from there.
+        packed: what the release holds, as place in the repository -> path in the release (POSIX, from the bundle
+            root); ``doc`` among them. Places are compared as written, normalised but not resolved.
+    """
+    here = posixpath.dirname(packed[doc]) or "."
+
+    def rewrite(m: re.Match[str]) -> str:  # a link found in the masked text, read from ``text``
+        label, target = text[m.start(1) : m.end(1)], text[m.start(2) : m.end(2)]
+        file, hash_sign, anchor = target.partition("#")
+        if not file or _SCHEME.match(target):
+            return text[m.start() : m.end()]
+        dest = packed.get(Path(os.path.normpath(doc.parent / file)))
+        if dest is None:
+            return label
+        title = text[m.start(3) : m.end(3)] if m.group(3) else ""
+        return f"{text[m.start() : m.start(1)]}{label}]({posixpath.relpath(dest, here)}{hash_sign}{anchor}{title})"
+
+    # the text with fenced blocks and code spans blanked out, at the same offsets (a link's text may span lines)
+    masked, fenced = [], False
+    for line in text.splitlines(keepends=True):
+        fence = line.startswith("```")
+        fenced ^= fence
+        body = line.rstrip("\r\n")
+        if fence or fenced:
+            masked.append(" " * len(body) + line[len(body) :])
+        else:
+            masked.append(_CODE_SPAN.sub(lambda c: "x" * len(c.group()), line))
+    pieces, end = [], 0
+    for m in _LINK.finditer("".join(masked)):
+        pieces += [text[end : m.start()], rewrite(m)]
+        end = m.end()
+    return "".join(pieces) + text[end:]
+
+
+def _rewrite_release_links(root: Path, home: Path, left_out: set[Path]) -> None:
+    """Rewrite the links of every ``.md`` file staged in ``root`` (:func:`release_links`). ``home``: the bundle's
+    place in the repository; ``left_out``: staged files the zip does not hold."""
+    origins = {"docs/guide": GUIDE, PACKAGE.name: PACKAGE}  # release folder -> its place in the repository
+    packed = {}
+    for path in sorted(root.rglob("*")):
+        if path in left_out:
+            continue
+        rel = path.relative_to(root).as_posix()
+        folder = next((f for f in origins if rel == f or rel.startswith(f + "/")), None)
+        packed[origins[folder] / rel[len(folder) + 1 :] if folder else home / rel] = rel
+    for place, rel in packed.items():
+        if rel.endswith(".md") and (root / rel).is_file():
+            text = (root / rel).read_text(encoding="utf-8")
+            (root / rel).write_text(release_links(text, place, packed), encoding="utf-8")
 
 
 def weights_check(
@@ -366,9 +439,12 @@ def export_bundle(
         raise ValueError("--weights_in_zip false and --update_bundle true need --base_url (the weights' URLs).")
     candidates = list(dict.fromkeys([*WEIGHT_NETWORKS, *(e["path"] for e in entries)]))
     present = [rel for rel in candidates if (src / rel).is_file()]
-    # only regular files of the bundle and the package: no link (or linked folder) that leads out of them
-    packed = [src / "docs", src / "LICENSE", src / "configs", *(PACKAGE / p for p in RUNTIME_PARTS)]
-    check_packed_files([*packed, *(src / rel for rel in present)], [src, PACKAGE])
+    if (src / "docs" / "guide").exists():
+        raise ValueError(f"{src / 'docs' / 'guide'}: a release packs the repository's guide there; rename it.")
+    guide = sorted(GUIDE.glob("*.md"))
+    # only regular files of the bundle, the guide and the package: no link (or linked folder) that leads out of them
+    packed = [src / "docs", src / "LICENSE", src / "configs", *guide, *(PACKAGE / p for p in RUNTIME_PARTS)]
+    check_packed_files([*packed, *(src / rel for rel in present)], [src, GUIDE, PACKAGE])
 
     stem = f"{name}_v{version}"
     out_dir = Path(out).expanduser().resolve()
@@ -382,6 +458,10 @@ def export_bundle(
                 shutil.copytree(src / item, root / item, ignore=ignore)
             elif (src / item).is_file():
                 shutil.copy2(src / item, root / item)
+        if guide:
+            (root / "docs" / "guide").mkdir(parents=True)
+        for page in guide:
+            shutil.copyfile(page, root / "docs" / "guide" / page.name)
         _release_configs(src, root, overrides)
         (root / PACKAGE.name).mkdir()
         for part in RUNTIME_PARTS:
@@ -411,10 +491,12 @@ def export_bundle(
                 "listed here (an entry needs the URL it is downloaded from). See the .sha256 file beside the zip."
             )
         (root / "large_files.yml").write_text(render_large_files(filled, header), encoding="utf-8")
+        left_out = set() if weights_in_zip else set(assets.values())
+        _rewrite_release_links(root, src if src.is_relative_to(REPO) else REPO / "bundles" / name, left_out)
         check_bundle(root, net_in_out=False, torchscript=False, released=True)
 
         tmp_zip = stage / f"{stem}.zip"
-        _zip_folder(root, tmp_zip, name, skip=set() if weights_in_zip else set(assets.values()))
+        _zip_folder(root, tmp_zip, name, skip=left_out)
         sums = {f"{stem}.zip": file_hash(tmp_zip)} | {a: file_hash(p) for a, p in assets.items()}
         tmp_sums = stage / f"{stem}.sha256"
         tmp_sums.write_text("".join(f"{h}  {f}\n" for f, h in sums.items()), encoding="utf-8")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import locale
+import re
 import shutil
 import subprocess
 import sys
@@ -25,12 +27,27 @@ from bundle_weights import write_quick_weights
 import shared_networks
 from shared_networks.tools import export as export_module
 from shared_networks.tools.bundle_checks import check_bundle
-from shared_networks.tools.export import RUNTIME_PARTS, export_bundle
+from shared_networks.tools.export import RUNTIME_PARTS, export_bundle, release_links
 
 REPO = Path(__file__).resolve().parents[3]
 CXR_VERSION = json.loads((REPO / "bundles/cxr14_mae_classification/configs/metadata.json").read_text())["version"]
 QUICK = ["configs/quick.yaml"]
 URL = "https://example.org/releases/v1"
+GUIDE = sorted(p.name for p in (REPO / "docs").glob("*.md"))
+
+
+def load_docs_links():
+    """tests/test_docs_links.py (not importable by name under --import-mode=importlib): its link reading and GitHub's
+    anchor rule check a release's docs the way they check the repository's."""
+    spec = importlib.util.spec_from_file_location("docs_links", REPO / "tests" / "test_docs_links.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def link_texts(markdown: str) -> str:
+    """The Markdown with each link replaced by its text: what a release's link rewriting leaves unchanged."""
+    return re.sub(r"!?\[([^\]]*)\]\([^)\s]+(?:\s+\"[^\"]*\")?\)", r"\1", markdown)
 
 
 @pytest.fixture(autouse=True)
@@ -81,11 +98,12 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
     }
     assert not {n for n in names if n.split("/")[2:3] in (["synthetic"], ["tools"], ["cli"])}
     expected = configs | package | {f"{root}{n}" for n in ("LICENSE", "docs/README.md", "large_files.yml")}
+    expected |= {f"{root}docs/guide/{page}" for page in GUIDE}
     assert names == expected | {f"{root}models/model.pt", f"{root}models/mae.pt"}
     assert members[root + "LICENSE"] == (bundle / "LICENSE").read_bytes()
     docs = members[root + "docs/README.md"].decode()
     assert docs.startswith("> **This release.**") and "`configs/quick.yaml`" in docs.splitlines()[0]
-    assert docs.endswith((bundle / "docs/README.md").read_text(encoding="utf-8"))
+    assert link_texts(docs).endswith(link_texts((bundle / "docs/README.md").read_text(encoding="utf-8")))
     train = members[root + "configs/train.yaml"].decode()
     assert train.startswith("# baked: configs/quick.yaml (")
     assert "img_size: [64, 64]  # from configs/quick.yaml" in train
@@ -250,7 +268,7 @@ def test_every_checkpoint_load_is_weights_only():
     code = [p for d in ("shared_networks", "tests", "scripts", "benchmarks", "monailabel_app", "bundles")
             for p in (REPO / d).glob("**/*.py")]  # fmt: skip  # the project's code, not the environments beside it
     for path in sorted(code):
-        if (lines := _unsafe_loads(path.read_text(encoding="utf-8"))):
+        if lines := _unsafe_loads(path.read_text(encoding="utf-8")):
             found[str(path.relative_to(REPO))] = lines
     for path in sorted(REPO.glob("bundles/*/configs/*.yaml")):
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -292,7 +310,8 @@ def test_without_overrides_the_configs_are_copied(weighted, tmp_path):
             packed = zf.read(f"cxr14_mae_classification/configs/{f.name}").decode()
             text = f.read_text(encoding="utf-8")
             assert packed == (standalone_config_text(text) if f.suffix == ".yaml" else text), f.name
-        assert zf.read("cxr14_mae_classification/docs/README.md") == (bundle / "docs/README.md").read_bytes()
+        docs = zf.read("cxr14_mae_classification/docs/README.md").decode()
+    assert link_texts(docs) == link_texts((bundle / "docs/README.md").read_text(encoding="utf-8"))  # no release note
 
 
 def test_standalone_configs_import_the_packed_package():
@@ -361,3 +380,83 @@ def test_export_refuses_links_out_of_the_bundle_and_packs_links_inside_as_files(
         names = zf.namelist()
         assert "cxr14_mae_classification/docs/copy.md" in names
         assert not any("secret" in n or "extra" in n for n in names)
+
+
+def test_release_docs_link_only_inside_the_release(weighted, tmp_path):
+    """The guide is packed as docs/guide/; every relative link of the release's Markdown leads to a file of the zip
+    (and a heading of it), a link to anything the zip lacks is its plain text."""
+    bundle = weighted("btcv_mae_segmentation", which=("model.pt",))
+    readme = bundle / "docs" / "README.md"
+    readme.write_text(
+        readme.read_text(encoding="utf-8") + "\n## Release links\n\n"
+        "See [the settings](../../../docs/settings.md#settings-against-the-reference) and "
+        "[the chest X-ray bundle](../../cxr14_mae_classification/docs/README.md#small-data-recipe), "
+        '[this section](#release-links), [the config](../configs/inference.yaml "baked"), '
+        "[the web](https://example.org/x.md), `[code](../../../docs/gone.md)`, [a link over\ntwo lines](../../c/x.md)."
+        "\n\n"
+        "```bash\n# [fenced](../../../docs/gone.md)\n```\n",
+        encoding="utf-8",
+    )
+    out = export_bundle(str(bundle), str(tmp_path / "dist"), config_overrides=QUICK)
+    again = export_bundle(str(bundle), str(tmp_path / "again"), config_overrides=QUICK)
+    assert Path(out["zip"]).read_bytes() == Path(again["zip"]).read_bytes()
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out["zip"]).extractall(unpacked)
+    root = (unpacked / "btcv_mae_segmentation").resolve()
+    assert sorted(p.name for p in (root / "docs" / "guide").iterdir()) == GUIDE
+
+    docs_links = load_docs_links()
+    docs = sorted(root.rglob("*.md"))
+    assert len(docs) == len(GUIDE) + 1
+    for doc in docs:
+        assert docs_links.broken_links(doc) == [], doc.relative_to(root)
+        outside = [
+            t
+            for t in docs_links.local_links(doc)
+            if not (doc.parent / t.partition("#")[0]).resolve().is_relative_to(root)
+        ]
+        assert outside == [], doc.relative_to(root)
+    text = (root / "docs" / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("> **This release.**")
+    assert "See [the settings](guide/settings.md#settings-against-the-reference) and the chest X-ray bundle, " in text
+    assert '[this section](#release-links), [the config](../configs/inference.yaml "baked")' in text
+    assert "[the web](https://example.org/x.md), `[code](../../../docs/gone.md)`, a link over\ntwo lines." in text
+    assert "# [fenced](../../../docs/gone.md)\n" in text
+    for page in GUIDE:  # the guide's pages: only their links changed
+        packed = (root / "docs" / "guide" / page).read_text(encoding="utf-8")
+        assert link_texts(packed) == link_texts((REPO / "docs" / page).read_text(encoding="utf-8")), page
+
+
+def test_release_links_resolve_from_the_repository():
+    """Targets resolve from the file's place in the repository: packed ones (files, folders) become release paths,
+    the rest plain text; anchors, titles, images, code spans, fences, web links and line endings are respected."""
+    repo = Path("/repo")
+    packed = {
+        repo / "bundles/b/docs/README.md": "docs/README.md",
+        repo / "bundles/b/configs": "configs",
+        repo / "bundles/b/configs/train.yaml": "configs/train.yaml",
+        repo / "docs/settings.md": "docs/guide/settings.md",
+        repo / "docs/training.md": "docs/guide/training.md",
+        repo / "shared_networks/networks/mae.py": "shared_networks/networks/mae.py",
+    }
+    guide = (
+        "[train](training.md#from-scratch) [own bundle](../bundles/b/docs/README.md#usage) "
+        "[other](../bundles/c/docs/README.md) [bench](../benchmarks/README.md#gpu) [readme](../README.md)\n"
+        "[mae](../shared_networks/networks/mae.py) [tool](../shared_networks/tools/export.py) "
+        "![plot](plot.png) [`code` text](settings.md) [here](#top) [mail](mailto:a@b.org)\n"
+    )
+    assert release_links(guide, repo / "docs/settings.md", packed) == (
+        "[train](training.md#from-scratch) [own bundle](../README.md#usage) other bench readme\n"
+        "[mae](../../shared_networks/networks/mae.py) tool plot [`code` text](settings.md) [here](#top) "
+        "[mail](mailto:a@b.org)\n"
+    )
+    bundle_doc = (
+        '[cpu](../../../docs/settings.md#cpu "CPU") ![img](../../../docs/settings.md) [configs](../configs/)\r\n'
+        "`[span](../../c/docs/README.md)` [c](../../c/docs/README.md) [over\ntwo lines](../../../docs/training.md#x)\n"
+        "```\n[fenced](../../c/docs/README.md)\n```\n"
+    )
+    assert release_links(bundle_doc, repo / "bundles/b/docs/README.md", packed) == (
+        '[cpu](guide/settings.md#cpu "CPU") ![img](guide/settings.md) [configs](../configs)\r\n'
+        "`[span](../../c/docs/README.md)` c [over\ntwo lines](guide/training.md#x)\n"
+        "```\n[fenced](../../c/docs/README.md)\n```\n"
+    )
