@@ -4,7 +4,8 @@ Built only from what the bundles' workflows write: the TensorBoard event files o
 per iteration) and of each fine-tuning run of ``train.yaml`` (``train_loss`` per iteration, the validation metric
 per validation epoch), the reconstruction PNGs of ``shared_networks.ReconstructionSaver``, and the
 ``summary.json`` of each evaluation (per-class Dice, HD95 and missed / false-positive counts of ``MetricsReport``, or
-ROC AUC of ``ClassificationReport``). Curves are inline SVG; the page loads nothing from the network.
+ROC AUC of ``ClassificationReport``). Curves are matplotlib charts inlined as SVG; the page loads nothing from the
+network.
 
     from shared_networks.tools.report import FineTuneRun, ReportSection, build_report
     section = ReportSection("CT", pretrain_dir="runs/pretrain", val_tag="val_mean_dice", runs=[
@@ -16,6 +17,7 @@ ROC AUC of ``ClassificationReport``). Curves are inline SVG; the page loads noth
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 import os
@@ -24,6 +26,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import matplotlib
 
 from shared_networks.utils.files import atomic_write_text
 
@@ -113,21 +117,6 @@ def _scalar(log_dir: str | os.PathLike, tag: str) -> list[tuple[int, float]]:
     return scalars[tag]
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
-    """About ``n`` round tick values within [lo, hi] (whole numbers only where ``integer``)."""
-    if not hi > lo:
-        return [lo]
-    raw = max((hi - lo) / n, 1.0) if integer else (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _tick_label(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.2e}"
-
-
 def svg_line_chart(
     series: Mapping[str, Sequence[tuple[float, float]]],
     title: str,
@@ -137,60 +126,46 @@ def svg_line_chart(
     height: int = 300,
     markers: bool = False,
 ) -> str:
-    """An inline SVG line chart: one polyline per series (in ``COLOURS`` order), axes with ticks, a legend.
+    """An inline SVG line chart drawn by matplotlib: one line per series (in ``COLOURS`` order), a legend.
 
-    Points are mapped linearly: the smallest x to the left edge of the plot area, the largest to the right edge;
-    the y range, widened by 5 % of its span on both sides, from the bottom to the top. Non-finite values are left
-    out. The x values are steps (iterations, epochs): ticks fall on whole numbers.
+    The x axis runs from the smallest x to the largest (steps: iterations, epochs; whole-number ticks); the y range is
+    widened by 5 % of its span on both sides. Non-finite values are left out. Each line's group carries
+    ``data-series="<name>"``; text stays text (searchable, escaped).
     """
-    left, right, top, bottom = 64, 16, 30, 44
-    pw, ph = width - left - right, height - top - bottom
-    clean = {k: [(float(x), float(y)) for x, y in v if math.isfinite(x) and math.isfinite(y)]
-             for k, v in series.items()}  # fmt: skip
-    pts = [p for v in clean.values() for p in v]
-    e = html.escape
-    out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="{e(title)}">',
-           f'<text x="{width / 2:.1f}" y="18" text-anchor="middle" class="title">{e(title)}</text>']  # fmt: skip
-    if not pts:
-        out.append(f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle">no data</text></svg>')
-        return "".join(out)
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    if x1 == x0:
-        x0, x1 = x0 - 0.5, x1 + 0.5
-    pad = 0.05 * (y1 - y0) if y1 > y0 else 0.5
-    y0, y1 = y0 - pad, y1 + pad
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
+    from matplotlib.ticker import MaxNLocator
 
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + (y1 - y) / (y1 - y0) * ph
-
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>')
-    for t in _nice_ticks(y0, y1):
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_tick_label(t)}</text>')  # fmt: skip
-    for t in _nice_ticks(x0, x1, integer=True):
-        out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{_tick_label(t)}</text>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle">{e(x_label)}</text>')
-    out.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
-               f"{e(y_label)}</text>")  # fmt: skip
-    legend = [f'<rect x="{left + pw - 156}" y="{top + 2}" width="152" height="{16 * len(clean) + 4}" fill="#fff" '
-              'fill-opacity="0.85"/>']  # fmt: skip
+    clean = {
+        k: [(float(x), float(y)) for x, y in v if math.isfinite(x) and math.isfinite(y)] for k, v in series.items()
+    }
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if not any(clean.values()):
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
     for i, (name, points) in enumerate(clean.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-        out.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.6" '
-                   f'data-series="{e(name)}"/>')  # fmt: skip
-        if markers:
-            out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.8" fill="{colour}"/>' for x, y in points]
-        ly, lx = top + 14 + 16 * i, left + pw - 150
-        legend.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="3"/>'
-                      f'<text x="{lx + 25}" y="{ly}">{e(name)}</text>')  # fmt: skip
-    out += legend + ["</svg>"]
-    return "".join(out)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        (line,) = ax.plot(xs, ys, color=COLOURS[i % len(COLOURS)], lw=1.6, marker="o" if markers else None, ms=3)
+        line.set_label(name)
+        line.set_gid(f"series-{i}")
+    if any(clean.values()):
+        ax.margins(x=0, y=0.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(color="#eee")
+        ax.legend(loc="best", fontsize=9)
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "report", "font.size": 9}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})  # the same page for the same runs
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]  # inline: no XML declaration or doctype
+    svg = svg.replace("<svg ", f'<svg class="chart" role="img" aria-label="{html.escape(title)}" ', 1)
+    for i, name in enumerate(clean):
+        svg = svg.replace(f'<g id="series-{i}">', f'<g id="series-{i}" data-series="{html.escape(name)}">', 1)
+    return svg
 
 
 def _load_summary(path: str | os.PathLike) -> dict:
@@ -297,9 +272,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } 
 .charts { display: flex; flex-wrap: wrap; gap: 1em; } .recons { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; }
 .recons img { max-width: 560px; image-rendering: pixelated; border: 1px solid #ddd; }
-svg.chart { font-size: 11px; background: #fff; border: 1px solid #ddd; }
-svg.chart .title { font-size: 13px; font-weight: 600; } svg.chart .frame { fill: none; stroke: #999; }
-svg.chart .grid { stroke: #eee; }
+svg.chart { background: #fff; border: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; } tr.mean td { border-top: 2px solid #666; font-weight: 600; }

@@ -99,17 +99,25 @@ def test_read_scalars_without_events_names_the_folder(tmp_path):
         read_scalars(tmp_path / "nothing")
 
 
-def test_svg_chart_maps_the_extremes_to_the_plot_edges():
-    svg = svg_line_chart({"a<b": [(0, 1.0), (10, 3.0)], "c": [(5, 2.0), (10, float("nan"))]}, "t&t", "x", "y",
-                         width=564, height=374)  # plot area: x 64..548 (484 wide), y 30..330 (300 high)  # fmt: skip
-    lines = re.findall(r'<polyline points="([^"]+)"', svg)
-    a = [tuple(map(float, p.split(","))) for p in lines[0].split()]
-    c = [tuple(map(float, p.split(","))) for p in lines[1].split()]
-    # y from 1 to 3 widened by 5 % of its span (0.1) on both sides: y = 1 -> 330 - 300 * 0.1 / 2.2
-    assert a == [(64.0, pytest.approx(330 - 300 * 0.1 / 2.2, abs=0.06)),
-                 (548.0, pytest.approx(30 + 300 * 0.1 / 2.2, abs=0.06))]  # fmt: skip
-    assert c == [(306.0, 180.0)]  # the NaN point is left out; x = 5 is the middle, y = 2 the middle
+def _lines(svg: str) -> list[tuple[str, list[tuple[float, float]]]]:
+    """``(series name, points in SVG coordinates)`` of each line of a chart."""
+    found = re.findall(r'<g id="series-\d+" data-series="([^"]+)">\s*<path[^>]*? d="([^"]+)"', svg)
+    return [
+        (html.unescape(n), [tuple(map(float, p)) for p in re.findall(r"[ML] ([\d.]+) ([\d.]+)", d)]) for n, d in found
+    ]
+
+
+def test_svg_chart_maps_the_data_linearly_and_leaves_out_non_finite_points():
+    svg = svg_line_chart({"a<b": [(0, 1.0), (10, 3.0)], "c": [(5, 2.0), (10, float("nan"))]}, "t&t", "x", "y")
+    (name_a, a), (name_c, c) = _lines(svg)
+    assert (name_a, name_c) == ("a<b", "c") and len(a) == 2 and len(c) == 1  # the NaN point is left out
+    (ax0, ay0), (ax1, ay1) = a
+    assert ax0 < ax1 and ay0 > ay1  # SVG y grows downwards
+    # x = 5 is the middle of 0..10, y = 2 the middle of 1..3: a linear map puts (5, 2) at the middle of a's ends
+    assert c[0] == (pytest.approx((ax0 + ax1) / 2, abs=0.01), pytest.approx((ay0 + ay1) / 2, abs=0.01))
     assert "t&amp;t" in svg and 'data-series="a&lt;b"' in svg and "a<b" not in svg
+    assert svg.startswith('<svg class="chart"') and "<?xml" not in svg and "<script" not in svg
+    assert svg == svg_line_chart({"a<b": [(0, 1.0), (10, 3.0)], "c": [(5, 2.0), (10, float("nan"))]}, "t&t", "x", "y")
 
 
 def test_svg_chart_without_points_says_so():
@@ -176,10 +184,10 @@ def test_build_report_writes_html_and_images(segmentation_runs, tmp_path):
     # three charts: pre-training loss (4 points), validation Dice of both runs (2 points each), training losses
     charts = re.findall(r"<svg.*?</svg>", page, re.S)
     assert len(charts) == 3
-    series = [re.findall(r'<polyline points="([^"]+)"[^>]*data-series="([^"]+)"', c) for c in charts]
-    assert [(len(p.split()), n) for p, n in series[0]] == [(4, "MAE loss")]
-    assert [(len(p.split()), n) for p, n in series[1]] == [(2, "MAE encoder"), (2, "from scratch")]
-    assert [(len(p.split()), n) for p, n in series[2]] == [(20, "MAE encoder"), (20, "from scratch")]
+    series = [[(n, len(points)) for n, points in _lines(c)] for c in charts]
+    assert series[0] == [("MAE loss", 4)]
+    assert series[1] == [("MAE encoder", 2), ("from scratch", 2)]
+    assert series[2] == [("MAE encoder", 20), ("from scratch", 20)]
     # the per-class table, the better value in bold
     cells = [html.unescape(re.sub("<[^>]+>", "", c)) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", page)]
     assert cells[:9] == ["class", "Dice (MAE encoder)", "Dice (from scratch)", "HD95 mm (MAE encoder)",
