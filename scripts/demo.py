@@ -2,7 +2,7 @@
 from scratch with the same data and seed, evaluation of both, paired bootstrap CI of the difference) -> inference, for
 each bundle; then one HTML report of it all.
 
-Each part's comparison is one run of the study (:func:`shared_networks.tools.study.run_study`, the command
+Each part's comparison is one run of the study (:func:`shared_networks.study.run_study`, the command
 ``python -m shared_networks.cli.study``) with one label fraction (1) and one seed (0), so the demo's tables carry the
 95 % confidence interval of MAE - scratch and its verdict. Every stage is a bundle's own workflow, run with
 ``python -m monai.bundle run`` and ``configs/quick.yaml``, exactly as a user runs it on real data. Run through
@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from shared_networks.study import Run, run_study
 from shared_networks.tools.report import (
     SEGMENTATION_NOTE,
     FineTuneRun,
@@ -40,7 +41,6 @@ from shared_networks.tools.report import (
     build_report,
     summary_table,
 )
-from shared_networks.tools.study import Run, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"

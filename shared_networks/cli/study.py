@@ -8,7 +8,8 @@ Command line::
         [--train_extra "--warmup_epochs 1"] [--arms mae,scratch] [--n_resamples 2000] \\
         [--bootstrap_seed 0] [--subset_seed 0] [--tune_fraction 0.3 | --tune_folds 3]
 
-See :mod:`shared_networks.tools.study` for what it runs and writes.
+See :mod:`shared_networks.study` for what it runs and writes; ``--tune_folds`` runs the cross-validation driver
+(:func:`shared_networks.study.run_folds`), which runs the single study once per fold.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared_networks.cli import run_fire
-from shared_networks.tools.study import run_study
+from shared_networks.study import run_folds, run_study
 
 __all__ = ["main", "study"]
 
@@ -73,10 +74,7 @@ def study(
     Returns:
         The path of summary.json.
     """
-    run_study(
-        bundle_root,
-        dataset_dir,
-        output_dir,
+    options: dict[str, Any] = dict(
         fractions=fractions,
         seeds=seeds,
         mae_ckpt=mae_ckpt,
@@ -89,8 +87,11 @@ def study(
         bootstrap_seed=int(bootstrap_seed),
         subset_seed=int(subset_seed),
         tune_fraction=float(tune_fraction),
-        tune_folds=int(tune_folds),
     )
+    if int(tune_folds):
+        run_folds(bundle_root, dataset_dir, output_dir, int(tune_folds), **options)
+    else:
+        run_study(bundle_root, dataset_dir, output_dir, **options)
     return str(output_dir).rstrip("/") + "/summary.json"
 
 

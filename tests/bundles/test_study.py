@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from shared_networks.study import VERDICTS
 from shared_networks.synthetic.brain import write_msd_phantom_dataset
 from shared_networks.synthetic.ct import write_btcv_phantom_dataset
 from shared_networks.synthetic.cxr import write_cxr14_phantom_dataset
-from shared_networks.tools.study import VERDICTS
 
 REPO = Path(__file__).resolve().parents[2]
 

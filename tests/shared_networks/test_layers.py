@@ -1,5 +1,6 @@
 """The package's layers: no module imports a layer above its own, the imports have no cycle, and importing the facade
-loads only the runtime layers (what a release packs)."""
+loads only the runtime layers (what a release packs). The study sub-package: its modules in one order, none calling
+back up (not the command line, not an earlier step calling a later one), short functions and modules."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ import shared_networks
 
 PACKAGE = Path(shared_networks.__file__).resolve().parent
 NAME = PACKAGE.name
-LAYERS = ("utils", "networks", "engine", "data", "validation", "synthetic", "tools", "cli")
+# study imports only utils (numpy, MONAI's ConfigParser, PIL at call time): above the runtime layers, not released,
+# below the tools (which may read it) and the command lines (which call it)
+LAYERS = ("utils", "networks", "engine", "data", "validation", "synthetic", "study", "tools", "cli")
 RANK = {layer: i for i, layer in enumerate(LAYERS)}
 FACADE_RANK = RANK["validation"]  # the root __init__ may import utils..validation
-EXCLUDED = ("synthetic", "tools", "cli")  # not loaded by `import shared_networks`, not released
+EXCLUDED = ("synthetic", "study", "tools", "cli")  # not loaded by `import shared_networks`, not released
+# the study's modules, each importing only those before it: the cross-validation driver calls the single study
+STUDY_STEPS = ("subsets", "bootstrap", "evaluations", "runs", "summary", "render", "orchestrate", "crossval")
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 500
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -172,3 +179,53 @@ def test_importing_the_package_loads_only_the_runtime_layers() -> None:
     assert f"{NAME}.networks.mae" in loaded and f"{NAME}.data.btcv" in loaded
     assert f"{NAME}.validation.workflow" in loaded  # the training workflows' split check
     assert [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in EXCLUDED] == []
+
+
+# the study sub-package
+
+
+def study_graph() -> dict[str, set[str]]:
+    return {m: t for m, t in import_graph().items() if m == f"{NAME}.study" or m.startswith(f"{NAME}.study.")}
+
+
+def test_the_study_never_imports_the_command_lines_or_the_tools() -> None:
+    graph = study_graph()
+    assert f"{NAME}.study.orchestrate" in graph and f"{NAME}.study.crossval" in graph
+    assert [f"{m} -> {t}" for m, targets in graph.items() for t in targets
+            if t.startswith((f"{NAME}.cli", f"{NAME}.tools"))] == []  # fmt: skip
+
+
+def test_the_study_modules_import_only_earlier_steps() -> None:
+    """No call back up inside the study: crossval may call orchestrate's run_study, never the reverse; no step
+    imports the sub-package's facade (its ``__init__``)."""
+    graph = study_graph()
+    steps = {f"{NAME}.study.{s}": i for i, s in enumerate(STUDY_STEPS)}
+    assert set(graph) == {f"{NAME}.study", *steps}, "a new study module: give it its place in STUDY_STEPS"
+    bad = [f"{m} -> {t}" for m in steps for t in sorted(graph[m]) if t.startswith(f"{NAME}.study")
+           and (t not in steps or steps[t] >= steps[m])]  # fmt: skip
+    assert bad == []
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``"file:line name (n lines)"`` for every function or method (nested ones too) longer than ``limit`` lines,
+    from its ``def`` to its last line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_long_functions_are_found(tmp_path: Path) -> None:
+    body = "".join(f"        x{i} = {i}\n" for i in range(80))  # a method: 1 + 80 lines
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\nclass A:\n    def long(self):\n{body}")
+    assert long_functions(tmp_path / "m.py") == ["m.py:6 long (81 lines)"]
+
+
+def test_the_study_functions_and_modules_are_short() -> None:
+    files = sorted((PACKAGE / "study").glob("*.py"))
+    assert len(files) == len(STUDY_STEPS) + 1
+    assert [f for p in files for f in long_functions(p)] == []
+    lines = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in files}
+    assert {n: k for n, k in lines.items() if k > MAX_MODULE_LINES} == {}
