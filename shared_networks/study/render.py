@@ -121,7 +121,7 @@ def study_html(summary: Mapping[str, Any]) -> str:
 
 # the figure
 
-_COLOURS = {"mae": (214, 39, 40), "scratch": (31, 119, 180), "probe_mae": (255, 127, 14), "probe_random": (44, 160, 44)}
+_COLOURS = {"mae": "#d62728", "scratch": "#1f77b4", "probe_mae": "#ff7f0e", "probe_random": "#2ca02c"}
 
 
 def _arm_series(summary: Mapping[str, Any], fractions: Sequence[str]) -> Series:
@@ -150,81 +150,47 @@ def _difference_series(summary: Mapping[str, Any], fractions: Sequence[str]) -> 
     return out
 
 
-def _value_range(series: Series, zero: bool) -> tuple[float, float]:
-    """The panel's value axis: every value and CI end (and 0 for a difference panel), padded by 8 % each side."""
-    values = [v for s in series.values() for p, ci in s for v in (p, *ci) if v is not None]
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    if zero:
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    pad = 0.08 * (hi - lo)
-    return lo - pad, hi + pad
-
-
-def _panel(draw: Any, font: Any, box: tuple[int, int, int, int], series: Series, fractions: Sequence[str],
-           labels: Mapping[str, str], title: str, zero: bool) -> None:  # fmt: skip
-    """One panel: axes, ticks and title, then each series as points joined by lines with CI bars, and its legend."""
-    x0, y0, x1, y1 = box
-    lo, hi = _value_range(series, zero)
-
-    def px(i: int) -> float:
-        return x0 + (i + 0.5) * (x1 - x0) / len(fractions)
-
-    def py(v: float) -> float:
-        return y1 - (v - lo) / (hi - lo) * (y1 - y0)
-
-    draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0))
-    draw.text((x0, y0 - 28), title, fill=(0, 0, 0), font=font)
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        draw.line([x0 - 4, py(v), x0, py(v)], fill=(0, 0, 0))
-        draw.text((x0 - 52, py(v) - 6), f"{v:.3f}", fill=(0, 0, 0), font=font)
-    for i, f in enumerate(fractions):
-        draw.text((px(i) - 12, y1 + 6), f"{float(f) * 100:g}%", fill=(0, 0, 0), font=font)
-    draw.text(((x0 + x1) // 2 - 60, y1 + 24), "fraction of labelled training patients", fill=(0, 0, 0), font=font)
-    if zero:
-        draw.line([x0, py(0.0), x1, py(0.0)], fill=(150, 150, 150))
+def _panel(
+    ax: Any, series: Series, fractions: Sequence[str], labels: Mapping[str, str], title: str, zero: bool
+) -> None:
+    """One panel: each series as points joined by lines with their 95 % CI as error bars (series side by side at each
+    fraction), the zero line on a difference panel, and a legend."""
     for k, (name, points) in enumerate(series.items()):
-        colour = _COLOURS.get(name.split(" - ")[0], (80, 80, 80))
-        shift = (k - (len(series) - 1) / 2) * 6
-        previous = None
-        for i, (v, ci) in enumerate(points):
-            x = px(i) + shift
-            if ci[0] is not None and ci[1] is not None:
-                draw.line([x, py(ci[0]), x, py(ci[1])], fill=colour, width=2)
-                draw.line([x - 4, py(ci[0]), x + 4, py(ci[0])], fill=colour, width=2)
-                draw.line([x - 4, py(ci[1]), x + 4, py(ci[1])], fill=colour, width=2)
-            if v is not None:
-                draw.ellipse([x - 4, py(v) - 4, x + 4, py(v) + 4], fill=colour)
-                if previous is not None:
-                    draw.line([previous, (x, py(v))], fill=colour, width=2)
-                previous = (x, py(v))
-        draw.line([x0, y1 + 50 + 14 * k, x0 + 20, y1 + 50 + 14 * k], fill=colour, width=3)
-        draw.text((x0 + 26, y1 + 44 + 14 * k), labels.get(name, name), fill=colour, font=font)
+        shift = (k - (len(series) - 1) / 2) * 0.06
+        xs = [i + shift for i, (v, _) in enumerate(points) if v is not None]
+        ys = [v for v, _ in points if v is not None]
+        low = [v - ci[0] if ci[0] is not None else 0.0 for v, ci in points if v is not None]
+        high = [ci[1] - v if ci[1] is not None else 0.0 for v, ci in points if v is not None]
+        colour = _COLOURS.get(name.split(" - ")[0], "#505050")
+        ax.errorbar(xs, ys, yerr=[low, high], color=colour, marker="o", ms=5, capsize=4, lw=1.6,
+                    label=labels.get(name, name))  # fmt: skip
+    if zero:
+        ax.axhline(0.0, color="#999999", lw=1)
+    ax.set_xticks(range(len(fractions)), [f"{float(f) * 100:g}%" for f in fractions])
+    ax.set_xlim(-0.5, len(fractions) - 0.5)
+    ax.set_xlabel("fraction of labelled training patients")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", color="#eeeeee")
+    ax.legend(fontsize=8, loc="best")
 
 
 def write_png(summary: Mapping[str, Any], path: Path) -> Path:
     """``label_efficiency.png``: left, the metric of each arm (seed-averaged, with its bootstrap CI) against the label
-    fraction; right, each paired difference with its CI and the zero line."""
-    from PIL import Image, ImageDraw, ImageFont
+    fraction; right, each paired difference with its CI and the zero line (matplotlib)."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
     m = summary["metric"]
     fractions = sorted(summary["fractions"], key=float)
-    width, height, margin = 1000, 480, 60
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    bottom = height - 110  # room for the axis labels and the legend below
-    panels = [(margin, 40, width // 2 - 20, bottom), (width // 2 + margin, 40, width - 20, bottom)]
     labels = summary["arm_labels"]
-    _panel(draw, font, panels[0], _arm_series(summary, fractions), fractions, labels,
+    fig = Figure(figsize=(10, 4.8), dpi=100, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _panel(left, _arm_series(summary, fractions), fractions, labels,
            f"{m} (mean over classes, seeds averaged; bootstrap 95% CI)", zero=False)  # fmt: skip
-    _panel(draw, font, panels[1], _difference_series(summary, fractions), fractions, labels,
-           f"paired difference of {m} (95% CI)", zero=True)  # fmt: skip
+    _panel(right, _difference_series(summary, fractions), fractions, labels, f"paired difference of {m} (95% CI)",
+           zero=True)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
+    fig.savefig(tmp, format="png", metadata={"Software": None})  # the same bytes for the same summary
     os.replace(tmp, path)
     return path
 
