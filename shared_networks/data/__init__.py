@@ -1,7 +1,9 @@
 """Data of the bundles: datalists of the public layouts (BTCV, MSD Task01 / BraTS 2021, ChestX-ray14), input readers,
 transforms and tumour-region conversions.
 
-* :mod:`~shared_networks.data.btcv`, :mod:`~shared_networks.data.brats`, :mod:`~shared_networks.data.cxr14`: datalists.
+* :mod:`~shared_networks.data.btcv`, :mod:`~shared_networks.data.brats`, :mod:`~shared_networks.data.cxr14`: datalists;
+  the folder layouts and their cases in :mod:`~shared_networks.data.btcv_layouts` and
+  :mod:`~shared_networks.data.brats_layouts`, BTCV's splits in :mod:`~shared_networks.data.btcv_splits`.
 * :mod:`~shared_networks.data.files`: NIfTI and JSON helpers of the datalist builders.
 * :mod:`~shared_networks.data.readers`: inference inputs (NIfTI, DICOM series) and datalist split checks.
 * :mod:`~shared_networks.data.radiographs`: radiographs read as one grey channel;

@@ -276,6 +276,57 @@ def _load_datalist_file(
     return load_datalist_file(datalist_file, parse, check, pretrain_extra_images)
 
 
+def _check_arguments(val_fraction: float, num_val: int | None, missing: str) -> None:
+    """Raise ``ValueError`` naming a bad argument of :func:`cxr14_datalist`."""
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {list(MISSING_POLICIES)}, got {missing!r}.")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
+    if num_val is not None and (isinstance(num_val, bool) or int(num_val) < 1):
+        raise ValueError(f"num_val must be a positive number of patients, got {num_val!r}.")
+
+
+def _on_disk(
+    root: Path, train_val: list[str], test: list[str], images: dict[str, Path], missing: str
+) -> tuple[list[str], list[str]]:
+    """``(train_val, test)`` without the images absent from disk: ``missing="error"`` raises ``FileNotFoundError``
+    naming them, ``"skip"`` leaves them out with a warning."""
+    absent = [n for n in train_val + test if n not in images]
+    if not absent:
+        return train_val, test
+    if missing == "error":
+        raise FileNotFoundError(
+            f"{len(absent)} image(s) listed in {TRAIN_VAL_LIST}/{TEST_LIST} of '{root}' are not on disk "
+            f"(images/ or images_*/images/): {_some(absent)}. Complete the download, or pass missing='skip' "
+            "(--missing_images skip) to leave them out."
+        )
+    logger.warning("%d of %d listed images are not on disk and are left out (missing='skip'): %s",
+                   len(absent), len(train_val) + len(test), _some(absent))  # fmt: skip
+    gone = set(absent)
+    return [n for n in train_val if n not in gone], [n for n in test if n not in gone]
+
+
+def _validation_patients(
+    root: Path,
+    train_val: list[str],
+    labels: dict[str, tuple[list[float], str]],
+    val_fraction: float,
+    num_val: int | None,
+    seed: int,
+) -> set[str]:
+    """The validation patients: ``num_val`` (default ``max(1, round(val_fraction * n_patients))``) of the patients of
+    ``train_val``, drawn with ``seed``; at least one patient is left for training (else ``ValueError``)."""
+    patients = sorted({labels[n][1] for n in train_val})
+    if len(patients) < 2:
+        raise ValueError(f"'{root / TRAIN_VAL_LIST}' holds {len(patients)} patient(s) on disk; need at least 2 "
+                         "(one for training, one for validation).")  # fmt: skip
+    n_val = int(num_val) if num_val is not None else max(1, round(float(val_fraction) * len(patients)))
+    if n_val >= len(patients):
+        raise ValueError(f"num_val {n_val} leaves no training patient out of {len(patients)}.")
+    order = np.random.default_rng(int(seed)).permutation(len(patients))
+    return {patients[i] for i in order[:n_val]}
+
+
 def cxr14_datalist(
     dataset_dir: PathLike,
     val_fraction: float = 0.1,
@@ -317,12 +368,7 @@ def cxr14_datalist(
             split files, images absent from the label file, fewer than two train_val patients.
         FileNotFoundError: missing folder/files, or listed images missing on disk with ``missing="error"``.
     """
-    if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {list(MISSING_POLICIES)}, got {missing!r}.")
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
-    if num_val is not None and (isinstance(num_val, bool) or int(num_val) < 1):
-        raise ValueError(f"num_val must be a positive number of patients, got {num_val!r}.")
+    _check_arguments(val_fraction, num_val, missing)
     extra_images = pretrain_extra_flag(pretrain_extra_images)
     root = as_dir(dataset_dir, "ChestX-ray14 dataset folder")
     if datalist_file is not None:
@@ -337,28 +383,8 @@ def cxr14_datalist(
         raise ValueError(f"{len(unlabelled)} listed image(s) have no row in '{csv_path}': {_some(unlabelled)}.")
     check_split_files(root, train_val, test, labels)
     images = find_cxr14_images(root)
-    absent = [n for n in train_val + test if n not in images]
-    if absent:
-        if missing == "error":
-            raise FileNotFoundError(
-                f"{len(absent)} image(s) listed in {TRAIN_VAL_LIST}/{TEST_LIST} of '{root}' are not on disk "
-                f"(images/ or images_*/images/): {_some(absent)}. Complete the download, or pass missing='skip' "
-                "(--missing_images skip) to leave them out."
-            )
-        logger.warning("%d of %d listed images are not on disk and are left out (missing='skip'): %s",
-                       len(absent), len(train_val) + len(test), _some(absent))  # fmt: skip
-        gone = set(absent)
-        train_val, test = [n for n in train_val if n not in gone], [n for n in test if n not in gone]
-
-    patients = sorted({labels[n][1] for n in train_val})
-    if len(patients) < 2:
-        raise ValueError(f"'{root / TRAIN_VAL_LIST}' holds {len(patients)} patient(s) on disk; need at least 2 "
-                         "(one for training, one for validation).")  # fmt: skip
-    n_val = int(num_val) if num_val is not None else max(1, round(float(val_fraction) * len(patients)))
-    if n_val >= len(patients):
-        raise ValueError(f"num_val {n_val} leaves no training patient out of {len(patients)}.")
-    order = np.random.default_rng(int(seed)).permutation(len(patients))
-    val_patients = {patients[i] for i in order[:n_val]}
+    train_val, test = _on_disk(root, train_val, test, images, missing)
+    val_patients = _validation_patients(root, train_val, labels, val_fraction, num_val, seed)
     training = _items([n for n in train_val if labels[n][1] not in val_patients], labels, images)
     validation = _items([n for n in train_val if labels[n][1] in val_patients], labels, images)
     datalist = {
@@ -369,7 +395,8 @@ def cxr14_datalist(
     }
     _check_disjoint(f"ChestX-ray14 split of '{root}'", datalist)
     logger.info("ChestX-ray14 (%s): %d training, %d validation (%d patients, seed %d), %d test images.",
-                csv_path.name, len(training), len(validation), n_val, int(seed), len(datalist["test"]))  # fmt: skip
+                csv_path.name, len(training), len(validation), len(val_patients), int(seed),
+                len(datalist["test"]))  # fmt: skip
     return datalist
 
 

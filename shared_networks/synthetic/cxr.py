@@ -82,6 +82,8 @@ class _Chest:
     domes: list[float]  # apex height of each hemidiaphragm, image left (patient right) first
     dome_depth: float  # how far the costophrenic angles lie below the apex
     heart: list[float]  # centre u, centre v, half width, half height
+    body_w: float  # half width of the body at the level of the hila
+    rib_gap: float  # spacing of the posterior ribs
 
     def radius(self, cu: float, cv: float, ru: float, rv: float) -> np.ndarray:
         """Normalised elliptical radius about ``(cu, cv)``: below 1 inside the ellipse."""
@@ -178,6 +180,102 @@ def _draw_lung_findings(c: _Chest, image: np.ndarray, lungs: list[np.ndarray], f
     return image
 
 
+def _chest(wanted: set[str], size: int, build: np.random.Generator, rng: np.random.Generator) -> _Chest:
+    """The patient's build (``build``: lung, heart and body sizes) as the findings change it, and this exposure's
+    position (``rng``: ±4 % shift, ±3° rotation) as the (size, size) coordinates ``u``, ``v``."""
+    lung_cx, lung_cy = build.uniform(0.42, 0.46), build.uniform(-0.14, -0.08)
+    lung_rx, lung_ry = build.uniform(0.33, 0.37), build.uniform(0.6, 0.68)
+    heart = [build.uniform(0.08, 0.12), build.uniform(0.22, 0.28), build.uniform(0.28, 0.32), 0.0]
+    heart[3] = heart[2] * build.uniform(0.68, 0.78)
+    body_w, rib_gap = build.uniform(0.86, 0.95), build.uniform(0.105, 0.125)
+    dome_depth = 0.14
+    if "Emphysema" in wanted:
+        lung_ry *= 1.12
+        dome_depth = 0.06
+        heart[2] *= 0.85
+    if "Cardiomegaly" in wanted:
+        heart[2] *= rng.uniform(1.35, 1.5)
+        heart[3] *= rng.uniform(1.1, 1.25)
+        heart[0] += 0.04
+    domes = [
+        lung_cy + 0.82 * lung_ry + rng.uniform(-0.02, 0.02) - 0.03,
+        lung_cy + 0.82 * lung_ry + rng.uniform(-0.02, 0.02),
+    ]
+    if "Emphysema" in wanted:
+        domes = [d + 0.06 for d in domes]
+    if "Atelectasis" in wanted:
+        domes[int(rng.integers(2))] -= 0.09  # volume loss pulls one hemidiaphragm up
+
+    angle = math.radians(rng.uniform(-3.0, 3.0))
+    grid = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    vv, uu = np.meshgrid(grid, grid, indexing="ij")  # (H, W): rows v, columns u
+    du, dv = rng.uniform(-0.04, 0.04, 2)
+    u = math.cos(angle) * uu - math.sin(angle) * vv + du
+    v = math.sin(angle) * uu + math.cos(angle) * vv + dv
+    return _Chest(u, v, rng, lung_cx, lung_cy, lung_rx, lung_ry, domes, dome_depth, heart, body_w, rib_gap)
+
+
+def _draw_trunk(c: _Chest, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, body)``: the soft-tissue body in air with the mediastinum and spine, and the body's soft mask."""
+    u, v = c.u, c.v
+    body = _soft(np.abs(u) - c.body_w * (1.0 - 0.08 * (v - 0.1) ** 2), 0.01)
+    image = _blend(np.full((size, size), 0.04), 0.5, body)
+    image = _blend(image, 0.68, _soft(np.abs(u) - (0.09 + 0.025 * (v + 1.0)), 0.015) * body)
+    image = image + 0.08 * _soft(np.abs(u) - 0.045, 0.01) * body * (0.7 + 0.3 * np.cos(v * 40.0) ** 2)
+    return image, body
+
+
+def _draw_lungs(c: _Chest, image: np.ndarray, wanted: set[str]) -> np.ndarray:
+    """The lungs with vascular markings fading from the hila, then the findings inside them."""
+    lungs = [c.lung(0), c.lung(1)]
+    hila = np.minimum(c.radius(-0.14, c.lung_cy + 0.1, 1, 1), c.radius(0.14, c.lung_cy + 0.1, 1, 1))
+    markings = (
+        (0.035 if "Emphysema" in wanted else 0.1) * _lines(_texture(c.rng, image.shape[0], 1 / 90), 0.35)
+        * np.exp(-hila / 0.45)
+    )  # fmt: skip
+    lung_value = 0.1 if "Emphysema" in wanted else 0.17
+    image = _blend(image, lung_value + markings, np.clip(lungs[0] + lungs[1], 0.0, 1.0))
+    return _draw_lung_findings(c, image, lungs, wanted)
+
+
+def _draw_heart_and_stomach(c: _Chest, image: np.ndarray, body: np.ndarray, wanted: set[str]) -> np.ndarray:
+    """The heart over the lungs, a hiatal hernia behind it, the gastric bubble under the left hemidiaphragm."""
+    rng, u, v = c.rng, c.u, c.v
+    hu, hv, hru, hrv = c.heart
+    image = _blend(image, 0.66, _soft(c.radius(hu, hv, hru, hrv) - 1.0, 0.012) * body)
+    if "Hernia" in wanted:
+        cv, r = hv + hrv * rng.uniform(0.5, 0.8), rng.uniform(0.08, 0.11)
+        sac = _soft(np.hypot(u - 0.4 * hu, v - cv) - r, 0.008)
+        image = _blend(image, 0.78, sac)
+        image = _blend(image, 0.2, sac * _soft(v - cv + rng.uniform(0.0, 0.03), 0.004))  # gas over the fluid level
+    return _blend(image, 0.25, _soft(c.radius(0.75 * c.lung_cx, c.domes[1] + 0.08, 0.08, 0.05) - 1, 0.02) * body)
+
+
+def _draw_bones(c: _Chest, image: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Posterior ribs within the thoracic cage, and the clavicles."""
+    u, v = c.u, c.v
+    bones = np.zeros_like(image)
+    au = np.abs(u)
+    cage = _soft(0.08 - au, 0.01) * _soft(au - 0.9 * c.body_w, 0.01) * _soft(v - max(c.domes) - 0.05, 0.02)
+    for k in range(10):
+        centre = -0.94 + k * c.rib_gap + 0.7 * (au - 0.4) ** 2 + 0.1 * au
+        bones += _soft(np.abs(v - centre) - 0.016, 0.006) * cage
+    for s in (-1, 1):
+        t = np.clip((s * u - 0.06) / 0.5, 0, 1)
+        bones += _soft(np.abs(v + 0.72 + 0.06 * t - 0.02 * t**2) - 0.022, 0.006) * _soft(
+            np.abs(s * u - 0.31) - 0.25, 0.01
+        )
+    return image + 0.08 * np.clip(bones, 0, 1.5) * body
+
+
+def _expose(image: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Detector blur, exposure and quantum noise; the float32 image in [0, 1]."""
+    image = gaussian_filter(image, sigma=max(size / 384, 0.3))
+    image = image * rng.uniform(0.92, 1.08) + rng.uniform(-0.03, 0.03)
+    image = image + rng.normal(0.0, rng.uniform(0.008, 0.016), image.shape)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
 def make_cxr_phantom(
     findings: Iterable[str] = (), size: int = 256, seed: int = 0, anatomy_seed: int | None = None
 ) -> np.ndarray:
@@ -227,83 +325,12 @@ def make_cxr_phantom(
     size = int(size)
     build = np.random.default_rng(seed if anatomy_seed is None else anatomy_seed)
     rng = np.random.default_rng(seed)
-
-    lung_cx, lung_cy = build.uniform(0.42, 0.46), build.uniform(-0.14, -0.08)
-    lung_rx, lung_ry = build.uniform(0.33, 0.37), build.uniform(0.6, 0.68)
-    heart = [build.uniform(0.08, 0.12), build.uniform(0.22, 0.28), build.uniform(0.28, 0.32), 0.0]
-    heart[3] = heart[2] * build.uniform(0.68, 0.78)
-    body_w, rib_gap = build.uniform(0.86, 0.95), build.uniform(0.105, 0.125)
-    dome_depth = 0.14
-    if "Emphysema" in wanted:
-        lung_ry *= 1.12
-        dome_depth = 0.06
-        heart[2] *= 0.85
-    if "Cardiomegaly" in wanted:
-        heart[2] *= rng.uniform(1.35, 1.5)
-        heart[3] *= rng.uniform(1.1, 1.25)
-        heart[0] += 0.04
-    domes = [
-        lung_cy + 0.82 * lung_ry + rng.uniform(-0.02, 0.02) - 0.03,
-        lung_cy + 0.82 * lung_ry + rng.uniform(-0.02, 0.02),
-    ]
-    if "Emphysema" in wanted:
-        domes = [d + 0.06 for d in domes]
-    if "Atelectasis" in wanted:
-        domes[int(rng.integers(2))] -= 0.09  # volume loss pulls one hemidiaphragm up
-
-    angle = math.radians(rng.uniform(-3.0, 3.0))
-    grid = (np.arange(size) + 0.5) / size * 2.0 - 1.0
-    vv, uu = np.meshgrid(grid, grid, indexing="ij")  # (H, W): rows v, columns u
-    du, dv = rng.uniform(-0.04, 0.04, 2)
-    u = math.cos(angle) * uu - math.sin(angle) * vv + du
-    v = math.sin(angle) * uu + math.cos(angle) * vv + dv
-    c = _Chest(u, v, rng, lung_cx, lung_cy, lung_rx, lung_ry, domes, dome_depth, heart)
-
-    # body, mediastinum, spine
-    body = _soft(np.abs(u) - body_w * (1.0 - 0.08 * (v - 0.1) ** 2), 0.01)
-    image = _blend(np.full((size, size), 0.04), 0.5, body)
-    image = _blend(image, 0.68, _soft(np.abs(u) - (0.09 + 0.025 * (v + 1.0)), 0.015) * body)
-    image = image + 0.08 * _soft(np.abs(u) - 0.045, 0.01) * body * (0.7 + 0.3 * np.cos(v * 40.0) ** 2)
-
-    # lungs with vascular markings, then the findings inside them
-    lungs = [c.lung(0), c.lung(1)]
-    hila = np.minimum(c.radius(-0.14, lung_cy + 0.1, 1, 1), c.radius(0.14, lung_cy + 0.1, 1, 1))
-    markings = (
-        (0.035 if "Emphysema" in wanted else 0.1) * _lines(_texture(rng, size, 1 / 90), 0.35) * np.exp(-hila / 0.45)
-    )
-    lung_value = 0.1 if "Emphysema" in wanted else 0.17
-    image = _blend(image, lung_value + markings, np.clip(lungs[0] + lungs[1], 0.0, 1.0))
-    image = _draw_lung_findings(c, image, lungs, wanted)
-
-    # heart over the lungs, a hiatal hernia behind it, the gastric bubble under the left hemidiaphragm
-    hu, hv, hru, hrv = c.heart
-    image = _blend(image, 0.66, _soft(c.radius(hu, hv, hru, hrv) - 1.0, 0.012) * body)
-    if "Hernia" in wanted:
-        cv, r = hv + hrv * rng.uniform(0.5, 0.8), rng.uniform(0.08, 0.11)
-        sac = _soft(np.hypot(u - 0.4 * hu, v - cv) - r, 0.008)
-        image = _blend(image, 0.78, sac)
-        image = _blend(image, 0.2, sac * _soft(v - cv + rng.uniform(0.0, 0.03), 0.004))  # gas over the fluid level
-    image = _blend(image, 0.25, _soft(c.radius(0.75 * lung_cx, domes[1] + 0.08, 0.08, 0.05) - 1, 0.02) * body)
-
-    # posterior ribs within the thoracic cage, clavicles
-    bones = np.zeros_like(image)
-    au = np.abs(u)
-    cage = _soft(0.08 - au, 0.01) * _soft(au - 0.9 * body_w, 0.01) * _soft(v - max(domes) - 0.05, 0.02)
-    for k in range(10):
-        centre = -0.94 + k * rib_gap + 0.7 * (au - 0.4) ** 2 + 0.1 * au
-        bones += _soft(np.abs(v - centre) - 0.016, 0.006) * cage
-    for s in (-1, 1):
-        t = np.clip((s * u - 0.06) / 0.5, 0, 1)
-        bones += _soft(np.abs(v + 0.72 + 0.06 * t - 0.02 * t**2) - 0.022, 0.006) * _soft(
-            np.abs(s * u - 0.31) - 0.25, 0.01
-        )
-    image = image + 0.08 * np.clip(bones, 0, 1.5) * body
-
-    # detector blur, exposure, quantum noise
-    image = gaussian_filter(image, sigma=max(size / 384, 0.3))
-    image = image * rng.uniform(0.92, 1.08) + rng.uniform(-0.03, 0.03)
-    image = image + rng.normal(0.0, rng.uniform(0.008, 0.016), image.shape)
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+    c = _chest(wanted, size, build, rng)
+    image, body = _draw_trunk(c, size)
+    image = _draw_lungs(c, image, wanted)
+    image = _draw_heart_and_stomach(c, image, body, wanted)
+    image = _draw_bones(c, image, body)
+    return _expose(image, rng, size)
 
 
 def _save_png(image: np.ndarray, path: Path, mode: str) -> None:
@@ -336,6 +363,75 @@ def _seed_of(*keys: int) -> int:
 def _png_mode(index: int) -> str:
     """PNG storage of the ``index``-th image: mostly 8-bit grey, one in 20 RGBA and one in 20 16-bit grey."""
     return {7: "RGBA", 13: "I;16"}.get(index % 20, "L")
+
+
+def _check_dataset_arguments(
+    num_patients: int, size: int, seed: int, prevalence: float, test_fraction: float, max_followups: int
+) -> None:
+    """Raise ``ValueError`` naming a bad argument of :func:`write_cxr14_phantom_dataset`."""
+    for name, value, low in (("num_patients", num_patients, 3), ("max_followups", max_followups, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}.")
+    if not 0.0 <= float(prevalence) <= 1.0 or not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(
+            f"prevalence must be in [0, 1] and test_fraction in (0, 1), got {prevalence}, {test_fraction}."
+        )
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < CXR_MIN_SIZE:
+        raise ValueError(f"size must be an integer of at least {CXR_MIN_SIZE}, got {size!r}.")
+
+
+def _write_patients(
+    root: Path,
+    rng: np.random.Generator,
+    num_patients: int,
+    size: int,
+    seed: int,
+    prevalence: float,
+    max_followups: int,
+) -> tuple[list[list], dict[int, list[str]]]:
+    """Draw and save every patient's images in ``root/images`` (see :func:`write_cxr14_phantom_dataset`).
+
+    Returns:
+        ``(rows, names_of)``: the rows of ``Data_Entry_2017.csv`` and each patient's image names.
+    """
+    rows, names_of = [], {}
+    index = 0
+    for patient in range(1, num_patients + 1):
+        base = rng.random(len(CXR14_FINDINGS)) < prevalence
+        age, sex = int(rng.integers(18, 90)), str(rng.choice(["M", "F"]))
+        names_of[patient] = []
+        for follow_up in range(int(rng.integers(1, max_followups + 1))):
+            present = (base & (rng.random(len(base)) < 0.8)) | (rng.random(len(base)) < prevalence / 4)
+            findings = [f for f, p in zip(CXR14_FINDINGS, present, strict=True) if p]
+            name = f"{patient:08d}_{follow_up:03d}.png"
+            image = make_cxr_phantom(findings, size, seed=_seed_of(seed, patient, follow_up + 1),
+                                     anatomy_seed=_seed_of(seed, patient, 0))  # fmt: skip
+            _save_png(image, root / "images" / name, _png_mode(index))
+            index += 1
+            view = "AP" if rng.random() < 0.2 else "PA"
+            rows.append([name, "|".join(findings) or "No Finding", follow_up, patient, age + follow_up, sex, view,
+                         2500, 2048, 0.143, 0.143])  # fmt: skip
+            names_of[patient].append(name)
+    return rows, names_of
+
+
+def _write_tables(root: Path, rows: list[list], names_of: dict[int, list[str]], test_patients: set[int]) -> list[str]:
+    """Write ``Data_Entry_2017.csv``, ``train_val_list.txt`` and ``test_list.txt`` (the images of ``test_patients``);
+    warn of images of an earlier run that they do not list. Returns the test images."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CXR_CSV_COLUMNS)
+    writer.writerows(rows)
+    atomic_write_text(root / "Data_Entry_2017.csv", text.getvalue())
+    test = [n for p in sorted(names_of) if p in test_patients for n in names_of[p]]
+    train_val = [n for p in sorted(names_of) if p not in test_patients for n in names_of[p]]
+    atomic_write_text(root / TRAIN_VAL_LIST, "".join(f"{n}\n" for n in train_val))
+    atomic_write_text(root / TEST_LIST, "".join(f"{n}\n" for n in test))
+    stale = sorted(p.name for p in (root / "images").glob("*.png") if p.name not in {r[0] for r in rows})
+    if stale:
+        logger.warning("'%s' holds %d images from an earlier run not listed in Data_Entry_2017.csv: %s",
+                       root / "images", len(stale), stale[:5])  # fmt: skip
+    return test
 
 
 def write_cxr14_phantom_dataset(
@@ -371,55 +467,17 @@ def write_cxr14_phantom_dataset(
     Raises:
         ValueError: for bad arguments or an ``output_dir`` that is a file.
     """
-    for name, value, low in (("num_patients", num_patients, 3), ("max_followups", max_followups, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}.")
-    if not 0.0 <= float(prevalence) <= 1.0 or not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(
-            f"prevalence must be in [0, 1] and test_fraction in (0, 1), got {prevalence}, {test_fraction}."
-        )
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < CXR_MIN_SIZE:
-        raise ValueError(f"size must be an integer of at least {CXR_MIN_SIZE}, got {size!r}.")
+    _check_dataset_arguments(num_patients, size, seed, prevalence, test_fraction, max_followups)
     root = Path(output_dir).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ValueError(f"output_dir '{root}' exists and is not a folder.")
     (root / "images").mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(seed)
-    rows, names_of = [], {}
-    index = 0
-    for patient in range(1, int(num_patients) + 1):
-        base = rng.random(len(CXR14_FINDINGS)) < prevalence
-        age, sex = int(rng.integers(18, 90)), str(rng.choice(["M", "F"]))
-        names_of[patient] = []
-        for follow_up in range(int(rng.integers(1, int(max_followups) + 1))):
-            present = (base & (rng.random(len(base)) < 0.8)) | (rng.random(len(base)) < prevalence / 4)
-            findings = [f for f, p in zip(CXR14_FINDINGS, present, strict=True) if p]
-            name = f"{patient:08d}_{follow_up:03d}.png"
-            image = make_cxr_phantom(findings, int(size), seed=_seed_of(int(seed), patient, follow_up + 1),
-                                     anatomy_seed=_seed_of(int(seed), patient, 0))  # fmt: skip
-            _save_png(image, root / "images" / name, _png_mode(index))
-            index += 1
-            view = "AP" if rng.random() < 0.2 else "PA"
-            rows.append([name, "|".join(findings) or "No Finding", follow_up, patient, age + follow_up, sex, view,
-                         2500, 2048, 0.143, 0.143])  # fmt: skip
-            names_of[patient].append(name)
-
+    rows, names_of = _write_patients(root, rng, int(num_patients), int(size), int(seed), prevalence, int(max_followups))
     order = rng.permutation(np.arange(1, int(num_patients) + 1))
     test_patients = set(order[: max(1, round(float(test_fraction) * int(num_patients)))].tolist())
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(CXR_CSV_COLUMNS)
-    writer.writerows(rows)
-    atomic_write_text(root / "Data_Entry_2017.csv", text.getvalue())
-    test = [n for p in sorted(names_of) if p in test_patients for n in names_of[p]]
-    train_val = [n for p in sorted(names_of) if p not in test_patients for n in names_of[p]]
-    atomic_write_text(root / TRAIN_VAL_LIST, "".join(f"{n}\n" for n in train_val))
-    atomic_write_text(root / TEST_LIST, "".join(f"{n}\n" for n in test))
-    stale = sorted(p.name for p in (root / "images").glob("*.png") if p.name not in {r[0] for r in rows})
-    if stale:
-        logger.warning("'%s' holds %d images from an earlier run not listed in Data_Entry_2017.csv: %s",
-                       root / "images", len(stale), stale[:5])  # fmt: skip
+    test = _write_tables(root, rows, names_of, test_patients)
     logger.info("Wrote %d synthetic chest radiographs of %d patients (%d test images) to '%s'.",
                 len(rows), num_patients, len(test), root)  # fmt: skip
     return root

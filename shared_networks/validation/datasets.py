@@ -261,6 +261,63 @@ def validate_brats(
     )
 
 
+def _cxr14_labels(
+    report: ValidationReport, root: Path, labels_csv: PathLike | None
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """``(labels, csv_path)``: the rows of the ChestX-ray14 label file (``None`` when it cannot be read) and its path
+    (``None`` when there is none); every problem (each bad row too) reported."""
+    issues: list[tuple[str, Exception]] = []
+    labels: dict[str, Any] | None = None
+    csv_path: Path | None = None
+    try:
+        csv_path = cxr14.find_labels_csv(root, labels_csv)
+    except (OSError, ValueError) as err:
+        report.error(root, str(err))
+    if csv_path is not None and not _unusable(report, csv_path, root):
+        try:
+            labels = cxr14.read_cxr14_labels(csv_path, issues)
+        except (OSError, ValueError) as err:
+            report.error(csv_path, str(err))
+    collect(report, issues)
+    return labels, csv_path
+
+
+def _cxr14_split_lists(report: ValidationReport, root: Path) -> dict[str, list[str] | None]:
+    """The image names of ``train_val_list.txt`` and ``test_list.txt`` by file name (``None`` for a file that cannot
+    be read, the problem reported)."""
+    split: dict[str, list[str] | None] = dict.fromkeys((cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST))
+    for name in split:
+        if _unusable(report, root / name, root):
+            continue
+        try:
+            split[name] = cxr14.read_split_list(root / name)
+        except (OSError, ValueError) as err:
+            report.error(root / name, str(err))
+    return split
+
+
+def _cxr14_listed_images(
+    report: ValidationReport, root: Path, listed: Sequence[str], images: Mapping[str, Path], missing: str
+) -> list[Path]:
+    """The files of the ``listed`` images that are on disk. A listed image that is not: a FIFO, folder or device in
+    its place is an error naming it; otherwise a warning with ``missing="skip"``, else an error (when the folder
+    holds images at all)."""
+    absent = [name for name in dict.fromkeys(listed) if name not in images]
+    scanned = nonregular_entries(root, (".png",), 3) if absent else {}  # images/, images_*/images/
+    nonregular = {path.name: (path, problem) for path, problem in scanned.items()}
+    present = []
+    for name in dict.fromkeys(listed):
+        if name in images:
+            present.append(images[name])
+        elif name in nonregular:  # a FIFO, folder or device in place of the image: named, not "missing"
+            report.error(*nonregular[name])
+        elif missing == "skip":
+            report.warning(root / "images" / name, "listed in the split files but not on disk (left out)")
+        elif images:
+            report.error(root / "images" / name, "listed in the split files but not on disk")
+    return present
+
+
 def validate_cxr14(
     dataset_dir: PathLike,
     missing: str = "error",
@@ -293,33 +350,14 @@ def validate_cxr14(
     if missing not in cxr14.MISSING_POLICIES:
         report.error(root, f"missing must be one of {list(cxr14.MISSING_POLICIES)}, got {missing!r}")
         return report
-    issues: list[tuple[str, Exception]] = []
-    labels: dict[str, Any] | None = None
-    csv_path: Path | None = None
-    try:
-        csv_path = cxr14.find_labels_csv(root, labels_csv)
-    except (OSError, ValueError) as err:
-        report.error(root, str(err))
-    if csv_path is not None and not _unusable(report, csv_path, root):
-        try:
-            labels = cxr14.read_cxr14_labels(csv_path, issues)
-        except (OSError, ValueError) as err:
-            report.error(csv_path, str(err))
-    collect(report, issues)
+    labels, csv_path = _cxr14_labels(report, root, labels_csv)
     try:
         images = cxr14.find_cxr14_images(root)
     except (OSError, ValueError) as err:
         report.error(root, str(err))
         images = {}
-    split: dict[str, list[str] | None] = dict.fromkeys((cxr14.TRAIN_VAL_LIST, cxr14.TEST_LIST))
-    for name in split:
-        if _unusable(report, root / name, root):
-            continue
-        try:
-            split[name] = cxr14.read_split_list(root / name)
-        except (OSError, ValueError) as err:
-            report.error(root / name, str(err))
-    issues = []
+    split = _cxr14_split_lists(report, root)
+    issues: list[tuple[str, Exception]] = []
     cxr14.check_split_files(root, split[cxr14.TRAIN_VAL_LIST], split[cxr14.TEST_LIST], labels, issues)
     collect(report, issues)
     listed = [name for names in split.values() for name in names or []]
@@ -327,18 +365,6 @@ def validate_cxr14(
         for name in listed:
             if name not in labels:
                 report.error(root / "images" / name, f"listed in the split files but has no row in '{csv_path.name}'")
-    absent = [name for name in dict.fromkeys(listed) if name not in images]
-    scanned = nonregular_entries(root, (".png",), 3) if absent else {}  # images/, images_*/images/
-    nonregular = {path.name: (path, problem) for path, problem in scanned.items()}
-    present = []
-    for name in dict.fromkeys(listed):
-        if name in images:
-            present.append(images[name])
-        elif name in nonregular:  # a FIFO, folder or device in place of the image: named, not "missing"
-            report.error(*nonregular[name])
-        elif missing == "skip":
-            report.warning(root / "images" / name, "listed in the split files but not on disk (left out)")
-        elif images:
-            report.error(root / "images" / name, "listed in the split files but not on disk")
+    present = _cxr14_listed_images(report, root, listed, images, missing)
     check_items(report, present, lambda p: check_png(p, read_data, root, max_pixels), num_workers)
     return report

@@ -86,6 +86,59 @@ def _stored_bytes(path: Path, limit: int) -> tuple[int, bool]:
     return count, True
 
 
+def _path_problem(path: Path, root: Path | None) -> Problem | None:
+    """The error of a path that cannot be a volume: a link out of ``root``, a FIFO, folder or device (named, never
+    opened), a file whose content is not its name's format or that cannot be read; ``None`` when there is none."""
+    link = outside_link(path, root)
+    if link is not None:
+        return link
+    problem = file_problem(path)  # a FIFO, folder or device is named, never opened
+    if problem is None:
+        try:
+            problem = content_problem(path)
+        except OSError as err:
+            problem = f"cannot be read ({type(err).__name__}: {err})"
+    return None if problem is None else Problem(ERROR, str(path), problem)
+
+
+def _voxel_problem(img: Any, dtype: np.dtype, shape: tuple[int, ...], max_voxels: int) -> str | None:
+    """What keeps the header's voxels from being read: a data type the loaders cannot read as float32 intensities
+    (complex, RGB, other compound types), or more than ``max_voxels`` voxels; ``None`` when there is nothing."""
+    if dtype.kind not in _REAL_KINDS:
+        code = int(img.header["datatype"]) if "datatype" in img.header else "?"
+        name = img.header.get_value_label("datatype") if "datatype" in img.header else str(dtype)
+        return (
+            f"has data type {name} (NIfTI datatype code {code}, numpy {dtype}): the bundles' loaders read real-valued "
+            "voxels as float32; complex, RGB and other compound data are not supported"
+        )
+    voxels = math.prod(shape)
+    if voxels > max_voxels:
+        return (
+            f"header declares shape {shape} = {voxels} voxels, more than the limit of {max_voxels} (max_voxels); the "
+            "voxels are not read. Raise --max_voxels if the image is real."
+        )
+    return None
+
+
+def _length_problem(path: Path, declared: int, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """How the file's (uncompressed) length disagrees with the ``declared`` bytes of its header, in either direction;
+    ``None`` when they agree."""
+    try:
+        stored, complete = _stored_bytes(path, declared)
+    except Exception as err:  # gzip.BadGzipFile, zlib.error, OSError ...
+        return f"corrupt compressed data ({type(err).__name__}: {err})"
+    what = f"header declares {declared} bytes (shape {shape}, {dtype})"
+    if not complete or stored < declared:
+        cut = f"its gzip stream is cut short (after at least {stored})" if not complete else f"it holds {stored}"
+        return f"truncated or corrupt voxel data: {what} but {cut} (header and content disagree)"
+    if stored > declared:
+        return (
+            f"{what} but holds at least {stored - declared} bytes more (header and content disagree: the header's "
+            "shape or data type is wrong)"
+        )
+    return None
+
+
 def _read_volume(
     path: Path, problems: list[Problem], read_data: bool, root: Path | None = None, max_voxels: int = MAX_VOXELS
 ) -> _Volume | None:
@@ -95,18 +148,9 @@ def _read_volume(
     the header's voxel count is held against ``max_voxels``, and the file's (uncompressed) length against what the
     header declares, in both directions.
     """
-    link = outside_link(path, root)
-    if link is not None:
-        problems.append(link)
-        return None
-    problem = file_problem(path)  # a FIFO, folder or device is named, never opened
-    if problem is None:
-        try:
-            problem = content_problem(path)
-        except OSError as err:
-            problem = f"cannot be read ({type(err).__name__}: {err})"
+    problem = _path_problem(path, root)
     if problem is not None:
-        problems.append(Problem(ERROR, str(path), problem))
+        problems.append(problem)
         return None
     try:
         img = nib.load(path)
@@ -119,54 +163,18 @@ def _read_volume(
     except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ... for broken files
         problems.append(Problem(ERROR, str(path), f"not a readable NIfTI file ({type(err).__name__}: {err})"))
         return None
-    if dtype.kind not in _REAL_KINDS:
-        code = int(img.header["datatype"]) if "datatype" in img.header else "?"
-        name = img.header.get_value_label("datatype") if "datatype" in img.header else str(dtype)
-        problems.append(
-            Problem(
-                ERROR, str(path), f"has data type {name} (NIfTI datatype code {code}, numpy {dtype}): the bundles' "
-                "loaders read real-valued voxels as float32; complex, RGB and other compound data are not supported",
-            )
-        )  # fmt: skip
-        return None
-    voxels = math.prod(shape)
-    if voxels > max_voxels:
-        problems.append(
-            Problem(
-                ERROR, str(path), f"header declares shape {shape} = {voxels} voxels, more than the limit of "
-                f"{max_voxels} (max_voxels); the voxels are not read. Raise --max_voxels if the image is real.",
-            )
-        )  # fmt: skip
-        return None
+    error = _voxel_problem(img, dtype, shape, max_voxels)
+    if error is None and (read_data or not path.name.endswith(".gz")):
+        error = _length_problem(path, declared, shape, dtype)
     data = None
-    if read_data or not path.name.endswith(".gz"):
-        try:
-            stored, complete = _stored_bytes(path, declared)
-        except Exception as err:  # gzip.BadGzipFile, zlib.error, OSError ...
-            problems.append(Problem(ERROR, str(path), f"corrupt compressed data ({type(err).__name__}: {err})"))
-            return None
-        what = f"header declares {declared} bytes (shape {shape}, {img.header.get_data_dtype()})"
-        if not complete or stored < declared:
-            cut = f"its gzip stream is cut short (after at least {stored})" if not complete else f"it holds {stored}"
-            problems.append(
-                Problem(ERROR, str(path), f"truncated or corrupt voxel data: {what} but {cut} (header and content "
-                        "disagree)")
-            )  # fmt: skip
-            return None
-        if stored > declared:
-            problems.append(
-                Problem(ERROR, str(path), f"{what} but holds at least {stored - declared} bytes more (header and "
-                        "content disagree: the header's shape or data type is wrong)")
-            )  # fmt: skip
-            return None
-    if read_data:
+    if error is None and read_data:
         try:
             data = np.asanyarray(img.dataobj)
         except Exception as err:  # EOFError, OSError, ValueError, zlib.error, MemoryError ...
-            problems.append(
-                Problem(ERROR, str(path), f"truncated or corrupt voxel data ({type(err).__name__}: {err})")
-            )
-            return None
+            error = f"truncated or corrupt voxel data ({type(err).__name__}: {err})"
+    if error is not None:
+        problems.append(Problem(ERROR, str(path), error))
+        return None
     if not np.isfinite(affine).all():
         problems.append(Problem(ERROR, str(path), f"affine holds NaN or inf: {affine.tolist()}"))
     scaling = (slope, inter) if (slope, inter) != (1.0, 0.0) else None
@@ -265,9 +273,7 @@ def _check_label(vol: _Volume, spec: VolumeSpec, problems: list[Problem]) -> Non
     outside = [v.item() for v in values if v.item() not in allowed]
     if allowed and outside:
         shown = ", ".join(str(v) for v in outside[:10]) + (" ..." if len(outside) > 10 else "")
-        problems.append(
-            Problem(ERROR, path, f"label values {shown} are outside the {spec.name} set {sorted(allowed)}")
-        )
+        problems.append(Problem(ERROR, path, f"label values {shown} are outside the {spec.name} set {sorted(allowed)}"))
     elif values.size == 1 and values[0] == 0:
         problems.append(Problem(WARNING, path, "label map has no foreground: every voxel is background (0)"))
 
