@@ -55,12 +55,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    arms = {"sdpa_flash": sdpa(SDPBackend.FLASH_ATTENTION), "sdpa_math": sdpa(SDPBackend.MATH),
-            "matmul": attention_matmul}  # fmt: skip
+    arms = {
+        "sdpa_flash": sdpa(SDPBackend.FLASH_ATTENTION),
+        "sdpa_math": sdpa(SDPBackend.MATH),
+        "matmul": attention_matmul,
+    }
     for shape in SHAPES:
         for dtype in (torch.bfloat16, torch.float32):
-            record = {"name": "attention_fwd_bwd", "device": args.device, "shape": list(shape),
-                      "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads()}  # fmt: skip
+            record = {
+                "name": "attention_fwd_bwd",
+                "device": args.device,
+                "shape": list(shape),
+                "dtype": str(dtype).removeprefix("torch."),
+                "threads": torch.get_num_threads(),
+            }
             for name, fn in arms.items():
                 try:
                     record[f"{name}_ms"] = round(time_ms(fn, shape, dtype, args.device, args.repeats), 3)

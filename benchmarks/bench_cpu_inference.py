@@ -102,10 +102,16 @@ def write_ct(path: Path, shape: Sequence[int] = (273, 273, 125), pixdim: Sequenc
 def make_workflow(bundle: Path, inputs: Path, out: Path, model: Path, setting: dict) -> ConfigWorkflow:
     configs = bundle / "configs"
     wf = ConfigWorkflow(
-        config_file=[str(configs / f) for f in CONFIG_FILES], meta_file=str(configs / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"), workflow_type="infer", bundle_root=str(bundle),
-        dataset_dir=str(inputs), output_dir=str(out), model_path=str(model), **setting,
-    )  # fmt: skip
+        config_file=[str(configs / f) for f in CONFIG_FILES],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        workflow_type="infer",
+        bundle_root=str(bundle),
+        dataset_dir=str(inputs),
+        output_dir=str(out),
+        model_path=str(model),
+        **setting,
+    )
     wf.initialize()
     return wf
 
@@ -293,8 +299,13 @@ def network_levers(args: argparse.Namespace, bundle: Path, model: Path, work: Pa
                 return compiled(x).float()
 
         fns["compile_bf16"] = compiled_bf16
-    rec: dict = {"name": "cpu_inference_btcv_network_levers", "device": device_name(torch.device("cpu")),
-                 "windows": int(args.sw_batch_size), "roi": list(roi), **rec_errors}  # fmt: skip
+    rec: dict = {
+        "name": "cpu_inference_btcv_network_levers",
+        "device": device_name(torch.device("cpu")),
+        "windows": int(args.sw_batch_size),
+        "roi": list(roi),
+        **rec_errors,
+    }
     ref = None
     for lever, fn in fns.items():
         try:

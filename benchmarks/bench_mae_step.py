@@ -81,14 +81,35 @@ class Case:
 CASES = {
     c.name: c
     for c in (
-        Case("3d_vitb16_96_b2", spatial_dims=3, img_size=96, batch=2, decoder_hidden_size=384, decoder_num_heads=12,
-             decoder_mlp_dim=1536),
-        Case("3d_vitb16_96_b4", spatial_dims=3, img_size=96, batch=4, decoder_hidden_size=384, decoder_num_heads=12,
-             decoder_mlp_dim=1536),
-        Case("2d_vitb16_224_b8", spatial_dims=2, img_size=224, batch=8, decoder_hidden_size=256, decoder_num_heads=8,
-             decoder_mlp_dim=1024),
+        Case(
+            "3d_vitb16_96_b2",
+            spatial_dims=3,
+            img_size=96,
+            batch=2,
+            decoder_hidden_size=384,
+            decoder_num_heads=12,
+            decoder_mlp_dim=1536,
+        ),
+        Case(
+            "3d_vitb16_96_b4",
+            spatial_dims=3,
+            img_size=96,
+            batch=4,
+            decoder_hidden_size=384,
+            decoder_num_heads=12,
+            decoder_mlp_dim=1536,
+        ),
+        Case(
+            "2d_vitb16_224_b8",
+            spatial_dims=2,
+            img_size=224,
+            batch=8,
+            decoder_hidden_size=256,
+            decoder_num_heads=8,
+            decoder_mlp_dim=1024,
+        ),
     )
-}  # fmt: skip
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -394,8 +415,14 @@ def child_memory(arm_name: str, case: Case, settings: Settings, steps: int) -> d
     torch.set_num_threads(settings.threads)
     gc.collect()
     rss_start = current_rss_kb()
-    arm = build_arm(arm_name, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer,
-                    compile_ours=settings.compile)  # fmt: skip
+    arm = build_arm(
+        arm_name,
+        case,
+        settings.precision,
+        settings.ours_optimizer,
+        settings.monai_optimizer,
+        compile_ours=settings.compile,
+    )
     imgs = make_input(case)
     arm.step(imgs)  # allocates AdamW's exp_avg / exp_avg_sq
     gc.collect()
@@ -480,7 +507,7 @@ def run_case(case: Case, repeats: int, warmup: int, settings: Settings, mem_step
         start = torch.cuda.memory_allocated(device) if on_cuda else 0
         arms[arm] = build_arm(
             arm, case, settings.precision, settings.ours_optimizer, settings.monai_optimizer, device, settings.compile
-        )  # fmt: skip
+        )
         if on_cuda and measure:  # each arm's peak right after it is built, in this process
             mem[arm] = cuda_memory(arms[arm], imgs, mem_steps, start)
     check_monai_patchify(arms["monai"].net, imgs, case.patch_size)
@@ -574,8 +601,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1 or args.mem_steps < 0:
         raise SystemExit("--repeats and --threads must be >= 1, --warmup and --mem-steps >= 0.")
-    settings = Settings(args.device, args.precision, args.ours_optimizer, args.monai_optimizer, args.threads,
-                        args.compile)  # fmt: skip
+    settings = Settings(
+        args.device, args.precision, args.ours_optimizer, args.monai_optimizer, args.threads, args.compile
+    )
     cases = [with_batch(CASES[name], args.batch) for name in args.cases]
     if args.child:
         print(json.dumps(child_memory(args.child, cases[0], settings, args.mem_steps)), flush=True)

@@ -129,11 +129,19 @@ def run_step(args: argparse.Namespace, device: torch.device) -> dict:
             dt, peak, _ = meter(step(arm))
             times[arm].append(dt)
             peaks[arm].append(peak)
-    return record(f"unetr_step_b{args.batch}_{args.precision}", args, device, times, peaks, extra={
-        "ours_optimizer": args.ours_optimizer, "monai_optimizer": args.monai_optimizer,
-        "ours_params": sum(p.numel() for p in nets["ours"].parameters()),
-        "monai_params": sum(p.numel() for p in nets["monai"].parameters()),
-    })  # fmt: skip
+    return record(
+        f"unetr_step_b{args.batch}_{args.precision}",
+        args,
+        device,
+        times,
+        peaks,
+        extra={
+            "ours_optimizer": args.ours_optimizer,
+            "monai_optimizer": args.monai_optimizer,
+            "ours_params": sum(p.numel() for p in nets["ours"].parameters()),
+            "monai_params": sum(p.numel() for p in nets["monai"].parameters()),
+        },
+    )
 
 
 def make_ct(shape: Sequence[int]) -> torch.Tensor:
@@ -181,11 +189,23 @@ def run_sliding(args: argparse.Namespace, device: torch.device) -> dict:
             del out
     diff = (outs["ours"] - outs["monai"]).abs().max().item()
     agree = (outs["ours"].argmax(1) == outs["monai"].argmax(1)).float().mean().item()
-    return record(f"unetr_sliding_window_{args.precision}", args, device, times, peaks, extra={
-        "volume": list(args.volume), "roi": list(ROI), "overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
-        "mode": "gaussian", "channels_last": args.channels_last,
-        "max_abs_logit_diff": diff, "label_agreement": round(agree, 7),
-    })  # fmt: skip
+    return record(
+        f"unetr_sliding_window_{args.precision}",
+        args,
+        device,
+        times,
+        peaks,
+        extra={
+            "volume": list(args.volume),
+            "roi": list(ROI),
+            "overlap": args.overlap,
+            "sw_batch_size": args.sw_batch_size,
+            "mode": "gaussian",
+            "channels_last": args.channels_last,
+            "max_abs_logit_diff": diff,
+            "label_agreement": round(agree, 7),
+        },
+    )
 
 
 def record(name: str, args, device, times, peaks, extra: dict) -> dict:

@@ -57,9 +57,14 @@ TARGET = 0.9
 EPOCH_LINE = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
 THREADS_LINE = re.compile(r"CPU threads: (\d+) torch thread")
 VIT_TINY_112 = {
-    "img_size": [112, 112], "patch_size": 16, "hidden_size": 192, "num_layers": 12, "num_heads": 3, "mlp_dim": 768,
+    "img_size": [112, 112],
+    "patch_size": 16,
+    "hidden_size": 192,
+    "num_layers": 12,
+    "num_heads": 3,
+    "mlp_dim": 768,
     "batch_size": 64,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,21 @@ class Case:
 
 CASES = {
     "cxr14_pretrain_tiny112": Case(
-        "cxr14_mae_classification", ("pretrain.yaml",), "chestxray14",
-        {**VIT_TINY_112, "decoder_hidden_size": 128, "decoder_num_layers": 4, "decoder_num_heads": 4,
-         "cache_rate": 1.0},
+        "cxr14_mae_classification",
+        ("pretrain.yaml",),
+        "chestxray14",
+        {
+            **VIT_TINY_112,
+            "decoder_hidden_size": 128,
+            "decoder_num_layers": 4,
+            "decoder_num_heads": 4,
+            "cache_rate": 1.0,
+        },
     ),
     "cxr14_train_tiny112": Case(
-        "cxr14_mae_classification", ("train.yaml",), "chestxray14",
+        "cxr14_mae_classification",
+        ("train.yaml",),
+        "chestxray14",
         {**VIT_TINY_112, "pretrained_ckpt": "none", "drop_path_rate": 0.0, "val_interval": 2, "cache_rate": 1.0},
     ),
     "btcv_pretrain_quick": Case("btcv_mae_segmentation", ("pretrain.yaml", "quick.yaml"), "btcv"),
@@ -91,7 +105,7 @@ CASES = {
     "btcv_train_vitb96": Case(
         "btcv_mae_segmentation", ("train.yaml",), "btcv", {"pretrained_ckpt": "none", "val_interval": 2}, slow=True
     ),
-}  # fmt: skip
+}
 QUICK_CASES = [name for name, case in CASES.items() if not case.slow]
 
 
@@ -99,9 +113,15 @@ def case_overrides(case: Case, data: Path, work: Path, epochs: int, torch_thread
     """The case's settings for a short run: its sizes, few epochs, outputs in ``work``, no reconstruction images."""
     pretrain = {"recon_interval": 10 * epochs} if "pretrain.yaml" in case.configs else {}
     return {
-        "dataset_dir": str(data / case.data), "ckpt_dir": str(work / "models"), "output_dir": str(work / "runs"),
-        "max_epochs": epochs, "warmup_epochs": 1, "torch_threads": torch_threads, **pretrain, **case.overrides,
-    }  # fmt: skip
+        "dataset_dir": str(data / case.data),
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / "runs"),
+        "max_epochs": epochs,
+        "warmup_epochs": 1,
+        "torch_threads": torch_threads,
+        **pretrain,
+        **case.overrides,
+    }
 
 
 def config_files(case: Case) -> list[str]:
@@ -112,10 +132,20 @@ def run_workflow(case: Case, overrides: dict) -> tuple[list[float], int, float, 
     """Runs the workflow with ``python -m monai.bundle run``; (epoch seconds, main-process torch threads, wall
     seconds, log)."""
     files = config_files(case)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files),
-           "--bundle_root", str(ROOT / "bundles" / case.bundle),
-           "--meta_file", str(ROOT / "bundles" / case.bundle / "configs" / "metadata.json"),
-           "--logging_file", str(ROOT / "bundles" / case.bundle / "configs" / "logging.conf")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr(files),
+        "--bundle_root",
+        str(ROOT / "bundles" / case.bundle),
+        "--meta_file",
+        str(ROOT / "bundles" / case.bundle / "configs" / "metadata.json"),
+        "--logging_file",
+        str(ROOT / "bundles" / case.bundle / "configs" / "logging.conf"),
+    ]
     for key, value in overrides.items():
         cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -208,10 +238,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bare-steps", type=int, default=5)
     parser.add_argument("--torch-threads", default="auto", help="the workflows' torch_threads setting")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--bare-threads", type=int, default=0,
-                        help="torch threads of the bare loop; default: every core (the machine's whole compute)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra overrides of every case (VALUE read as YAML), e.g. num_workers=1")
+    parser.add_argument(
+        "--bare-threads",
+        type=int,
+        default=0,
+        help="torch threads of the bare loop; default: every core (the machine's whole compute)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra overrides of every case (VALUE read as YAML), e.g. num_workers=1",
+    )
     args = parser.parse_args(argv)
     settings = {}
     for item in args.set:

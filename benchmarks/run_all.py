@@ -42,8 +42,21 @@ def commands(device: str, quick: bool, full_workflows: bool = False) -> dict[str
     urep = ["--repeats", "2" if quick else ("10" if cuda else "3"), "--warmup", "1"]
     unetr = [["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", *urep, *monai_opt]]
     if cuda:
-        unetr.append(["bench_unetr.py", "--mode", "step", "--device", device, "--batch", "2", "--precision", "bf16",
-                      *urep, *monai_opt])  # fmt: skip
+        unetr.append(
+            [
+                "bench_unetr.py",
+                "--mode",
+                "step",
+                "--device",
+                device,
+                "--batch",
+                "2",
+                "--precision",
+                "bf16",
+                *urep,
+                *monai_opt,
+            ]
+        )
     volumes = [["--volume", "512", "512", "100"], ["--volume", "273", "273", "125"]] if cuda else [[]]
     srep = ["--repeats", "1" if quick or not cuda else "3", "--warmup", "0" if not cuda else "1"]
     sliding = [["bench_unetr.py", "--mode", "sliding", "--device", device, *v, *srep] for v in volumes]
@@ -52,8 +65,14 @@ def commands(device: str, quick: bool, full_workflows: bool = False) -> dict[str
     cases = ["--all"] if full_workflows else []
     workflow = [] if cuda else [["bench_workflow.py", "--epochs", "3" if quick else "6", *cases]]
     cpu_inference = [] if cuda else [["bench_cpu_inference.py", "--repeats", "1"]]
-    return {"mae": mae, "unetr": unetr, "data": data, "sliding": sliding, "workflow": workflow,
-            "cpu_inference": cpu_inference}  # fmt: skip
+    return {
+        "mae": mae,
+        "unetr": unetr,
+        "data": data,
+        "sliding": sliding,
+        "workflow": workflow,
+        "cpu_inference": cpu_inference,
+    }
 
 
 def selected(only: Sequence[str], skip_slow: bool) -> list[str]:

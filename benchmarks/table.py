@@ -12,9 +12,15 @@ import sys
 from collections.abc import Sequence
 
 COLUMNS = (
-    "measurement", "ours", "anchor (MONAI)", "ratio anchor / ours: median (of minima)", "fraction of peak",
-    "memory ours / anchor", "load (1 min)", "machine",
-)  # fmt: skip
+    "measurement",
+    "ours",
+    "anchor (MONAI)",
+    "ratio anchor / ours: median (of minima)",
+    "fraction of peak",
+    "memory ours / anchor",
+    "load (1 min)",
+    "machine",
+)
 
 
 def row(rec: dict) -> list[str]:

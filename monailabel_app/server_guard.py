@@ -139,9 +139,10 @@ def _text(value: Any, name: str) -> str:
 def _new_name(value: Any, name: str) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
         raise Refusal(
-            422, f"Field '{name}' must be a name of letters, digits, '_', '.' and '-' (no path, not starting with "
-            f"'.'); got {str(value)[:80]!r}."
-        )  # fmt: skip
+            422,
+            f"Field '{name}' must be a name of letters, digits, '_', '.' and '-' (no path, not starting with "
+            f"'.'); got {str(value)[:80]!r}.",
+        )
     return value
 
 
@@ -693,10 +694,16 @@ class Guard:
             raise Refusal(400, "Content-Length must be a number.")
         await self._read(receive, spool, limit, declared=int(declared))
         ctx = Ctx(
-            method, params, _query(scope.get("query_string", b"")),
-            headers.get(b"content-type", b"").decode("latin-1"), self.view, self.policy, spool, receive,
+            method,
+            params,
+            _query(scope.get("query_string", b"")),
+            headers.get(b"content-type", b"").decode("latin-1"),
+            self.view,
+            self.policy,
+            spool,
+            receive,
             _headers=[(k, v) for k, v in scope.get("headers") or []],
-        )  # fmt: skip
+        )
         try:
             await route.check(ctx)
         except BaseException:

@@ -34,9 +34,21 @@ _MAGIC = {  # what some bytes are, for the message
     _PNG: "PNG data",
 }
 _NIFTI_BYTES = {  # datatype code -> bytes per voxel (the types nibabel reads)
-    2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8,
-    32: 8, 128: 3, 1792: 16, 2304: 4,
-}  # fmt: skip
+    2: 1,
+    4: 2,
+    8: 4,
+    16: 4,
+    64: 8,
+    256: 1,
+    512: 2,
+    768: 4,
+    1024: 8,
+    1280: 8,
+    32: 8,
+    128: 3,
+    1792: 16,
+    2304: 4,
+}
 
 
 class UploadRefused(ValueError):

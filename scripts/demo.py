@@ -59,17 +59,29 @@ class Stages:
 
 
 def run_bundle(
-    bundle: str, args: Sequence[str], log: Path, desc: str, epochs: int | None, stages: Stages, timing: str,
+    bundle: str,
+    args: Sequence[str],
+    log: Path,
+    desc: str,
+    epochs: int | None,
+    stages: Stages,
+    timing: str,
     run_name: str,
-) -> None:  # fmt: skip
+) -> None:
     """Runs ``python -m monai.bundle run ARGS`` in the bundle's folder, logging to ``log`` with a progress bar (and,
     with ``--mlflow``, to the part's MLflow store beside its folders as run ``run_name``); exits on failure."""
     root = BUNDLES / bundle
     cmd = [sys.executable, "-m", "monai.bundle", "run", *args, "--logging_file", str(root / "configs" / "logging.conf")]
     if stages.mlflow:  # one SQLite store per part
         store = part_folder(log) / "mlflow.db"
-        cmd += ["--tracking", str(root / "configs" / "mlflow.yaml"), "--tracking_uri",
-                f"sqlite:///{store.resolve().as_posix()}", "--run_name", run_name]  # fmt: skip
+        cmd += [
+            "--tracking",
+            str(root / "configs" / "mlflow.yaml"),
+            "--tracking_uri",
+            f"sqlite:///{store.resolve().as_posix()}",
+            "--run_name",
+            run_name,
+        ]
     start = time.time()
     log.parent.mkdir(parents=True, exist_ok=True)
     label = stages.label(desc)
@@ -106,8 +118,9 @@ def study_runner(bundle: str, tag: str, stages: Stages, epochs: dict[str, int], 
     def runner(args: Sequence[str], log_file: Path) -> None:
         log_file = Path(log_file)
         if log_file.name == "log.txt":  # pre-training
-            run_bundle(bundle, args, log_file, f"{tag}: {what['pretrain']}", epochs["pretrain"], stages, "pretrain",
-                       "pretrain")  # fmt: skip
+            run_bundle(
+                bundle, args, log_file, f"{tag}: {what['pretrain']}", epochs["pretrain"], stages, "pretrain", "pretrain"
+            )
             return
         stage, arm = log_file.stem, log_file.parent.name.split("_", 2)[2]  # fraction1_seed0_<arm>
         name, words = names[arm]
@@ -129,13 +142,21 @@ def study(
     folder = out / "study"
     shutil.rmtree(folder, ignore_errors=True)  # no stale runs of an earlier demo (the study would keep them)
     runner = study_runner(bundle, tag, stages, {"pretrain": pretrain_epochs, "train": train_epochs}, what)
-    summary = run_study(BUNDLES / bundle, out / "data", folder, fractions="1", seeds="0", arms="mae,scratch",
-                        config_overrides="quick", runner=runner,
-                        pretrain_extra=["--max_epochs", str(pretrain_epochs),
-                                        "--recon_interval", str(max(1, pretrain_epochs // 4))],
-                        train_extra=["--max_epochs", str(train_epochs)])  # fmt: skip
-    evaluations = {name: json.loads((run_dir(out, arm) / "evaluate" / "summary.json").read_text())
-                   for name, arm, _ in ARMS}  # fmt: skip
+    summary = run_study(
+        BUNDLES / bundle,
+        out / "data",
+        folder,
+        fractions="1",
+        seeds="0",
+        arms="mae,scratch",
+        config_overrides="quick",
+        runner=runner,
+        pretrain_extra=["--max_epochs", str(pretrain_epochs), "--recon_interval", str(max(1, pretrain_epochs // 4))],
+        train_extra=["--max_epochs", str(train_epochs)],
+    )
+    evaluations = {
+        name: json.loads((run_dir(out, arm) / "evaluate" / "summary.json").read_text()) for name, arm, _ in ARMS
+    }
     return summary, evaluations
 
 
@@ -147,8 +168,10 @@ def run_dir(out: Path, arm: str) -> Path:
 def report_section(title: str, out: Path, val_tag: str, notes: list[str]) -> ReportSection:
     """The report's section of one part (the folders of its study), with the study's fragment (the arms, MAE -
     scratch with its 95 % CI and the verdict) at its end."""
-    arms = [FineTuneRun(name, run_dir(out, arm) / "train", run_dir(out, arm) / "evaluate" / "summary.json")
-            for name, arm, _ in ARMS]  # fmt: skip
+    arms = [
+        FineTuneRun(name, run_dir(out, arm) / "train", run_dir(out, arm) / "evaluate" / "summary.json")
+        for name, arm, _ in ARMS
+    ]
     return ReportSection(title, out / "study" / "pretrain" / "logs", arms, val_tag, notes, study_dir=out / "study")
 
 
@@ -156,8 +179,18 @@ def infer(bundle: str, tag: str, out: Path, stages: Stages, inputs: Path, what: 
     """Runs a bundle's inference on ``inputs`` with the MAE arm's fine-tuned model, into ``out/inference``."""
     shutil.rmtree(out / "inference", ignore_errors=True)  # no stale outputs of an earlier demo
     configs = [str(BUNDLES / bundle / "configs" / f"{name}.yaml") for name in ("inference", "quick")]
-    args = ["--config_file", repr(configs), "--bundle_root", str(BUNDLES / bundle), "--dataset_dir", str(inputs),
-            "--ckpt_dir", str(run_dir(out, "mae") / "models"), "--output_dir", str(out / "inference")]  # fmt: skip
+    args = [
+        "--config_file",
+        repr(configs),
+        "--bundle_root",
+        str(BUNDLES / bundle),
+        "--dataset_dir",
+        str(inputs),
+        "--ckpt_dir",
+        str(run_dir(out, "mae") / "models"),
+        "--output_dir",
+        str(out / "inference"),
+    ]
     run_bundle(bundle, args, out / "inference.log", f"{tag}: {what}", None, stages, "inference", "inference")
 
 
@@ -167,8 +200,10 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_last: 
     widths = [max(len(r[i]) for r in [header, *rows]) + 2 for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
-        cells = [c.ljust(w) if i == 0 else "  " + c if text_last and i == len(row) - 1 else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]  # fmt: skip
+        cells = [
+            c.ljust(w) if i == 0 else "  " + c if text_last and i == len(row) - 1 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append(("  " + "".join(cells)).rstrip())
     return lines
 
@@ -199,9 +234,11 @@ def apart_notes(summary: dict, evaluations: dict[str, dict]) -> list[str]:
             if shown[0] != shown[1]:
                 apart.append(f"{name} {shown[0]} against {shown[1]}")
         if apart:
-            notes.append(f"the study's mean {label} differs from the table's ({'; '.join(apart)}): the study reads the "
-                         "evaluation's per-case or per-image file (predictions.csv holds probabilities to 6 decimals, "
-                         "so nearly equal scores tie there).")  # fmt: skip
+            notes.append(
+                f"the study's mean {label} differs from the table's ({'; '.join(apart)}): the study reads the "
+                "evaluation's per-case or per-image file (predictions.csv holds probabilities to 6 decimals, "
+                "so nearly equal scores tie there)."
+            )
     return notes
 
 
@@ -221,12 +258,20 @@ def difference_lines(summary: dict, folder: Path, evaluations: dict[str, dict]) 
         c = comparison[m]["mean"]
         lo, hi = c["ci95"]
         values = [entry["arms"][arm][m]["mean"] for _, arm, _ in ARMS]
-        rows.append([f"{label} (mean)", *("n/a" if v is None else f"{v:.{digits}f}" for v in values),
-                     _signed(c["difference"], digits), f"[{_signed(lo, digits)}, {_signed(hi, digits)}]",
-                     c["verdict"]])  # fmt: skip
-    intro = (f"MAE against scratch (the study): paired bootstrap {share} % CI of the difference over the "
-             f"{summary['n_test']} test {unit}, {summary['n_resamples']} resamples; a CI that contains 0 means the "
-             "difference is noise.")  # fmt: skip
+        rows.append(
+            [
+                f"{label} (mean)",
+                *("n/a" if v is None else f"{v:.{digits}f}" for v in values),
+                _signed(c["difference"], digits),
+                f"[{_signed(lo, digits)}, {_signed(hi, digits)}]",
+                c["verdict"],
+            ]
+        )
+    intro = (
+        f"MAE against scratch (the study): paired bootstrap {share} % CI of the difference over the "
+        f"{summary['n_test']} test {unit}, {summary['n_resamples']} resamples; a CI that contains 0 means the "
+        "difference is noise."
+    )
     lines = textwrap.wrap(intro, width=116, initial_indent="  ", subsequent_indent="  ")
     lines += text_table(header, rows, text_last=True)
     for note in [*summary["notes"], *apart_notes(summary, evaluations)]:
@@ -254,11 +299,13 @@ def last_reconstruction(out: Path) -> Path | str:
 def files_lines(out: Path, evaluation: str, inference: str) -> list[str]:
     """Where a part's results lie: evaluation files, inference outputs, weights and logs."""
     runs = out / "study" / "runs"
-    return [f"  MAE reconstruction: {last_reconstruction(out)}",
-            f"  metrics: {runs}/{RUNS['mae'].name}/evaluate/summary.json and {evaluation} (and the same of "
-            f"{RUNS['scratch'].name}); {inference}: {out / 'inference'}",
-            f"  weights: {out / 'study' / 'pretrain' / 'models' / 'mae.pt'}, {runs}/<run>/models/model.pt; logs: "
-            f"{out / 'study'}/pretrain/log.txt, {runs}/<run>/{{train,evaluate}}.log"]  # fmt: skip
+    return [
+        f"  MAE reconstruction: {last_reconstruction(out)}",
+        f"  metrics: {runs}/{RUNS['mae'].name}/evaluate/summary.json and {evaluation} (and the same of "
+        f"{RUNS['scratch'].name}); {inference}: {out / 'inference'}",
+        f"  weights: {out / 'study' / 'pretrain' / 'models' / 'mae.pt'}, {runs}/<run>/models/model.pt; logs: "
+        f"{out / 'study'}/pretrain/log.txt, {runs}/<run>/{{train,evaluate}}.log",
+    ]
 
 
 def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[str], ReportSection]:
@@ -269,8 +316,11 @@ def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[s
     tqdm.write(stages.label(f"CT: generating {args.ct_cases} synthetic abdominal CTs (13 organs, BTCV layout)"))
     write_btcv_phantom_dataset(data, num_cases=args.ct_cases, seed=0)
     b = "btcv_mae_segmentation"
-    what = {"pretrain": "MAE pre-training", "train": "UNETR fine-tuning",
-            "evaluate": "evaluation on the test split (native resolution)"}  # fmt: skip
+    what = {
+        "pretrain": "MAE pre-training",
+        "train": "UNETR fine-tuning",
+        "evaluate": "evaluation on the test split (native resolution)",
+    }
     summary, evaluations = study(b, "CT", out, stages, args.ct_pretrain_epochs, args.ct_train_epochs, what)
     cases = evaluations[ARMS[0][0]]["cases"]
     unseen = out / "test_images"  # the test split's CTs, never seen in training or model selection
@@ -280,8 +330,10 @@ def ct_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[s
             (unseen / case).symlink_to(data / "imagesTr" / case)
     infer(b, "CT", out, stages, unseen, "inference on the test CTs (MAE-initialised model)")
     title = f"CT, 13 organs (BTCV bundle): Dice and HD95 on the test cases {', '.join(cases)}"
-    notes = [f"{args.ct_cases} synthetic CTs; MAE pre-training {args.ct_pretrain_epochs} epochs, UNETR fine-tuning "
-             f"{args.ct_train_epochs} epochs per arm (configs/quick.yaml, seed 0)."]  # fmt: skip
+    notes = [
+        f"{args.ct_cases} synthetic CTs; MAE pre-training {args.ct_pretrain_epochs} epochs, UNETR fine-tuning "
+        f"{args.ct_train_epochs} epochs per arm (configs/quick.yaml, seed 0)."
+    ]
     return table_lines(title, evaluations, summary, out / "study") + files_lines(
         out, "per_case.csv", "predicted label maps"
     ), report_section(
@@ -296,14 +348,19 @@ def mri_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[
     tqdm.write(stages.label(f"MRI: generating {args.mri_cases} synthetic 4-channel brain MRIs with tumours (MSD)"))
     write_msd_phantom_dataset(out / "data", num_cases=args.mri_cases, num_unlabelled=2, seed=0)
     b = "brats_mae_segmentation"
-    what = {"pretrain": "MAE pre-training (4 channels)", "train": "UNETR fine-tuning",
-            "evaluate": "evaluation on the test fold (native resolution)"}  # fmt: skip
+    what = {
+        "pretrain": "MAE pre-training (4 channels)",
+        "train": "UNETR fine-tuning",
+        "evaluate": "evaluation on the test fold (native resolution)",
+    }
     summary, evaluations = study(b, "MRI", out, stages, args.mri_pretrain_epochs, args.mri_train_epochs, what)
     infer(b, "MRI", out, stages, out / "data" / "imagesTs", "inference on the unlabelled MRIs (MAE-initialised model)")
     cases = evaluations[ARMS[0][0]]["cases"]
-    notes = [f"{args.mri_cases} labelled + 2 unlabelled synthetic MRIs (MSD Task01 layout); MAE pre-training "
-             f"{args.mri_pretrain_epochs} epochs, fine-tuning {args.mri_train_epochs} epochs per arm; the "
-             "reconstructions show the FLAIR channel."]  # fmt: skip
+    notes = [
+        f"{args.mri_cases} labelled + 2 unlabelled synthetic MRIs (MSD Task01 layout); MAE pre-training "
+        f"{args.mri_pretrain_epochs} epochs, fine-tuning {args.mri_train_epochs} epochs per arm; the "
+        "reconstructions show the FLAIR channel."
+    ]
     title = f"MRI, tumour regions (BraTS bundle): test cases {', '.join(cases)}"
     return table_lines(title, evaluations, summary, out / "study") + files_lines(
         out, "per_case.csv", "label maps (MSD numbering)"
@@ -326,9 +383,11 @@ def cxr_part(out: Path, stages: Stages, args: argparse.Namespace) -> tuple[list[
     summary, evaluations = study(b, "CXR", out, stages, args.cxr_pretrain_epochs, args.cxr_train_epochs, what)
     infer(b, "CXR", out, stages, out / "data" / "images", "inference on the image folder (MAE-initialised model)")
     n = evaluations[ARMS[0][0]].get("n_images", "?")
-    notes = [f"Synthetic radiographs of {args.cxr_patients} patients (NIH layout), {n} test images; MAE pre-training "
-             f"{args.cxr_pretrain_epochs} epochs, fine-tuning {args.cxr_train_epochs} epochs per arm; ROC AUC is "
-             "n/a for a finding whose test labels are all negative or all positive."]  # fmt: skip
+    notes = [
+        f"Synthetic radiographs of {args.cxr_patients} patients (NIH layout), {n} test images; MAE pre-training "
+        f"{args.cxr_pretrain_epochs} epochs, fine-tuning {args.cxr_train_epochs} epochs per arm; ROC AUC is "
+        "n/a for a finding whose test labels are all negative or all positive."
+    ]
     title = f"Chest X-ray, 14 findings (CXR14 bundle): ROC AUC on {n} test images"
     return table_lines(title, evaluations, summary, out / "study") + files_lines(
         out, "predictions.csv", "probabilities"
@@ -366,9 +425,11 @@ def main() -> None:
 
     output = args.output.resolve()
     stages = Stages(sum(PARTS[p][1] for p in parts) + 1, mlflow=args.mlflow)
-    tqdm.write(f"demo: {stages.total} stages ({', '.join(parts)}: data; a study of MAE against scratch: MAE "
-               "pre-training, fine-tuning from the MAE encoder and from scratch, evaluation of both; inference; then "
-               "the report)")  # fmt: skip
+    tqdm.write(
+        f"demo: {stages.total} stages ({', '.join(parts)}: data; a study of MAE against scratch: MAE "
+        "pre-training, fine-tuning from the MAE encoder and from scratch, evaluation of both; inference; then "
+        "the report)"
+    )
     lines, sections = [], []
     for p in parts:
         part_lines, section = PARTS[p][0](output / p, stages, args)

@@ -18,6 +18,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install -q "torch==2.13.0"
     "$venv/bin/python" -m pip install -q -r "$root/requirements.txt"
     "$venv/bin/python" -m pip install -q --no-deps -e "$root"
-    "$venv/bin/python" -m pip install -q "pytest>=8" "ruff>=0.6"
+    "$venv/bin/python" -m pip install -q "pytest>=8" "ruff==0.17.6"
     echo "$want" > "$stamp"
 fi

@@ -58,13 +58,15 @@ def test_run_all_runs_the_workflow_parts_on_the_cpu_and_skips_them_when_asked():
 
 def test_workflow_log_parsing_keeps_the_trainers_epochs():
     trainer, evaluator = "10:00 - ignite.engine.engine.SupervisedTrainer - INFO", "10:00 - SupervisedEvaluator - INFO"
-    log = "\n".join([
-        "10:00 - shared_networks.engine.runtime - INFO - CPU threads: 3 torch thread(s) in the main process",
-        f"{trainer} - Epoch[1] Complete. Time taken: 00:00:02.500",
-        f"{evaluator} - Epoch[1] Complete. Time taken: 00:00:09.000",
-        f"{trainer} - Epoch[2] Complete. Time taken: 00:01:01.250",
-        f"{trainer} - Epoch[3] Complete. Time taken: 01:00:00.000",
-    ])  # fmt: skip
+    log = "\n".join(
+        [
+            "10:00 - shared_networks.engine.runtime - INFO - CPU threads: 3 torch thread(s) in the main process",
+            f"{trainer} - Epoch[1] Complete. Time taken: 00:00:02.500",
+            f"{evaluator} - Epoch[1] Complete. Time taken: 00:00:09.000",
+            f"{trainer} - Epoch[2] Complete. Time taken: 00:01:01.250",
+            f"{trainer} - Epoch[3] Complete. Time taken: 01:00:00.000",
+        ]
+    )
     assert bench_workflow.parse_log(log) == ([2.5, 61.25, 3600.0], 3)
     assert bench_workflow.parse_log("no such lines") == ([], None)
 
@@ -124,8 +126,18 @@ def test_cpu_inference_network_levers_run_and_agree(tmp_path, monkeypatch):
 
     def small(bundle):
         torch.manual_seed(0)
-        return UNETR(in_channels=1, out_channels=3, img_size=(96, 96, 96), patch_size=16, hidden_size=48, num_layers=2,
-                     num_heads=2, mlp_dim=64, skip_indices=(0, 1, 1), feature_size=4).eval()  # fmt: skip
+        return UNETR(
+            in_channels=1,
+            out_channels=3,
+            img_size=(96, 96, 96),
+            patch_size=16,
+            hidden_size=48,
+            num_layers=2,
+            num_heads=2,
+            mlp_dim=64,
+            skip_indices=(0, 1, 1),
+            feature_size=4,
+        ).eval()
 
     monkeypatch.setattr(bench_cpu_inference, "build_network", small)
     model = tmp_path / "model.pt"

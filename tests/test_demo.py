@@ -17,8 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_demo_fine_tunes_both_arms_and_writes_the_report(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), "--parts", "cxr", "--output", str(out),
-           "--cxr_patients", "24", "--cxr_pretrain_epochs", "2", "--cxr_train_epochs", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "demo.py"),
+        "--parts",
+        "cxr",
+        "--output",
+        str(out),
+        "--cxr_patients",
+        "24",
+        "--cxr_pretrain_epochs",
+        "2",
+        "--cxr_train_epochs",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -33,8 +45,10 @@ def test_demo_fine_tunes_both_arms_and_writes_the_report(tmp_path):
     assert "random initialisation" in (runs["scratch"] / "train.log").read_text()
     assert "pre-trained encoder from" in (runs["mae"] / "train.log").read_text()
     assert (out / "cxr" / "inference").is_dir()
-    summaries = {arm: json.loads((runs[a] / "evaluate" / "summary.json").read_text()) for arm, a in
-                 (("MAE encoder", "mae"), ("from scratch", "scratch"))}  # fmt: skip
+    summaries = {
+        arm: json.loads((runs[a] / "evaluate" / "summary.json").read_text())
+        for arm, a in (("MAE encoder", "mae"), ("from scratch", "scratch"))
+    }
     assert summaries["MAE encoder"]["per_class"] != summaries["from scratch"]["per_class"]  # two different models
 
     page = report.read_text()

@@ -14,9 +14,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted(
-    [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "bundles").glob("*/docs/*.md"),
-     *(REPO / "benchmarks").glob("*.md")]
-)  # fmt: skip
+    [
+        REPO / "README.md",
+        *(REPO / "docs").glob("*.md"),
+        *(REPO / "bundles").glob("*/docs/*.md"),
+        *(REPO / "benchmarks").glob("*.md"),
+    ]
+)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 

@@ -81,7 +81,7 @@ class PhantomCommands:
                 seed=seed,
                 prevalence=prevalence,
                 test_fraction=test_fraction,
-            )  # fmt: skip
+            )
         )
 
     def msd(

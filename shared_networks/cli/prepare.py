@@ -35,9 +35,15 @@ from shared_networks.validation.problems import DatasetError, require_valid
 from shared_networks.validation.volumes import MAX_VOXELS
 
 __all__ = [
-    "PREPARE_COMMANDS", "ArgumentError", "check_limit", "check_output_file", "main", "prepare_brats", "prepare_btcv",
+    "PREPARE_COMMANDS",
+    "ArgumentError",
+    "check_limit",
+    "check_output_file",
+    "main",
+    "prepare_brats",
+    "prepare_btcv",
     "prepare_cxr14",
-]  # fmt: skip
+]
 
 PathLike = str | os.PathLike[str]
 

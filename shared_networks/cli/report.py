@@ -55,9 +55,10 @@ def report(
             raise ValueError(f"run {name!r} needs [train_dir, summary_json], got {paths!r}.")
         fine_tune.append(FineTuneRun(str(name), paths[0], paths[1]))
     sections = [
-        ReportSection(section, pretrain_dir, fine_tune, val_tag, max_reconstructions=int(max_reconstructions),
-                      study_dir=study_dir)
-    ]  # fmt: skip
+        ReportSection(
+            section, pretrain_dir, fine_tune, val_tag, max_reconstructions=int(max_reconstructions), study_dir=study_dir
+        )
+    ]
     return str(build_report(sections, output, title))
 
 

@@ -66,10 +66,19 @@ from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
 
 __all__ = [
-    "BRATS2021_LABEL_SUFFIX", "BRATS2021_SUFFIXES", "LAYOUTS", "LIST_KEYS", "MODALITIES", "brats_datalist",
-    "brats_inference_inputs", "case_name_formatter", "check_case", "find_brats_cases", "fold_split",
+    "BRATS2021_LABEL_SUFFIX",
+    "BRATS2021_SUFFIXES",
+    "LAYOUTS",
+    "LIST_KEYS",
+    "MODALITIES",
+    "brats_datalist",
+    "brats_inference_inputs",
+    "case_name_formatter",
+    "check_case",
+    "find_brats_cases",
+    "fold_split",
     "write_brats_datalist",
-]  # fmt: skip
+]
 
 logger = logging.getLogger(__name__)
 PRETRAIN_KEYS = ("image", "case", "layout")  # what pre-training reads of an item
@@ -247,8 +256,14 @@ def brats_datalist(
     _check_disjoint_lists(f"{layout} fold {fold} of '{root}'", datalist)
     logger.info(
         "%s fold %d/%d: %d training, %d validation, %d test, %d pretrain images.",
-        layout, fold, num_folds, len(training), len(validation), len(test), len(datalist["pretrain"]),
-    )  # fmt: skip
+        layout,
+        fold,
+        num_folds,
+        len(training),
+        len(validation),
+        len(test),
+        len(datalist["pretrain"]),
+    )
     return datalist
 
 
@@ -286,9 +301,13 @@ def write_brats_datalist(
         The absolute path of the written file.
     """
     datalist = brats_datalist(
-        dataset_dir, fold=fold, num_folds=num_folds, seed=seed, datalist_file=datalist_file,
+        dataset_dir,
+        fold=fold,
+        num_folds=num_folds,
+        seed=seed,
+        datalist_file=datalist_file,
         pretrain_extra_images=pretrain_extra_images,
-    )  # fmt: skip
+    )
     root = Path(dataset_dir).expanduser().resolve()
 
     def rel(value: Any) -> Any:

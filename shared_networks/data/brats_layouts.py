@@ -26,9 +26,16 @@ from shared_networks.data.files import Issues, is_nifti, nifti_stem, raise_or_co
 from shared_networks.utils.paths import as_dir
 
 __all__ = [
-    "BRATS2021_LABEL_SUFFIX", "BRATS2021_SUFFIXES", "LAYOUTS", "LAYOUT_HELP", "MODALITIES", "brats_inference_inputs",
-    "case_name_formatter", "check_case", "find_brats_cases",
-]  # fmt: skip
+    "BRATS2021_LABEL_SUFFIX",
+    "BRATS2021_SUFFIXES",
+    "LAYOUTS",
+    "LAYOUT_HELP",
+    "MODALITIES",
+    "brats_inference_inputs",
+    "case_name_formatter",
+    "check_case",
+    "find_brats_cases",
+]
 
 logger = logging.getLogger("shared_networks.data.brats")  # logs under the datalist module's name
 
@@ -158,10 +165,14 @@ def _brats2021_case(folder: Path, issues: Issues | None = None) -> Item | None:
     case = cases.pop()
     missing = [f"{case}_{s}.nii.gz" for s in BRATS2021_SUFFIXES if s not in found]
     if missing:
-        raise_or_collect(issues, folder / missing[0], ValueError(
-            f"BraTS case folder '{folder}' lacks {', '.join(missing)}: the 4 modalities "
-            f"({', '.join(BRATS2021_SUFFIXES)}) are all needed."
-        ))  # fmt: skip
+        raise_or_collect(
+            issues,
+            folder / missing[0],
+            ValueError(
+                f"BraTS case folder '{folder}' lacks {', '.join(missing)}: the 4 modalities "
+                f"({', '.join(BRATS2021_SUFFIXES)}) are all needed."
+            ),
+        )
         return None
     item: Item = {"image": [str(found[s]) for s in BRATS2021_SUFFIXES], "case": case, "layout": "brats2021"}
     if BRATS2021_LABEL_SUFFIX in found:

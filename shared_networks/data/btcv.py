@@ -58,9 +58,16 @@ from shared_networks.utils.files import write_json_atomic
 from shared_networks.utils.paths import as_dir
 
 __all__ = [
-    "BTCV_LABELS", "DATASET_JSON_NAME", "NIFTI_SUFFIXES", "SPLITS", "TRANSUNET_TEST_CASES", "btcv_datalist",
-    "dataset_json_lists", "find_btcv_cases", "write_btcv_datalist",
-]  # fmt: skip
+    "BTCV_LABELS",
+    "DATASET_JSON_NAME",
+    "NIFTI_SUFFIXES",
+    "SPLITS",
+    "TRANSUNET_TEST_CASES",
+    "btcv_datalist",
+    "dataset_json_lists",
+    "find_btcv_cases",
+    "write_btcv_datalist",
+]
 
 logger = logging.getLogger(__name__)
 PRETRAIN_KEYS = ("image", "case")  # what pre-training reads of an item
@@ -250,8 +257,12 @@ def _datalist(root: Path, split: str, lists: SplitLists, extra_images: bool) -> 
     check_disjoint(f"BTCV split {split!r} of '{root}'", datalist)
     logger.info(
         "BTCV %s split: %d training, %d validation, %d test, %d pretrain images.",
-        split, len(training), len(validation), len(test), len(datalist["pretrain"]),
-    )  # fmt: skip
+        split,
+        len(training),
+        len(validation),
+        len(test),
+        len(datalist["pretrain"]),
+    )
     return datalist
 
 

@@ -119,10 +119,14 @@ def _nifti_by_case(folder: Path, issues: Issues | None = None) -> dict[int, Path
             raise_or_collect(issues, path, err)
             continue
         if number in found:
-            raise_or_collect(issues, path, ValueError(
-                f"Files '{found[number]}' and '{path}' in '{folder}' have the same case number {number}; "
-                "keep one file per case."
-            ))  # fmt: skip
+            raise_or_collect(
+                issues,
+                path,
+                ValueError(
+                    f"Files '{found[number]}' and '{path}' in '{folder}' have the same case number {number}; "
+                    "keep one file per case."
+                ),
+            )
             continue
         found[number] = path
     return found
@@ -165,20 +169,32 @@ def find_btcv_cases(
 
     images = _nifti_by_case(layout.image_dir, issues)
     if images and not layout.label_dir.is_dir():
-        raise_or_collect(issues, layout.label_dir, FileNotFoundError(
-            f"Label folder '{layout.label_dir}' is missing for the images in '{layout.image_dir}'. {LAYOUT_HELP}"
-        ))  # fmt: skip
+        raise_or_collect(
+            issues,
+            layout.label_dir,
+            FileNotFoundError(
+                f"Label folder '{layout.label_dir}' is missing for the images in '{layout.image_dir}'. {LAYOUT_HELP}"
+            ),
+        )
     labels = _nifti_by_case(layout.label_dir, issues)
     for number, image in sorted(images.items()):
         if number not in labels and layout.label_dir.is_dir():
-            raise_or_collect(issues, image, ValueError(
-                f"Image '{image}' has no label: expected a file with case number {number} in '{layout.label_dir}'."
-            ))  # fmt: skip
+            raise_or_collect(
+                issues,
+                image,
+                ValueError(
+                    f"Image '{image}' has no label: expected a file with case number {number} in '{layout.label_dir}'."
+                ),
+            )
     for number, label in sorted(labels.items()):
         if number not in images:
-            raise_or_collect(issues, label, ValueError(
-                f"Label '{label}' has no image: expected a file with case number {number} in '{layout.image_dir}'."
-            ))  # fmt: skip
+            raise_or_collect(
+                issues,
+                label,
+                ValueError(
+                    f"Label '{label}' has no image: expected a file with case number {number} in '{layout.image_dir}'."
+                ),
+            )
     paired = sorted(set(images) & set(labels))
     labelled = [{"image": str(images[n]), "label": str(labels[n]), "case": nifti_stem(images[n])} for n in paired]
 
@@ -186,10 +202,14 @@ def find_btcv_cases(
     for folder in layout.unlabelled_dirs:
         for number, image in _nifti_by_case(folder, issues).items():
             if number in unlabelled_by_case:
-                raise_or_collect(issues, image, ValueError(
-                    f"Unlabelled images '{unlabelled_by_case[number]}' and '{image}' have the same case number "
-                    f"{number}; keep one file per case."
-                ))  # fmt: skip
+                raise_or_collect(
+                    issues,
+                    image,
+                    ValueError(
+                        f"Unlabelled images '{unlabelled_by_case[number]}' and '{image}' have the same case number "
+                        f"{number}; keep one file per case."
+                    ),
+                )
                 continue
             unlabelled_by_case[number] = image
     unlabelled = [{"image": str(path), "case": nifti_stem(path)} for _, path in sorted(unlabelled_by_case.items())]
@@ -227,8 +247,9 @@ def dataset_json_lists(
     """
     source = root / DATASET_JSON_NAME
     content = read_json_object(source, "BTCV split file") if content is None else content
-    lists = split_file_lists(source, content, root, ("training", "validation"), ("test",), ("training", "validation"),
-                             issues)  # fmt: skip
+    lists = split_file_lists(
+        source, content, root, ("training", "validation"), ("test",), ("training", "validation"), issues
+    )
     for items in lists.values():
         for item in items:
             item.setdefault("case", nifti_stem(item["image"]))

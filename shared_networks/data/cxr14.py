@@ -57,9 +57,21 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CXR14_FINDINGS: tuple[str, ...] = (
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-    "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-)  # fmt: skip
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
 """The 14 findings in the standard order (Wang et al., CVPR 2017; CheXNet), the order of the label vectors."""
 
 NO_FINDING = "No Finding"
@@ -164,8 +176,10 @@ def read_cxr14_labels(csv_path: PathLike, issues: Issues | None = None) -> dict[
 def read_split_list(path: Path) -> list[str]:
     """Image names of a split file (``train_val_list.txt``, ``test_list.txt``); raises naming a duplicate or absence."""
     if not path.is_file():
-        raise FileNotFoundError(f"ChestX-ray14 split file '{path}' does not exist (NIH layout: {TRAIN_VAL_LIST}, "
-                                f"{TEST_LIST} beside the images).")  # fmt: skip
+        raise FileNotFoundError(
+            f"ChestX-ray14 split file '{path}' does not exist (NIH layout: {TRAIN_VAL_LIST}, "
+            f"{TEST_LIST} beside the images)."
+        )
     names = [line.strip() for line in read_text(path, "ChestX-ray14 split file").splitlines() if line.strip()]
     duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicates:
@@ -202,11 +216,15 @@ def check_split_files(
     patients = {labels[n][1] for n in train_val if n in labels and n not in both}
     shared = sorted(patients & {labels[n][1] for n in test if n in labels and n not in both})
     if shared:
-        raise_or_collect(issues, root / TEST_LIST, ValueError(
-            f"{len(shared)} patient(s) have images in both '{root / TRAIN_VAL_LIST}' and '{root / TEST_LIST}': "
-            f"{_some(shared)}; the split must be patient-wise (a test patient seen in training inflates the test "
-            "scores)."
-        ))  # fmt: skip
+        raise_or_collect(
+            issues,
+            root / TEST_LIST,
+            ValueError(
+                f"{len(shared)} patient(s) have images in both '{root / TRAIN_VAL_LIST}' and '{root / TEST_LIST}': "
+                f"{_some(shared)}; the split must be patient-wise (a test patient seen in training inflates the test "
+                "scores)."
+            ),
+        )
 
 
 def find_labels_csv(root: Path, labels_csv: PathLike | None) -> Path:
@@ -300,8 +318,12 @@ def _on_disk(
             f"(images/ or images_*/images/): {_some(absent)}. Complete the download, or pass missing='skip' "
             "(--missing_images skip) to leave them out."
         )
-    logger.warning("%d of %d listed images are not on disk and are left out (missing='skip'): %s",
-                   len(absent), len(train_val) + len(test), _some(absent))  # fmt: skip
+    logger.warning(
+        "%d of %d listed images are not on disk and are left out (missing='skip'): %s",
+        len(absent),
+        len(train_val) + len(test),
+        _some(absent),
+    )
     gone = set(absent)
     return [n for n in train_val if n not in gone], [n for n in test if n not in gone]
 
@@ -318,8 +340,10 @@ def _validation_patients(
     ``train_val``, drawn with ``seed``; at least one patient is left for training (else ``ValueError``)."""
     patients = sorted({labels[n][1] for n in train_val})
     if len(patients) < 2:
-        raise ValueError(f"'{root / TRAIN_VAL_LIST}' holds {len(patients)} patient(s) on disk; need at least 2 "
-                         "(one for training, one for validation).")  # fmt: skip
+        raise ValueError(
+            f"'{root / TRAIN_VAL_LIST}' holds {len(patients)} patient(s) on disk; need at least 2 "
+            "(one for training, one for validation)."
+        )
     n_val = int(num_val) if num_val is not None else max(1, round(float(val_fraction) * len(patients)))
     if n_val >= len(patients):
         raise ValueError(f"num_val {n_val} leaves no training patient out of {len(patients)}.")
@@ -394,9 +418,15 @@ def cxr14_datalist(
         "pretrain": [dict(item) for item in training],
     }
     _check_disjoint(f"ChestX-ray14 split of '{root}'", datalist)
-    logger.info("ChestX-ray14 (%s): %d training, %d validation (%d patients, seed %d), %d test images.",
-                csv_path.name, len(training), len(validation), len(val_patients), int(seed),
-                len(datalist["test"]))  # fmt: skip
+    logger.info(
+        "ChestX-ray14 (%s): %d training, %d validation (%d patients, seed %d), %d test images.",
+        csv_path.name,
+        len(training),
+        len(validation),
+        len(val_patients),
+        int(seed),
+        len(datalist["test"]),
+    )
     return datalist
 
 

@@ -17,10 +17,21 @@ from shared_networks.data.pretrain import select_pretrain
 from shared_networks.utils.files import new_file_mode
 
 __all__ = [
-    "NIFTI_SUFFIXES", "Issues", "check_disjoint", "check_split_lists", "is_nifti", "nifti_stem", "outside_root",
-    "raise_or_collect", "read_json_object", "read_text", "relative_to", "resolve_path", "save_nifti",
+    "NIFTI_SUFFIXES",
+    "Issues",
+    "check_disjoint",
+    "check_split_lists",
+    "is_nifti",
+    "nifti_stem",
+    "outside_root",
+    "raise_or_collect",
+    "read_json_object",
+    "read_text",
+    "relative_to",
+    "resolve_path",
+    "save_nifti",
     "split_file_lists",
-]  # fmt: skip
+]
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
@@ -63,9 +74,11 @@ def relative_to(root: Path, value: str) -> str:
 
 
 _BOMS = {
-    codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32", codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
     codecs.BOM_UTF16_BE: "UTF-16",
-}  # fmt: skip
+}
 
 
 def read_text(path: PathLike, what: str = "text file") -> str:
@@ -207,9 +220,11 @@ def check_split_lists(
         for other, path, others in lists[index + 1 :]:
             shared = sorted(set(images) & set(others))
             if shared:
-                raise_or_collect(issues, path, ValueError(
-                    f"{what} and {other} share images: {_shown(shared)}; the split lists must be disjoint."
-                ))  # fmt: skip
+                raise_or_collect(
+                    issues,
+                    path,
+                    ValueError(f"{what} and {other} share images: {_shown(shared)}; the split lists must be disjoint."),
+                )
 
 
 def split_file_lists(
@@ -251,9 +266,9 @@ def split_file_lists(
         entries = content.get(key, [])
         lists[key] = []
         if not isinstance(entries, list):
-            raise_or_collect(issues, source, ValueError(
-                f"'{source}': '{key}' must be a list, got {type(entries).__name__}."
-            ))  # fmt: skip
+            raise_or_collect(
+                issues, source, ValueError(f"'{source}': '{key}' must be a list, got {type(entries).__name__}.")
+            )
             continue
         parsed.append(key)
         for index, entry in enumerate(entries):
@@ -261,18 +276,22 @@ def split_file_lists(
             fields = ("image", "label") if key in labelled else ("image",)
             if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) and entry[f] for f in fields):
                 wanted = "an object with 'image' and 'label' paths" if key in labelled else "an image path"
-                raise_or_collect(issues, source, ValueError(
-                    f"'{source}': entry {index} of '{key}' must be {wanted}, got {entry!r}."
-                ))  # fmt: skip
+                raise_or_collect(
+                    issues, source, ValueError(f"'{source}': entry {index} of '{key}' must be {wanted}, got {entry!r}.")
+                )
                 continue
             item = {f: str(resolve_path(root, entry[f])) for f in fields}
             outside = [(f, target) for f in fields if (target := outside_root(root, item[f])) is not None]
             for field, target in outside:
-                raise_or_collect(issues, source, ValueError(
-                    f"'{source}': entry {index} of '{key}' names the {field} '{entry[field]}', which leads to "
-                    f"'{target}', outside the data set folder '{root}'; a data set's split file may name only its own "
-                    "files."
-                ))  # fmt: skip
+                raise_or_collect(
+                    issues,
+                    source,
+                    ValueError(
+                        f"'{source}': entry {index} of '{key}' names the {field} '{entry[field]}', which leads "
+                        f"to '{target}', outside the data set folder '{root}'; a data set's split file may name only "
+                        "its own files."
+                    ),
+                )
             if outside:
                 continue
             if isinstance(entry.get("case"), str) and entry["case"]:

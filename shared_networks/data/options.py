@@ -19,9 +19,14 @@ from collections.abc import Iterable, Sequence, Sized
 from shared_networks.utils.flags import as_bool
 
 __all__ = [
-    "drop_last_batch", "image_items", "interp_modes", "keep_workers", "normalized_value", "prefetch_batches",
+    "drop_last_batch",
+    "image_items",
+    "interp_modes",
+    "keep_workers",
+    "normalized_value",
+    "prefetch_batches",
     "scaled_sizes",
-]  # fmt: skip
+]
 
 
 def keep_workers(keep: bool | str, workers: int) -> bool:

@@ -98,8 +98,9 @@ class ComposeWithoutMeta(Compose):
 
     def __call__(self, input_, start=0, end=None, threading=False, lazy: bool | None = None):
         with _TrackingOff():
-            data = [_plain(x, self.file_keys) for x in input_] if isinstance(input_, list) else _plain(
-                input_, self.file_keys
+            data = (
+                [_plain(x, self.file_keys) for x in input_]
+                if isinstance(input_, list)
+                else _plain(input_, self.file_keys)
             )
             return super().__call__(data, start=start, end=end, threading=threading, lazy=lazy)
-

@@ -20,8 +20,13 @@ from typing import Any
 from shared_networks.utils.flags import as_bool
 
 __all__ = [
-    "image_key", "log_pretrain_images", "pretrain_extra_flag", "pretrain_items", "pretrain_sources", "select_pretrain",
-]  # fmt: skip
+    "image_key",
+    "log_pretrain_images",
+    "pretrain_extra_flag",
+    "pretrain_items",
+    "pretrain_sources",
+    "select_pretrain",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +63,7 @@ def select_pretrain(
     train_keys = {image_key(item["image"]) for item in training}
     others = [item for item in pretrain_items(extra, keys=keys) if image_key(item["image"]) not in train_keys]
     if others and not pretrain_extra_images:
-        logger.info(
-            "%s: %d extra image(s) are not pre-trained on (pretrain_extra_images false).", source, len(others)
-        )
+        logger.info("%s: %d extra image(s) are not pre-trained on (pretrain_extra_images false).", source, len(others))
     return pretrain_items(training, others if pretrain_extra_images else [], keys=keys)
 
 

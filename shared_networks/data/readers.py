@@ -8,8 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
-    "IMAGE_SUFFIXES", "is_dicom_file", "is_dicom_series", "list_image_inputs", "nifti_to_dicom_series", "require_split",
-]  # fmt: skip
+    "IMAGE_SUFFIXES",
+    "is_dicom_file",
+    "is_dicom_series",
+    "list_image_inputs",
+    "nifti_to_dicom_series",
+    "require_split",
+]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 

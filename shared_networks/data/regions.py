@@ -37,9 +37,16 @@ from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey, look_up_option
 
 __all__ = [
-    "LABEL_CONVENTIONS", "REGION_NAMES", "CheckChannelCountd", "LabelConvention", "LabelToRegionsd",
-    "RegionsToLabeld", "get_convention", "labels_to_regions", "regions_to_labels",
-]  # fmt: skip
+    "LABEL_CONVENTIONS",
+    "REGION_NAMES",
+    "CheckChannelCountd",
+    "LabelConvention",
+    "LabelToRegionsd",
+    "RegionsToLabeld",
+    "get_convention",
+    "labels_to_regions",
+    "regions_to_labels",
+]
 
 REGION_NAMES: tuple[str, ...] = ("TC", "WT", "ET")
 """Output channels of the segmentation network, in order: tumour core, whole tumour, enhancing tumour."""
@@ -80,14 +87,20 @@ class LabelConvention:
 
 LABEL_CONVENTIONS: dict[str, LabelConvention] = {
     "msd": LabelConvention(
-        "msd", edema=1, core=2, enhancing=3,
+        "msd",
+        edema=1,
+        core=2,
+        enhancing=3,
         names={0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"},
     ),
     "brats2021": LabelConvention(
-        "brats2021", edema=2, core=1, enhancing=4,
+        "brats2021",
+        edema=2,
+        core=1,
+        enhancing=4,
         names={0: "background", 1: "necrotic tumour core", 2: "peritumoural edema", 4: "GD-enhancing tumour"},
     ),
-}  # fmt: skip
+}
 """The two label conventions, keyed by the layout names of :mod:`shared_networks.data.brats`."""
 
 

@@ -212,9 +212,13 @@ class ResumableCheckpointSaver(AtomicCheckpointSaver):
             full["validation"] = _BestModelState(validator, best_saver)
         enabled = int(save_interval) > 0 or float(save_every_minutes) > 0
         super().__init__(
-            save_dir=str(save_dir), save_dict=full, file_prefix=file_prefix, save_interval=1 if enabled else 0,
-            n_saved=int(n_saved), epoch_level=True,
-        )  # fmt: skip
+            save_dir=str(save_dir),
+            save_dict=full,
+            file_prefix=file_prefix,
+            save_interval=1 if enabled else 0,
+            n_saved=int(n_saved),
+            epoch_level=True,
+        )
         self.epoch_interval = int(save_interval)
         self.save_every_s = 60.0 * float(save_every_minutes)
         self.clock = clock

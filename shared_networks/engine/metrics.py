@@ -45,7 +45,16 @@ from shared_networks.engine.segmentation_metrics import (
 )
 
 __all__ = [
-    "BRATS_HD95_PENALTY_MM", "STRUCTURE_STATES", "ClassificationReport", "HausdorffDistanceMM", "MeanROCAUC",
-    "MeanROCAUCMetric", "MetricsReport", "PenalizedHausdorffDistanceMetric", "image_diagonal_mm", "mean_defined",
-    "roc_auc_per_class", "structure_status",
-]  # fmt: skip
+    "BRATS_HD95_PENALTY_MM",
+    "STRUCTURE_STATES",
+    "ClassificationReport",
+    "HausdorffDistanceMM",
+    "MeanROCAUC",
+    "MeanROCAUCMetric",
+    "MetricsReport",
+    "PenalizedHausdorffDistanceMetric",
+    "image_diagonal_mm",
+    "mean_defined",
+    "roc_auc_per_class",
+    "structure_status",
+]

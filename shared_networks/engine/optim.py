@@ -47,9 +47,12 @@ def param_groups_lrd(model: nn.Module, lr: float, weight_decay: float = 0.05, la
         if key not in groups:
             scale = layer_decay ** (num_layers + 1 - depth)
             groups[key] = {
-                "params": [], "names": [], "lr": lr * scale, "lr_scale": scale,
+                "params": [],
+                "names": [],
+                "lr": lr * scale,
+                "lr_scale": scale,
                 "weight_decay": 0.0 if no_decay else weight_decay,
-            }  # fmt: skip
+            }
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
     return [groups[k] for k in sorted(groups)]

@@ -40,10 +40,21 @@ __all__ = [
 
 # the keyword arguments of monai.bundle's `run` / `run_workflow`, `create_workflow` and `ConfigWorkflow`: consumed by
 # the runner, never set in the config
-RUN_ARGUMENTS = frozenset({
-    "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
-    "workflow_name", "workflow_type", "properties_path",
-})  # fmt: skip
+RUN_ARGUMENTS = frozenset(
+    {
+        "run_id",
+        "init_id",
+        "final_id",
+        "meta_file",
+        "config_file",
+        "logging_file",
+        "tracking",
+        "args_file",
+        "workflow_name",
+        "workflow_type",
+        "properties_path",
+    }
+)
 _POSITIONAL = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
 _COMMANDS = ("run", "run_workflow")
 # set to 1 to let new keys through (a warning instead of the error), e.g. a new key that another override refers to
@@ -370,8 +381,12 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
         overrides, kwargs.get("config_file"), meta_file=kwargs.get("meta_file"), tracking=kwargs.get("tracking")
     )
     if report.warnings:
-        print("\n".join(["WARNING: monai.bundle run: overrides that change nothing:"]
-                        + [f"  {m}" for m in report.warnings]), file=sys.stderr)  # fmt: skip
+        print(
+            "\n".join(
+                ["WARNING: monai.bundle run: overrides that change nothing:"] + [f"  {m}" for m in report.warnings]
+            ),
+            file=sys.stderr,
+        )
     if not report.errors:
         return
     text = "\n".join(

@@ -24,9 +24,14 @@ from shared_networks.engine.classification_metrics import mean_defined
 from shared_networks.utils.files import atomic_write_text, write_json_atomic
 
 __all__ = [
-    "BRATS_HD95_PENALTY_MM", "STRUCTURE_STATES", "HausdorffDistanceMM", "MetricsReport",
-    "PenalizedHausdorffDistanceMetric", "image_diagonal_mm", "structure_status",
-]  # fmt: skip
+    "BRATS_HD95_PENALTY_MM",
+    "STRUCTURE_STATES",
+    "HausdorffDistanceMM",
+    "MetricsReport",
+    "PenalizedHausdorffDistanceMetric",
+    "image_diagonal_mm",
+    "structure_status",
+]
 
 BRATS_HD95_PENALTY_MM = 373.13  # HD95 of a missed or false-positive region in the BraTS challenges (mm)
 # per case and class: label and prediction non-empty, label only, prediction only, both empty
@@ -56,12 +61,16 @@ def structure_status(y_pred: torch.Tensor, y: torch.Tensor, include_background: 
         (label only), ``false_positive`` (prediction only) or ``both_empty``.
     """
     if tuple(y_pred.shape) != tuple(y.shape) or y.ndim < 3:
-        raise ValueError(f"expected (B, C, spatial...) prediction and label of one shape, got {tuple(y_pred.shape)} "
-                         f"and {tuple(y.shape)}.")  # fmt: skip
+        raise ValueError(
+            f"expected (B, C, spatial...) prediction and label of one shape, got {tuple(y_pred.shape)} "
+            f"and {tuple(y.shape)}."
+        )
     pred, label = _foreground(y_pred, include_background).tolist(), _foreground(y, include_background).tolist()
     states = {(True, True): "detected", (True, False): "missed", (False, True): "false_positive"}
-    return [[states.get((t, p), "both_empty") for t, p in zip(ts, ps, strict=True)]
-            for ts, ps in zip(label, pred, strict=True)]  # fmt: skip
+    return [
+        [states.get((t, p), "both_empty") for t, p in zip(ts, ps, strict=True)]
+        for ts, ps in zip(label, pred, strict=True)
+    ]
 
 
 def image_diagonal_mm(spatial_shape: Sequence[int], spacing: float | Sequence[float] | None = None) -> float:
@@ -284,8 +293,12 @@ class MetricsReport:
         status = np.asarray(self.status, dtype=object).reshape(n, len(names))
         counts = {s: (status == s).sum(axis=1) for s in STRUCTURE_STATES}  # per case
         slugs = [c.replace(" ", "_") for c in names]
-        header = (["case"] + [f"{m}_{c}" for m in self.metric_names for c in slugs] + [f"status_{c}" for c in slugs]
-                  + ["missed", "false_positives", "both_empty"])  # fmt: skip
+        header = (
+            ["case"]
+            + [f"{m}_{c}" for m in self.metric_names for c in slugs]
+            + [f"status_{c}" for c in slugs]
+            + ["missed", "false_positives", "both_empty"]
+        )
         rows = [",".join(header)]
         for i, case in enumerate(self.cases):
             values = [_fmt(details[m][i, j]) for m in self.metric_names for j in range(len(names))]
@@ -303,14 +316,18 @@ class MetricsReport:
                 finite = np.isfinite(d[:, j])
                 unexpected = [self.cases[i] for i in np.flatnonzero(~finite) if status[i, j] != "both_empty"]
                 if unexpected:
-                    logger.warning(f"{m} of '{c}' is not finite in case(s) {unexpected}, where the class is not "
-                                   "empty in both label and prediction: left out of its mean.")  # fmt: skip
+                    logger.warning(
+                        f"{m} of '{c}' is not finite in case(s) {unexpected}, where the class is not "
+                        "empty in both label and prediction: left out of its mean."
+                    )
                 col = d[finite, j]
-                per_class[c] = {"mean": float(col.mean()) if col.size else None, "n": int(col.size),
-                                "n_excluded": int(n - col.size)}  # fmt: skip
+                per_class[c] = {
+                    "mean": float(col.mean()) if col.size else None,
+                    "n": int(col.size),
+                    "n_excluded": int(n - col.size),
+                }
             summary[m] = {"mean": mean_defined([v["mean"] for v in per_class.values()]), "per_class": per_class}
-        summary["structures"] = {"per_class": {c: tally(status[:, j]) for j, c in enumerate(names)},
-                                 **tally(status)}  # fmt: skip
+        summary["structures"] = {"per_class": {c: tally(status[:, j]) for j, c in enumerate(names)}, **tally(status)}
         path = write_json_atomic(summary, self.output_dir / "summary.json")
         self.summary = summary
         engine.logger.info(f"metrics written to {path} and per_case.csv")

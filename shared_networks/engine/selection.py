@@ -32,9 +32,15 @@ from monai.utils import CommonKeys
 from shared_networks.engine.checkpoints import AtomicCheckpointSaver
 
 __all__ = [
-    "LABEL_FORMATS", "METRIC_KINDS", "SELECT_ON", "SelectedModelSaver", "ValidationCoverage", "ValidationLoss",
-    "class_presence", "validation_coverage",
-]  # fmt: skip
+    "LABEL_FORMATS",
+    "METRIC_KINDS",
+    "SELECT_ON",
+    "SelectedModelSaver",
+    "ValidationCoverage",
+    "ValidationLoss",
+    "class_presence",
+    "validation_coverage",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +146,13 @@ class SelectedModelSaver(AtomicCheckpointSaver):
         self.loss_name = loss_name
         by_loss = self.select_on == "loss"
         super().__init__(
-            save_dir=str(save_dir), save_dict=save_dict, save_key_metric=True, key_metric_filename=filename,
-            key_metric_name=loss_name if by_loss else None, key_metric_negative_sign=by_loss,
-        )  # fmt: skip
+            save_dir=str(save_dir),
+            save_dict=save_dict,
+            save_key_metric=True,
+            key_metric_filename=filename,
+            key_metric_name=loss_name if by_loss else None,
+            key_metric_negative_sign=by_loss,
+        )
         self.filename = filename
         if self.select_on == "last":  # the evaluator's epoch is the trainer's: a later validation always wins
             self._key_metric_checkpoint.score_function = lambda engine: float(engine.state.epoch)

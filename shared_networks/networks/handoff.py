@@ -17,10 +17,17 @@ from torch import nn
 from shared_networks.networks.vit import GeometryRecord
 
 __all__ = [
-    "HandoffReport", "NonFiniteError", "check_finite", "extract_encoder_state", "first_non_finite",
-    "interpolate_pos_embed", "load_pretrained_encoder", "read_geometry", "refuse_non_finite",
+    "HandoffReport",
+    "NonFiniteError",
+    "check_finite",
+    "extract_encoder_state",
+    "first_non_finite",
+    "interpolate_pos_embed",
+    "load_pretrained_encoder",
+    "read_geometry",
+    "refuse_non_finite",
     "source_grid",
-]  # fmt: skip
+]
 
 logger = logging.getLogger(__name__)
 

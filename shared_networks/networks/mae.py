@@ -18,9 +18,14 @@ from shared_networks.networks.handoff import refuse_non_finite
 from shared_networks.networks.vit import Block, GeometryRecord, ViTEncoder, init_vit_weights, patchify, sincos_pos_embed
 
 __all__ = [
-    "patchify", "unpatchify", "normalize_patches", "random_masking", "random_mask_ids", "MaskedAutoencoderViT",
+    "patchify",
+    "unpatchify",
+    "normalize_patches",
+    "random_masking",
+    "random_mask_ids",
+    "MaskedAutoencoderViT",
     "MaskedPatchLoss",
-]  # fmt: skip
+]
 
 
 def unpatchify(x: torch.Tensor, patch_size: Sequence[int], img_size: Sequence[int], channels: int) -> torch.Tensor:
@@ -141,9 +146,18 @@ class MaskedAutoencoderViT(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = ViTEncoder(
-            in_channels, img_size, patch_size, hidden_size, num_layers, num_heads, mlp_dim, qkv_bias,
-            cls_token=cls_token, learnable_pos_embed=False, spatial_dims=spatial_dims,
-        )  # fmt: skip
+            in_channels,
+            img_size,
+            patch_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            mlp_dim,
+            qkv_bias,
+            cls_token=cls_token,
+            learnable_pos_embed=False,
+            spatial_dims=spatial_dims,
+        )
         self.geometry = GeometryRecord(self.encoder.img_size, self.encoder.patch_size)  # saved with the weights
         self.mask_ratio = mask_ratio  # validated by the property setter
         self.in_channels = in_channels

@@ -73,9 +73,19 @@ class UNETR(nn.Module):
             raise ValueError(f"patch_size {patch_size} needs {levels - 1} skip_indices, got {skips}.")
         self.skip_indices = skips
         self.encoder = ViTEncoder(
-            in_channels, img_size, patch_size, hidden_size, num_layers, num_heads, mlp_dim, qkv_bias,
-            drop_path_rate, cls_token=False, learnable_pos_embed=True, spatial_dims=spatial_dims,
-        )  # fmt: skip
+            in_channels,
+            img_size,
+            patch_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            mlp_dim,
+            qkv_bias,
+            drop_path_rate,
+            cls_token=False,
+            learnable_pos_embed=True,
+            spatial_dims=spatial_dims,
+        )
         for i in skips:
             if not 0 <= i < num_layers:
                 raise ValueError(f"skip index {i} out of range for {num_layers} blocks.")
@@ -91,7 +101,7 @@ class UNETR(nn.Module):
                 upsample_kernel_size=2,
                 conv_block=True,
                 **common,
-            )  # fmt: skip
+            )
             for k in range(1, levels)
         )
         # decoder level k (deep to shallow) upsamples to 1/2**k and joins the skip of the same resolution
@@ -101,7 +111,7 @@ class UNETR(nn.Module):
                 out_channels=feature_size * 2**k,
                 upsample_kernel_size=2,
                 **common,
-            )  # fmt: skip
+            )
             for k in reversed(range(levels))
         )
         self.out = UnetOutBlock(spatial_dims=spatial_dims, in_channels=feature_size, out_channels=out_channels)

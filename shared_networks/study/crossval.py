@@ -48,8 +48,12 @@ def _pool_folds(
     sizes: dict[float, list[tuple[int, int]]] = {}
     rows = []
     # this call's runs (runs.csv may also hold those of an earlier call with more seeds or arms)
-    plan = [Run(a, float(f), int(seed)) for f, e in summaries[0]["fractions"].items() for a, v in e["arms"].items()
-            for seed in v["seeds"]]  # fmt: skip
+    plan = [
+        Run(a, float(f), int(seed))
+        for f, e in summaries[0]["fractions"].items()
+        for a, v in e["arms"].items()
+        for seed in v["seeds"]
+    ]
     for k, fold_summary in enumerate(summaries):
         folder = out / f"fold{k}"
         records = read_runs(folder / "runs.csv")
@@ -60,27 +64,42 @@ def _pool_folds(
             walls[run] = walls.get(run, 0.0) + float(records[run.key].get("wall_s") or 0)
             rows.append({"fold": k, **records[run.key]})
     pooled = {r: pool_evaluations(evaluations[r]) for r in plan}
-    mean_sizes = {f: (round(float(np.mean([s[0] for s in v]))), round(float(np.mean([s[1] for s in v]))))
-                  for f, v in sizes.items()}  # fmt: skip
+    mean_sizes = {
+        f: (round(float(np.mean([s[0] for s in v]))), round(float(np.mean([s[1] for s in v]))))
+        for f, v in sizes.items()
+    }
     return pooled, walls, mean_sizes, rows
 
 
 def _fold_entries(out: Path, summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``summary.json``'s ``folds``: each fold's folder, test size, pre-training seconds and mean differences."""
     return [
-        {"fold": k, "dir": str(out / f"fold{k}"), "n_test": s["n_test"], "pretrain_wall_s": s.get("pretrain_wall_s"),
-         "fractions": {f: {n: c[s["metric"]]["mean"] for n, c in e["comparisons"].items()}
-                       for f, e in s["fractions"].items()}}
+        {
+            "fold": k,
+            "dir": str(out / f"fold{k}"),
+            "n_test": s["n_test"],
+            "pretrain_wall_s": s.get("pretrain_wall_s"),
+            "fractions": {
+                f: {n: c[s["metric"]]["mean"] for n, c in e["comparisons"].items()} for f, e in s["fractions"].items()
+            },
+        }
         for k, s in enumerate(summaries)
-    ]  # fmt: skip
+    ]
 
 
-def _pooled_summary(out: Path, folds: int, summaries: Sequence[Mapping[str, Any]], options: Mapping[str, Any],
-                    started: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+def _pooled_summary(
+    out: Path, folds: int, summaries: Sequence[Mapping[str, Any]], options: Mapping[str, Any], started: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The summary over the folds' pooled held-out predictions, and the rows of the pooled runs.csv."""
     pooled, walls, sizes, rows = _pool_folds(out, summaries)
-    summary = summarise_evaluations(pooled, walls, sizes, int(options.get("n_resamples", 2000)),
-                                    int(options.get("bootstrap_seed", 0)), bundle=summaries[0]["bundle"])  # fmt: skip
+    summary = summarise_evaluations(
+        pooled,
+        walls,
+        sizes,
+        int(options.get("n_resamples", 2000)),
+        int(options.get("bootstrap_seed", 0)),
+        bundle=summaries[0]["bundle"],
+    )
     summary["notes"].append(
         f"{folds}-fold cross-validation on the training patients: each arm's values pool the held-out predictions of "
         f"the {folds} folds' models (an AUC is the mean of the folds' AUCs; the bootstrap resamples within each "
@@ -133,12 +152,26 @@ def run_folds(
     for k in range(folds):
         logger.info("fold %d of %d (%s)", k, folds, out / f"fold{k}")
         ckpt = None if mae_ckpt is None else str(mae_ckpt).replace("{fold}", str(k))
-        summaries.append(run_study(bundle_root, dataset_dir, out / f"fold{k}", mae_ckpt=ckpt, tune_folds=folds,
-                                   tune_fold=k, runner=runner, **options))  # fmt: skip
+        summaries.append(
+            run_study(
+                bundle_root,
+                dataset_dir,
+                out / f"fold{k}",
+                mae_ckpt=ckpt,
+                tune_folds=folds,
+                tune_fold=k,
+                runner=runner,
+                **options,
+            )
+        )
     summary, rows = _pooled_summary(out, folds, summaries, options, started)
     write_runs(out / "runs.csv", rows)
     write_summary(summary, out)
     render_study(summary, out)
-    logger.info("cross-validated study finished: %d folds in %.1f min; %s", folds, summary["wall_s_this_call"] / 60,
-                out / "summary.json")  # fmt: skip
+    logger.info(
+        "cross-validated study finished: %d folds in %.1f min; %s",
+        folds,
+        summary["wall_s_this_call"] / 60,
+        out / "summary.json",
+    )
     return summary

@@ -173,8 +173,10 @@ def pool_evaluations(evaluations: Sequence[Evaluation]) -> Evaluation:
     cases = [c for ev in evaluations for c in ev.cases]
     if len(set(cases)) != len(cases):
         twice = sorted({c for c in cases if cases.count(c) > 1})[:3]
-        raise ValueError(f"the folds' evaluations ({', '.join(str(e.path) for e in evaluations)}) share the cases "
-                         f"{twice}: folds must hold out disjoint patients.")  # fmt: skip
+        raise ValueError(
+            f"the folds' evaluations ({', '.join(str(e.path) for e in evaluations)}) share the cases "
+            f"{twice}: folds must hold out disjoint patients."
+        )
     values = {m: np.concatenate([ev.values[m] for ev in evaluations]) for m in first.values}
     labels = None if first.labels is None else np.concatenate([ev.labels for ev in evaluations])  # type: ignore[misc]
     groups = np.concatenate([np.full(len(ev.cases), k) for k, ev in enumerate(evaluations)])

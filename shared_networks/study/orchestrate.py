@@ -71,8 +71,15 @@ def _set_up(
     overrides = [str(o) for o in as_list(config_overrides or (), "config_overrides", str)]
     dataset = str(Path(dataset_dir).expanduser().resolve())
     extra, pretrain_extra, train_extra = extras
-    study = Study(bundle, dataset, out, overrides, parse_overrides(extra), parse_overrides(pretrain_extra),
-                  parse_overrides(train_extra))  # fmt: skip
+    study = Study(
+        bundle,
+        dataset,
+        out,
+        overrides,
+        parse_overrides(extra),
+        parse_overrides(pretrain_extra),
+        parse_overrides(train_extra),
+    )
     chosen = study.arms(None if arms is None else as_list(arms, "arms", str))
     return study, fractions, seeds, chosen
 
@@ -156,8 +163,9 @@ def _log_plan(
     )
 
 
-def _finish(summary: dict[str, Any], out: Path, new: int, held_out: tuple[float, int, int | None],
-            started: float) -> None:  # fmt: skip
+def _finish(
+    summary: dict[str, Any], out: Path, new: int, held_out: tuple[float, int, int | None], started: float
+) -> None:
     """Adds this call's facts to the summary and writes ``summary.json``, the PNG, ``study.md`` and ``study.html``."""
     tune_fraction, tune_folds, tune_fold = held_out
     summary["runs_this_call"] = new
@@ -231,8 +239,17 @@ def run_study(
     started = time.monotonic()
     runner = runner or subprocess_runner
     held_out = (tune_fraction, tune_folds, tune_fold)
-    study, fractions, seeds, chosen = _set_up(bundle_root, dataset_dir, output_dir, fractions, seeds, config_overrides,
-                                              (extra, pretrain_extra, train_extra), arms, n_resamples)  # fmt: skip
+    study, fractions, seeds, chosen = _set_up(
+        bundle_root,
+        dataset_dir,
+        output_dir,
+        fractions,
+        seeds,
+        config_overrides,
+        (extra, pretrain_extra, train_extra),
+        arms,
+        n_resamples,
+    )
     out = study.output_dir
     settings = _record_settings(study, mae_ckpt, subset_seed, held_out)
     base, subsets, datalists, full_list = _write_subsets(study, fractions, subset_seed, held_out)
@@ -242,6 +259,11 @@ def run_study(
     new = run_plan(study, out, plan, subsets, datalists, mae, runner)
     summary = summarise(out, plan, subsets, int(n_resamples), int(bootstrap_seed), bundle=study.bundle_root.name)
     _finish(summary, out, new, held_out, started)
-    logger.info("study finished: %d runs (%d new in this call) in %.1f min; %s", len(plan), new,
-                summary["wall_s_this_call"] / 60, out / "summary.json")  # fmt: skip
+    logger.info(
+        "study finished: %d runs (%d new in this call) in %.1f min; %s",
+        len(plan),
+        new,
+        summary["wall_s_this_call"] / 60,
+        out / "summary.json",
+    )
     return summary

@@ -162,8 +162,9 @@ def _panel(
         low = [v - ci[0] if ci[0] is not None else 0.0 for v, ci in points if v is not None]
         high = [ci[1] - v if ci[1] is not None else 0.0 for v, ci in points if v is not None]
         colour = _COLOURS.get(name.split(" - ")[0], "#505050")
-        ax.errorbar(xs, ys, yerr=[low, high], color=colour, marker="o", ms=5, capsize=4, lw=1.6,
-                    label=labels.get(name, name))  # fmt: skip
+        ax.errorbar(
+            xs, ys, yerr=[low, high], color=colour, marker="o", ms=5, capsize=4, lw=1.6, label=labels.get(name, name)
+        )
     if zero:
         ax.axhline(0.0, color="#999999", lw=1)
     ax.set_xticks(range(len(fractions)), [f"{float(f) * 100:g}%" for f in fractions])
@@ -184,10 +185,22 @@ def write_png(summary: Mapping[str, Any], path: Path) -> Path:
     labels = summary["arm_labels"]
     fig = Figure(figsize=(10, 4.8), dpi=100, layout="constrained")
     left, right = fig.subplots(1, 2)
-    _panel(left, _arm_series(summary, fractions), fractions, labels,
-           f"{m} (mean over classes, seeds averaged; bootstrap 95% CI)", zero=False)  # fmt: skip
-    _panel(right, _difference_series(summary, fractions), fractions, labels, f"paired difference of {m} (95% CI)",
-           zero=True)  # fmt: skip
+    _panel(
+        left,
+        _arm_series(summary, fractions),
+        fractions,
+        labels,
+        f"{m} (mean over classes, seeds averaged; bootstrap 95% CI)",
+        zero=False,
+    )
+    _panel(
+        right,
+        _difference_series(summary, fractions),
+        fractions,
+        labels,
+        f"paired difference of {m} (95% CI)",
+        zero=True,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png", metadata={"Software": None})  # the same bytes for the same summary

@@ -160,8 +160,9 @@ class Study:
         wanted = list(offered) if wanted is None else list(wanted)
         bad = [a for a in wanted if a not in offered]
         if bad or not wanted:
-            raise ValueError(f"arms {wanted!r}: choose among {list(offered)} (linear probes need configs/"
-                             "linear_probe.yaml).")  # fmt: skip
+            raise ValueError(
+                f"arms {wanted!r}: choose among {list(offered)} (linear probes need configs/linear_probe.yaml)."
+            )
         return [a for a in offered if a in wanted]
 
     def base_datalist(self) -> dict[str, list[dict[str, Any]]]:
@@ -182,31 +183,61 @@ class Study:
         return {k: [dict(i) for i in v] for k, v in datalist.items()}
 
     def common(self, datalist_file: Path, ckpt_dir: Path, output_dir: Path) -> list[str]:
-        return ["--bundle_root", str(self.bundle_root), "--dataset_dir", self.dataset_dir,
-                "--datalist_file", str(datalist_file), "--ckpt_dir", str(ckpt_dir),
-                "--output_dir", str(output_dir)]  # fmt: skip
+        return [
+            "--bundle_root",
+            str(self.bundle_root),
+            "--dataset_dir",
+            self.dataset_dir,
+            "--datalist_file",
+            str(datalist_file),
+            "--ckpt_dir",
+            str(ckpt_dir),
+            "--output_dir",
+            str(output_dir),
+        ]
 
     def pretrain_args(self, datalist_file: Path, folder: Path) -> list[str]:
         """``pretrain.yaml`` with the overrides, on the whole training list (``datalist_file``'s ``pretrain``)."""
         files = [self.configs / "pretrain.yaml", *self.overrides]
-        return ["--config_file", _config_list(files), *self.common(datalist_file, folder / "models", folder / "logs"),
-                *self.extra, *self.pretrain_extra]  # fmt: skip
+        return [
+            "--config_file",
+            _config_list(files),
+            *self.common(datalist_file, folder / "models", folder / "logs"),
+            *self.extra,
+            *self.pretrain_extra,
+        ]
 
     def train_args(self, run: Run, datalist_file: Path, folder: Path, mae_ckpt: Path) -> list[str]:
         """``train.yaml`` (and ``linear_probe.yaml`` for a probe) from the MAE encoder or from none."""
         probe = run.arm.startswith("probe")
         files = [self.configs / "train.yaml", *([self.configs / "linear_probe.yaml"] if probe else []), *self.overrides]
         pretrained = str(mae_ckpt) if run.arm in ("mae", "probe_mae") else "none"
-        return ["--config_file", _config_list(files), *self.common(datalist_file, folder / "models", folder / "train"),
-                "--seed", str(run.seed), "--pretrained_ckpt", pretrained, *self.extra, *self.train_extra]  # fmt: skip
+        return [
+            "--config_file",
+            _config_list(files),
+            *self.common(datalist_file, folder / "models", folder / "train"),
+            "--seed",
+            str(run.seed),
+            "--pretrained_ckpt",
+            pretrained,
+            *self.extra,
+            *self.train_extra,
+        ]
 
     def evaluate_args(self, run: Run, datalist_file: Path, folder: Path) -> list[str]:
         """``evaluate.yaml`` over ``train.yaml``: the run's model on the test split."""
         files = [self.configs / "train.yaml", self.configs / "evaluate.yaml", *self.overrides]
         model = folder / "models" / MODEL_FILES[run.arm]
-        return ["--config_file", _config_list(files),
-                *self.common(datalist_file, folder / "models", folder / "evaluate"),
-                "--seed", str(run.seed), "--model_path", str(model), *self.extra]  # fmt: skip
+        return [
+            "--config_file",
+            _config_list(files),
+            *self.common(datalist_file, folder / "models", folder / "evaluate"),
+            "--seed",
+            str(run.seed),
+            "--model_path",
+            str(model),
+            *self.extra,
+        ]
 
 
 def write_datalist(path: Path, datalist: Mapping[str, Any]) -> None:
@@ -313,8 +344,9 @@ def pretrain_seconds(out: Path) -> float | None:
     return json.loads(done.read_text(encoding="utf-8"))["wall_s"]
 
 
-def _train_and_evaluate(study: Study, run: Run, datalist_file: Path, folder: Path, mae: Path, runner: Runner,
-                        what: str) -> Path:  # fmt: skip
+def _train_and_evaluate(
+    study: Study, run: Run, datalist_file: Path, folder: Path, mae: Path, runner: Runner, what: str
+) -> Path:
     """Trains the run in ``folder`` and evaluates its model; returns the evaluation file (``RuntimeError`` when a
     step wrote nothing)."""
     runner(study.train_args(run, datalist_file, folder, mae), folder / "train.log")

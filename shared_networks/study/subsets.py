@@ -79,8 +79,9 @@ def _held_fold(order: Sequence[str], folds: int, fold: int) -> set[str]:
     if folds < 2 or not 0 <= fold < folds:
         raise ValueError(f"tune_folds {folds!r} must be at least 2 and the fold {fold!r} in [0, {folds - 1}].")
     if len(order) < folds:
-        raise ValueError(f"tune_folds {folds} needs at least {folds} training patients or cases, the datalist "
-                         f"has {len(order)}.")  # fmt: skip
+        raise ValueError(
+            f"tune_folds {folds} needs at least {folds} training patients or cases, the datalist has {len(order)}."
+        )
     return set(order[fold::folds])
 
 

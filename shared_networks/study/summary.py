@@ -71,8 +71,9 @@ def _check_same_test_split(evaluations: Sequence[Evaluation]) -> None:
             raise ValueError(f"'{ev.path}' holds other test labels than '{first.path}'.")
 
 
-def _summary_head(first: Evaluation, metrics: list[str], plan: Sequence[Run], n_resamples: int, seed: int,
-                  bundle: str) -> dict[str, Any]:  # fmt: skip
+def _summary_head(
+    first: Evaluation, metrics: list[str], plan: Sequence[Run], n_resamples: int, seed: int, bundle: str
+) -> dict[str, Any]:
     """What ``summary.json`` says before its fractions: the task, metrics, test split, bootstrap and arms."""
     task = first.task
     summary: dict[str, Any] = {

@@ -33,9 +33,12 @@ from shared_networks.synthetic.common import case_seed, check_geometry, interp_m
 from shared_networks.utils.files import write_json_atomic
 
 __all__ = [
-    "DEFAULT_SHAPE", "DEFAULT_SPACING", "make_brain_phantom", "write_brats2021_phantom_dataset",
+    "DEFAULT_SHAPE",
+    "DEFAULT_SPACING",
+    "make_brain_phantom",
+    "write_brats2021_phantom_dataset",
     "write_msd_phantom_dataset",
-]  # fmt: skip
+]
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,24 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 __all__ = [
-    "AIR_HU", "AORTA", "ESOPHAGUS", "GALLBLADDER", "IVC", "LIVER", "L_ADRENAL", "L_KIDNEY", "ORGAN_HU", "PANCREAS",
-    "PORTAL_SPLENIC_VEIN", "R_ADRENAL", "R_KIDNEY", "SPLEEN", "STOMACH", "Canvas", "Region",
-]  # fmt: skip
+    "AIR_HU",
+    "AORTA",
+    "ESOPHAGUS",
+    "GALLBLADDER",
+    "IVC",
+    "LIVER",
+    "L_ADRENAL",
+    "L_KIDNEY",
+    "ORGAN_HU",
+    "PANCREAS",
+    "PORTAL_SPLENIC_VEIN",
+    "R_ADRENAL",
+    "R_KIDNEY",
+    "SPLEEN",
+    "STOMACH",
+    "Canvas",
+    "Region",
+]
 
 AIR_HU = -1000.0
 # Nominal half width (left-right) and half depth (antero-posterior) of an adult abdomen in mm; organ and vessel sizes

@@ -36,9 +36,18 @@ logger = logging.getLogger(__name__)
 
 CXR_MIN_SIZE = 32  # smallest image side
 CXR_CSV_COLUMNS: tuple[str, ...] = (
-    "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender", "View Position",
-    "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]",
-)  # fmt: skip
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+)
 """Header fields of the NIH ``Data_Entry_2017.csv`` (its two bracketed pairs hold a comma, hence 11 fields)."""
 
 
@@ -96,8 +105,9 @@ class _Chest:
         cu = s * self.lung_cx
         t = np.clip((self.u - cu) / self.lung_rx, -1.0, 1.0)
         floor = self.domes[side] + self.dome_depth * t**2
-        outside = np.maximum(self.radius(cu, self.lung_cy, self.lung_rx, self.lung_ry) - 1.0,
-                             (self.v - floor) / self.lung_ry)  # fmt: skip
+        outside = np.maximum(
+            self.radius(cu, self.lung_cy, self.lung_rx, self.lung_ry) - 1.0, (self.v - floor) / self.lung_ry
+        )
         outside = np.maximum(outside, (0.07 - s * self.u) / self.lung_rx)
         return _soft(outside, 0.02)
 
@@ -167,8 +177,12 @@ def _draw_lung_findings(c: _Chest, image: np.ndarray, lungs: list[np.ndarray], f
     if "Pneumothorax" in findings:  # dark pleural air without markings around the collapsed lung
         side, k = int(rng.integers(2)), rng.uniform(0.62, 0.8)
         s = 2 * side - 1
-        r = c.radius(s * (c.lung_cx - 0.6 * (1 - k) * c.lung_rx), c.lung_cy + 0.5 * (1 - k) * c.lung_ry,
-                     k * c.lung_rx, k * c.lung_ry)  # fmt: skip
+        r = c.radius(
+            s * (c.lung_cx - 0.6 * (1 - k) * c.lung_rx),
+            c.lung_cy + 0.5 * (1 - k) * c.lung_ry,
+            k * c.lung_rx,
+            k * c.lung_ry,
+        )
         image = _blend(image, 0.06, lungs[side] * (1.0 - _soft(r - 1.0, 0.01)))
         image = image + 0.12 * lungs[side] * np.exp(-(((r - 1.0) / 0.03) ** 2))  # the visceral pleural line
     if "Pleural_Thickening" in findings:  # a bright band along the lateral chest wall
@@ -230,9 +244,10 @@ def _draw_lungs(c: _Chest, image: np.ndarray, wanted: set[str]) -> np.ndarray:
     lungs = [c.lung(0), c.lung(1)]
     hila = np.minimum(c.radius(-0.14, c.lung_cy + 0.1, 1, 1), c.radius(0.14, c.lung_cy + 0.1, 1, 1))
     markings = (
-        (0.035 if "Emphysema" in wanted else 0.1) * _lines(_texture(c.rng, image.shape[0], 1 / 90), 0.35)
+        (0.035 if "Emphysema" in wanted else 0.1)
+        * _lines(_texture(c.rng, image.shape[0], 1 / 90), 0.35)
         * np.exp(-hila / 0.45)
-    )  # fmt: skip
+    )
     lung_value = 0.1 if "Emphysema" in wanted else 0.17
     image = _blend(image, lung_value + markings, np.clip(lungs[0] + lungs[1], 0.0, 1.0))
     return _draw_lung_findings(c, image, lungs, wanted)
@@ -404,13 +419,27 @@ def _write_patients(
             present = (base & (rng.random(len(base)) < 0.8)) | (rng.random(len(base)) < prevalence / 4)
             findings = [f for f, p in zip(CXR14_FINDINGS, present, strict=True) if p]
             name = f"{patient:08d}_{follow_up:03d}.png"
-            image = make_cxr_phantom(findings, size, seed=_seed_of(seed, patient, follow_up + 1),
-                                     anatomy_seed=_seed_of(seed, patient, 0))  # fmt: skip
+            image = make_cxr_phantom(
+                findings, size, seed=_seed_of(seed, patient, follow_up + 1), anatomy_seed=_seed_of(seed, patient, 0)
+            )
             _save_png(image, root / "images" / name, _png_mode(index))
             index += 1
             view = "AP" if rng.random() < 0.2 else "PA"
-            rows.append([name, "|".join(findings) or "No Finding", follow_up, patient, age + follow_up, sex, view,
-                         2500, 2048, 0.143, 0.143])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    "|".join(findings) or "No Finding",
+                    follow_up,
+                    patient,
+                    age + follow_up,
+                    sex,
+                    view,
+                    2500,
+                    2048,
+                    0.143,
+                    0.143,
+                ]
+            )
             names_of[patient].append(name)
     return rows, names_of
 
@@ -429,8 +458,12 @@ def _write_tables(root: Path, rows: list[list], names_of: dict[int, list[str]], 
     atomic_write_text(root / TEST_LIST, "".join(f"{n}\n" for n in test))
     stale = sorted(p.name for p in (root / "images").glob("*.png") if p.name not in {r[0] for r in rows})
     if stale:
-        logger.warning("'%s' holds %d images from an earlier run not listed in Data_Entry_2017.csv: %s",
-                       root / "images", len(stale), stale[:5])  # fmt: skip
+        logger.warning(
+            "'%s' holds %d images from an earlier run not listed in Data_Entry_2017.csv: %s",
+            root / "images",
+            len(stale),
+            stale[:5],
+        )
     return test
 
 
@@ -478,6 +511,11 @@ def write_cxr14_phantom_dataset(
     order = rng.permutation(np.arange(1, int(num_patients) + 1))
     test_patients = set(order[: max(1, round(float(test_fraction) * int(num_patients)))].tolist())
     test = _write_tables(root, rows, names_of, test_patients)
-    logger.info("Wrote %d synthetic chest radiographs of %d patients (%d test images) to '%s'.",
-                len(rows), num_patients, len(test), root)  # fmt: skip
+    logger.info(
+        "Wrote %d synthetic chest radiographs of %d patients (%d test images) to '%s'.",
+        len(rows),
+        num_patients,
+        len(test),
+        root,
+    )
     return root

@@ -44,10 +44,20 @@ from packaging.version import InvalidVersion, Version
 from shared_networks.utils.flags import as_bool
 
 __all__ = [
-    "BundleCheckError", "CHECKS", "HASH_TYPES", "check_bundle", "check_large_files", "check_metadata",
-    "check_net_in_out", "check_required_files", "check_torchscript", "check_version", "file_hash", "find_config",
+    "BundleCheckError",
+    "CHECKS",
+    "HASH_TYPES",
+    "check_bundle",
+    "check_large_files",
+    "check_metadata",
+    "check_net_in_out",
+    "check_required_files",
+    "check_torchscript",
+    "check_version",
+    "file_hash",
+    "find_config",
     "read_large_files",
-]  # fmt: skip
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +67,55 @@ HASH_TYPES = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
 
 # meta_schema_20240725.json: top-level properties and their JSON types; "changelog" is required by model-zoo's CI
 METADATA_TYPES = {
-    "schema": "string", "version": "string", "changelog": "object", "monai_version": "string",
-    "pytorch_version": "string", "numpy_version": "string", "required_packages_version": "object", "task": "string",
-    "description": "string", "authors": "string", "copyright": "string", "data_source": "string",
-    "data_type": "string", "image_classes": "string", "label_classes": "string", "pred_classes": "string",
-    "eval_metrics": "object", "intended_use": "string", "references": "array", "supported_apps": "object",
-    "network_data_format": "object", "name": "string",
-}  # fmt: skip
+    "schema": "string",
+    "version": "string",
+    "changelog": "object",
+    "monai_version": "string",
+    "pytorch_version": "string",
+    "numpy_version": "string",
+    "required_packages_version": "object",
+    "task": "string",
+    "description": "string",
+    "authors": "string",
+    "copyright": "string",
+    "data_source": "string",
+    "data_type": "string",
+    "image_classes": "string",
+    "label_classes": "string",
+    "pred_classes": "string",
+    "eval_metrics": "object",
+    "intended_use": "string",
+    "references": "array",
+    "supported_apps": "object",
+    "network_data_format": "object",
+    "name": "string",
+}
 METADATA_REQUIRED = (
-    "schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-    "task", "description", "authors", "copyright", "network_data_format",
-)  # fmt: skip
+    "schema",
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
+)
 # a tensor of network_data_format: the schema requires the first six, the bundle specification lists all nine
 TENSOR_TYPES = {
-    "type": "string", "format": "string", "modality": "string", "num_channels": "integer", "spatial_shape": "array",
-    "dtype": "string", "value_range": "array", "is_patch_data": "boolean", "channel_def": "object",
-}  # fmt: skip
+    "type": "string",
+    "format": "string",
+    "modality": "string",
+    "num_channels": "integer",
+    "spatial_shape": "array",
+    "dtype": "string",
+    "value_range": "array",
+    "is_patch_data": "boolean",
+    "channel_def": "object",
+}
 # the names monai.bundle verify_net_in_out / ckpt_export read: inputs#image and outputs#pred
 TENSOR_NAMES = {"inputs": "image", "outputs": "pred"}
 DTYPES = ("float16", "float32", "float64", "bfloat16", "uint8", "int8", "int16", "int32", "int64", "bool")
@@ -352,9 +395,13 @@ def check_net_in_out(
 
     try:
         verify_net_in_out(
-            net_id=net_id, meta_file=str(bundle / "configs" / "metadata.json"), config_file=str(config),
-            device=device, bundle_root=str(bundle), **override,
-        )  # fmt: skip
+            net_id=net_id,
+            meta_file=str(bundle / "configs" / "metadata.json"),
+            config_file=str(config),
+            device=device,
+            bundle_root=str(bundle),
+            **override,
+        )
     except Exception as e:  # any failure is a finding of the check, reported with its cause
         cause = f"{type(e).__name__}: {e}"
         if isinstance(e, AttributeError) and "tuple" in str(e):
@@ -381,9 +428,14 @@ def check_torchscript(bundle: str | os.PathLike, net_id: str = "network_def") ->
         ts_path = Path(tmp) / "model.ts"
         try:
             ckpt_export(
-                net_id=net_id, filepath=str(ts_path), ckpt_file=str(ckpt), config_file=str(config),
-                meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle), use_trace=True,
-            )  # fmt: skip
+                net_id=net_id,
+                filepath=str(ts_path),
+                ckpt_file=str(ckpt),
+                config_file=str(config),
+                meta_file=str(bundle / "configs" / "metadata.json"),
+                bundle_root=str(bundle),
+                use_trace=True,
+            )
             exported = torch.jit.load(str(ts_path), map_location="cpu").state_dict()
         except Exception as e:
             lines = f"{type(e).__name__}: {e}".splitlines()

@@ -62,9 +62,14 @@ from shared_networks.utils.files import atomic_write_text
 from shared_networks.utils.flags import as_bool
 
 __all__ = [
-    "RUNTIME_PARTS", "export_bundle", "release_links", "render_large_files", "resolve_overrides",
-    "standalone_config_text", "weights_check",
-]  # fmt: skip
+    "RUNTIME_PARTS",
+    "export_bundle",
+    "release_links",
+    "render_large_files",
+    "resolve_overrides",
+    "standalone_config_text",
+    "weights_check",
+]
 
 logger = logging.getLogger(__name__)
 

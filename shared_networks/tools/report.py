@@ -32,9 +32,14 @@ import matplotlib
 from shared_networks.utils.files import atomic_write_text
 
 __all__ = [
-    "SEGMENTATION_NOTE", "FineTuneRun", "ReportSection", "build_report", "read_scalars", "svg_line_chart",
+    "SEGMENTATION_NOTE",
+    "FineTuneRun",
+    "ReportSection",
+    "build_report",
+    "read_scalars",
+    "svg_line_chart",
     "summary_table",
-]  # fmt: skip
+]
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 _RECON = re.compile(r"reconstruction_epoch(\d+)\.png$")
@@ -257,8 +262,9 @@ def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], best: Sequ
 
 
 def _reconstructions(pretrain_dir: Path, keep: int) -> list[tuple[int, Path]]:
-    found = [(int(m.group(1)), p) for p in pretrain_dir.glob("reconstruction_epoch*.png")
-             if (m := _RECON.search(p.name))]  # fmt: skip
+    found = [
+        (int(m.group(1)), p) for p in pretrain_dir.glob("reconstruction_epoch*.png") if (m := _RECON.search(p.name))
+    ]
     return sorted(found)[-keep:] if keep > 0 else []
 
 
@@ -302,9 +308,11 @@ def study_fragment(study_dir: str | os.PathLike, files_dir: Path, slug: str, cop
 
 
 def build_report(
-    sections: Sequence[ReportSection], output: str | os.PathLike, title: str = "MAE self pre-training report",
+    sections: Sequence[ReportSection],
+    output: str | os.PathLike,
+    title: str = "MAE self pre-training report",
     intro: Sequence[str] = (),
-) -> Path:  # fmt: skip
+) -> Path:
     """Writes the HTML report to ``output`` and copies the reconstruction PNGs beside it; returns its path.
 
     The images go to ``<output stem>_files/`` next to the HTML file, which refers to them by relative path, so the
@@ -340,23 +348,29 @@ def build_report(
                 dest = files_dir / f"{slug}_{src.name}"
                 copies.append((src, dest))
                 rel = f"{files_dir.name}/{dest.name}"
-                body.append(f'<figure><img src="{e(rel)}" alt="{e(f"reconstruction after epoch {epoch}")}">'
-                            f"<figcaption>after pre-training epoch {epoch}</figcaption></figure>")  # fmt: skip
+                body.append(
+                    f'<figure><img src="{e(rel)}" alt="{e(f"reconstruction after epoch {epoch}")}">'
+                    f"<figcaption>after pre-training epoch {epoch}</figcaption></figure>"
+                )
             body.append("</div>")
         else:
             body.append(f'<p class="note">no reconstruction_epoch*.png in {e(str(pre))}</p>')
         body.append('<h3>Curves</h3><div class="charts">')
         body.append(svg_line_chart({"MAE loss": loss}, "MAE pre-training loss (masked patches)", "iteration", "loss"))
-        body.append(svg_line_chart(val, f"fine-tuning: {section.val_tag} on the validation split", "epoch",
-                                   section.val_tag, markers=True))  # fmt: skip
+        body.append(
+            svg_line_chart(
+                val, f"fine-tuning: {section.val_tag} on the validation split", "epoch", section.val_tag, markers=True
+            )
+        )
         body.append(svg_line_chart(train_loss, "fine-tuning: training loss", "iteration", "loss"))
         body.append("</div>")
         body.append("<h3>Test split, per class (bold: the better run)</h3>")
         body.append(_table_html(header, rows, best))
         if any("structures" in v for v in summaries.values()):
             body.append(f'<p class="note">{e(SEGMENTATION_NOTE)}</p>')
-        body.append('<p class="note">' + "; ".join(f"{e(n)}: {e(str(Path(r.summary)))}" for n, r in runs.items())
-                    + "</p>")  # fmt: skip
+        body.append(
+            '<p class="note">' + "; ".join(f"{e(n)}: {e(str(Path(r.summary)))}" for n, r in runs.items()) + "</p>"
+        )
         if section.study_dir is not None:
             body.append(study_fragment(section.study_dir, files_dir, slug, copies))
 

@@ -112,9 +112,10 @@ def _check_msd_json(report: ValidationReport, root: Path) -> None:
         return
     if [m.lower() for m in declared] != [m.lower() for m in MODALITIES]:
         report.error(
-            path, f"declares the channels {declared} ('modality'), but the bundle reads them as {list(MODALITIES)}: "
+            path,
+            f"declares the channels {declared} ('modality'), but the bundle reads them as {list(MODALITIES)}: "
             "reorder the image channels (or the data set is not MSD Task01)",
-        )  # fmt: skip
+        )
 
 
 def _unusable(report: ValidationReport, path: Path, root: Path) -> bool:
@@ -203,8 +204,10 @@ def _btcv_split_items(
         if os.path.lexists(item["image"]):
             present.append(item)
         else:
-            report.warning(item["image"], f"listed in the 'test' list of '{root / DATASET_JSON_NAME}' but not on disk "
-                           "(left out of the datalist)")  # fmt: skip
+            report.warning(
+                item["image"],
+                f"listed in the 'test' list of '{root / DATASET_JSON_NAME}' but not on disk (left out of the datalist)",
+            )
     return lists["training"] + lists["validation"] + present
 
 

@@ -97,9 +97,7 @@ def check_png(
     if frames > 1:
         problems.append(Problem(ERROR, str(path), f"holds {frames} frames; a radiograph must be one 2-D image"))
     if mode not in PIL_MODE_MAX and mode not in ("P", "PA"):
-        problems.append(
-            Problem(ERROR, str(path), f"has PIL mode {mode!r}; expected grey, grey+alpha or RGB(A) pixels")
-        )
+        problems.append(Problem(ERROR, str(path), f"has PIL mode {mode!r}; expected grey, grey+alpha or RGB(A) pixels"))
     if min(size) < 1:
         problems.append(Problem(ERROR, str(path), f"empty image (size {size})"))
     elif read_data and not problems:

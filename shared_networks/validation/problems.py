@@ -14,9 +14,17 @@ from typing import Any
 from shared_networks.utils.files import atomic_write_text
 
 __all__ = [
-    "ERROR", "WARNING", "DatasetError", "Problem", "ValidationReport", "check_items", "collect", "item_path",
-    "outside_link", "require_valid",
-]  # fmt: skip
+    "ERROR",
+    "WARNING",
+    "DatasetError",
+    "Problem",
+    "ValidationReport",
+    "check_items",
+    "collect",
+    "item_path",
+    "outside_link",
+    "require_valid",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -295,10 +295,12 @@ def _same_grid(vol: _Volume, ref: _Volume, problems: list[Problem], what: str) -
     if not np.allclose(vol.affine, ref.affine, atol=SPACING_ATOL):
         problems.append(
             Problem(
-                ERROR, path, f"{what} has affine {np.round(vol.affine, 3).tolist()} but '{ref.path}' has "
+                ERROR,
+                path,
+                f"{what} has affine {np.round(vol.affine, 3).tolist()} but '{ref.path}' has "
                 f"{np.round(ref.affine, 3).tolist()} (same shape and spacing, another origin or direction)",
             )
-        )  # fmt: skip
+        )
 
 
 def check_volume_item(
@@ -347,18 +349,21 @@ def check_volume_item(
             if ndim != 4:
                 problems.append(
                     Problem(
-                        ERROR, str(path), f"is {ndim}-D (shape {shape}); a {spec.name} image must be 4-D with "
+                        ERROR,
+                        str(path),
+                        f"is {ndim}-D (shape {shape}); a {spec.name} image must be 4-D with "
                         f"{spec.channels} channels{names} on its last axis",
                     )
-                )  # fmt: skip
+                )
                 continue
             if shape[3] != spec.channels:
                 problems.append(
                     Problem(
-                        ERROR, str(path), f"has {shape[3]} channels on its last axis (shape {shape}); "
-                        f"{spec.channels} are needed{names}",
+                        ERROR,
+                        str(path),
+                        f"has {shape[3]} channels on its last axis (shape {shape}); {spec.channels} are needed{names}",
                     )
-                )  # fmt: skip
+                )
                 continue
             _check_intensities(vol, spec, problems, channel_axis=True)
         if ref is None:

@@ -110,9 +110,14 @@ def check_split(
     unique = _malformed(unique, report)
     if kind == "btcv":
         validate_volume_items(
-            report, unique, VolumeSpec("BTCV", label_values=tuple(BTCV_LABELS)), read_data, num_workers, None,
+            report,
+            unique,
+            VolumeSpec("BTCV", label_values=tuple(BTCV_LABELS)),
+            read_data,
+            num_workers,
+            None,
             max_voxels,
-        )  # fmt: skip
+        )
     elif kind == "brats":
         specs = {
             layout: VolumeSpec(f"{layout} brain tumour", len(MODALITIES), MODALITIES, convention.values)

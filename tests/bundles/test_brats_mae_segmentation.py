@@ -81,8 +81,15 @@ def test_pretrain_finetune_evaluate_infer(phantoms, brats2021, tmp_path):
     ckpt, out = tmp_path / "models", tmp_path / "runs"
     common = dict(dataset_dir=str(phantoms), ckpt_dir=str(ckpt))
 
-    wf = workflow("pretrain", "train", output_dir=str(out / "pretrain"), max_epochs=2, recon_interval=1,
-                  pretrain_extra_images=True, **common)  # fmt: skip
+    wf = workflow(
+        "pretrain",
+        "train",
+        output_dir=str(out / "pretrain"),
+        max_epochs=2,
+        recon_interval=1,
+        pretrain_extra_images=True,
+        **common,
+    )
     datalist = wf.parser.get_parsed_content("datalist")
     pretrain_images = {d["image"] for d in datalist["pretrain"]}
     # the unlabelled image, asked for (the default is the training split only: tests/bundles/test_pretrain_images.py)
@@ -122,8 +129,10 @@ def test_pretrain_finetune_evaluate_infer(phantoms, brats2021, tmp_path):
     for region, counts in structures["per_class"].items():  # HD95 defined (a distance or 373.13) unless both empty
         assert summary["hd95"]["per_class"][region]["n"] == len(test_cases) - counts["both_empty"]
     rows = (out / "evaluate" / "per_case.csv").read_text().splitlines()
-    assert rows[0] == ("case,dice_TC,dice_WT,dice_ET,hd95_TC,hd95_WT,hd95_ET,status_TC,status_WT,status_ET,"
-                       "missed,false_positives,both_empty") and len(rows) == 1 + len(test_cases)  # fmt: skip
+    assert rows[0] == (
+        "case,dice_TC,dice_WT,dice_ET,hd95_TC,hd95_WT,hd95_ET,status_TC,status_WT,status_ET,"
+        "missed,false_positives,both_empty"
+    ) and len(rows) == 1 + len(test_cases)
     wf.finalize()
 
     inputs = tmp_path / "in"
@@ -225,8 +234,16 @@ def test_real_msd_one_training_iteration(tmp_path, shared_data):
         (tmp_path / "data" / folder).mkdir(parents=True)
         for name in ("BRATS_001.nii.gz", "BRATS_101.nii.gz"):
             (tmp_path / "data" / folder / name).symlink_to(data / folder / "BRATS_001.nii.gz")
-    wf = workflow("train", "train", dataset_dir=str(tmp_path / "data"), ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path), max_epochs=1, warmup_epochs=0, pretrained_ckpt="")  # fmt: skip
+    wf = workflow(
+        "train",
+        "train",
+        dataset_dir=str(tmp_path / "data"),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path),
+        max_epochs=1,
+        warmup_epochs=0,
+        pretrained_ckpt="",
+    )
     before = {k: v.clone() for k, v in wf.parser.get_parsed_content("network").state_dict().items()}
     wf.run()
     assert wf.parser.get_parsed_content("train#handlers")[0].report is False  # '' (the CLI's from-scratch form)
@@ -240,8 +257,13 @@ def test_real_msd_one_training_iteration(tmp_path, shared_data):
 def test_real_msd_inference_keeps_geometry(tmp_path, shared_data):
     data = shared_data("Task01_BrainTumour")
     save_constant_model(tmp_path / "model.pt", (-9.0, 9.0, -9.0))
-    wf = workflow("inference", "infer", dataset_dir=str(data / "imagesTs"), ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path / "out"))  # fmt: skip
+    wf = workflow(
+        "inference",
+        "infer",
+        dataset_dir=str(data / "imagesTs"),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path / "out"),
+    )
     wf.run()
     ref, seg = nib.load(data / "imagesTs" / "BRATS_002.nii.gz"), nib.load(tmp_path / "out" / "BRATS_002_seg.nii.gz")
     assert ref.shape[3] == 4 and seg.shape == ref.shape[:3] and np.allclose(seg.affine, ref.affine)

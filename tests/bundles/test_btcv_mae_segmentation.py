@@ -81,8 +81,13 @@ def test_pretrain_finetune_evaluate_infer(phantoms, tmp_path):
     wf.finalize()
 
     images = sorted((phantoms / "imagesTr").glob("*.nii.gz"))[:2]
-    wf = workflow("inference", "infer", dataset_dir=str(phantoms / "imagesTr"), output_dir=str(out / "inference"),
-                  ckpt_dir=str(ckpt))  # fmt: skip
+    wf = workflow(
+        "inference",
+        "infer",
+        dataset_dir=str(phantoms / "imagesTr"),
+        output_dir=str(out / "inference"),
+        ckpt_dir=str(ckpt),
+    )
     wf.run()
     for img in images:
         seg = nib.load(out / "inference" / img.name.replace(".nii.gz", "_seg.nii.gz"))
@@ -94,16 +99,31 @@ def test_pretrain_finetune_evaluate_infer(phantoms, tmp_path):
 
 @pytest.mark.slow
 def test_finetune_from_scratch(phantoms, tmp_path):
-    wf = workflow("train", "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path), output_dir=str(tmp_path),
-                  max_epochs=1, val_interval=1, pretrained_ckpt="none")  # fmt: skip
+    wf = workflow(
+        "train",
+        "train",
+        dataset_dir=str(phantoms),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path),
+        max_epochs=1,
+        val_interval=1,
+        pretrained_ckpt="none",
+    )
     wf.run()
     assert wf.parser.get_parsed_content("train#handlers")[0].report is False  # logged as a from-scratch baseline
     assert (tmp_path / "model.pt").is_file()
 
 
 def test_missing_pretrained_checkpoint_is_an_error(phantoms, tmp_path):
-    wf = workflow("train", "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path), output_dir=str(tmp_path),
-                  max_epochs=1, pretrained_ckpt=str(tmp_path / "mea.pt"))  # fmt: skip
+    wf = workflow(
+        "train",
+        "train",
+        dataset_dir=str(phantoms),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path),
+        max_epochs=1,
+        pretrained_ckpt=str(tmp_path / "mea.pt"),
+    )
     with pytest.raises(RuntimeError) as err:  # monai.bundle wraps what a config expression raises
         wf.run()
     assert isinstance(err.value.__cause__, FileNotFoundError) and "mea.pt" in str(err.value.__cause__)
@@ -148,8 +168,17 @@ def test_real_ct_preprocessing_full_settings(shared_data):
 @pytest.mark.slow
 def test_real_ct_one_training_iteration(tmp_path, shared_data):
     data = shared_data("btcv")
-    wf = workflow("train", "train", dataset_dir=str(data), split="dataset_json", ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path), max_epochs=1, warmup_epochs=0, pretrained_ckpt=None)  # fmt: skip
+    wf = workflow(
+        "train",
+        "train",
+        dataset_dir=str(data),
+        split="dataset_json",
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path),
+        max_epochs=1,
+        warmup_epochs=0,
+        pretrained_ckpt=None,
+    )
     before = {k: v.clone() for k, v in wf.parser.get_parsed_content("network").state_dict().items()}
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -168,8 +197,9 @@ def test_real_ct_inference_keeps_geometry(tmp_path, shared_data):
     nifti_to_dicom_series(data / "imagesTr" / "img0001.nii.gz", inputs / "img0001_dicom")
     p = parser("inference", dataset_dir=str(inputs))
     torch.save(p.get_parsed_content("network_def").state_dict(), tmp_path / "model.pt")
-    wf = workflow("inference", "infer", dataset_dir=str(inputs), ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path / "out"))  # fmt: skip
+    wf = workflow(
+        "inference", "infer", dataset_dir=str(inputs), ckpt_dir=str(tmp_path), output_dir=str(tmp_path / "out")
+    )
     wf.run()
     for name, ref in (("img0002", "img0002"), ("img0001_dicom", "img0001")):
         ref, seg = nib.load(data / "imagesTr" / f"{ref}.nii.gz"), nib.load(tmp_path / "out" / f"{name}_seg.nii.gz")

@@ -25,16 +25,20 @@ BUNDLES = ["btcv_mae_segmentation", "brats_mae_segmentation", "cxr14_mae_classif
 STANDALONE = {"pretrain": "train", "train": "train", "inference": "infer"}  # file -> ConfigWorkflow's workflow_type
 ENCODER = ["in_channels", "img_size", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"]
 # what each bundle's inference reads, under the dataset folder; every phantom is already on quick.yaml's grid
-INFERENCE_INPUT = {"btcv_mae_segmentation": "imagesTr", "brats_mae_segmentation": "imagesTs",
-                   "cxr14_mae_classification": "images"}  # fmt: skip
+INFERENCE_INPUT = {
+    "btcv_mae_segmentation": "imagesTr",
+    "brats_mae_segmentation": "imagesTs",
+    "cxr14_mae_classification": "images",
+}
 
 
 def write_phantoms(bundle: str, folder: Path) -> Path:
     if bundle == "btcv_mae_segmentation":
         return write_btcv_phantom_dataset(folder, num_cases=5, seed=3)
     if bundle == "brats_mae_segmentation":
-        return write_msd_phantom_dataset(folder, num_cases=5, num_unlabelled=1, seed=3, shape=(56, 64, 48),
-                                         spacing=(3.0, 3.0, 3.0))  # fmt: skip
+        return write_msd_phantom_dataset(
+            folder, num_cases=5, num_unlabelled=1, seed=3, shape=(56, 64, 48), spacing=(3.0, 3.0, 3.0)
+        )
     return write_cxr14_phantom_dataset(folder, num_patients=24, size=64, seed=3)
 
 
@@ -55,8 +59,9 @@ def monai_bundle_run(config_file: str, cwd: Path, **override) -> str:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file]
     for key, value in {"num_workers": 0, **override}.items():
         cmd += [f"--{key}", str(value)]
-    proc = subprocess.run(cmd, cwd=cwd, env=package_env(), capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=package_env(), capture_output=True, encoding="utf-8", errors="replace", timeout=900
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{config_file} failed (rc {proc.returncode}):\n{output[-6000:]}"
     return output
@@ -192,22 +197,36 @@ def test_standalone_commands_from_another_folder(bundle, phantoms, tmp_path):
     c = {n: root / "configs" / f"{n}.yaml" for n in ("pretrain", "train", "evaluate", "inference", "quick")}
     models, runs = tmp_path / "models", tmp_path / "runs"
     common = dict(bundle_root=root, dataset_dir=phantoms[bundle], ckpt_dir=models)
-    monai_bundle_run(_arg(c["pretrain"], c["quick"]), tmp_path, output_dir=runs / "pretrain", max_epochs=1,
-                     recon_interval=1, **common)  # fmt: skip
+    monai_bundle_run(
+        _arg(c["pretrain"], c["quick"]),
+        tmp_path,
+        output_dir=runs / "pretrain",
+        max_epochs=1,
+        recon_interval=1,
+        **common,
+    )
     assert (models / "mae.pt").is_file()
-    monai_bundle_run(_arg(c["train"], c["quick"]), tmp_path, output_dir=runs / "train", max_epochs=1, val_interval=1,
-                     **common)  # fmt: skip
+    monai_bundle_run(
+        _arg(c["train"], c["quick"]), tmp_path, output_dir=runs / "train", max_epochs=1, val_interval=1, **common
+    )
     assert (models / "model.pt").is_file()
     monai_bundle_run(_arg(c["train"], c["evaluate"], c["quick"]), tmp_path, output_dir=runs / "evaluate", **common)
     assert (runs / "evaluate" / "summary.json").is_file()
     if bundle.startswith("cxr14"):
         probe = root / "configs" / "linear_probe.yaml"
-        monai_bundle_run(_arg(c["train"], probe, c["quick"]), tmp_path, output_dir=runs / "linear_probe",
-                         max_epochs=1, val_interval=1, **common)  # fmt: skip
+        monai_bundle_run(
+            _arg(c["train"], probe, c["quick"]),
+            tmp_path,
+            output_dir=runs / "linear_probe",
+            max_epochs=1,
+            val_interval=1,
+            **common,
+        )
         assert (models / "linear_probe.pt").is_file()
     data = phantoms[bundle] / INFERENCE_INPUT[bundle]
-    monai_bundle_run(_arg(c["inference"], c["quick"]), tmp_path, output_dir=runs / "inference",
-                     **{**common, "dataset_dir": data})  # fmt: skip
+    monai_bundle_run(
+        _arg(c["inference"], c["quick"]), tmp_path, output_dir=runs / "inference", **{**common, "dataset_dir": data}
+    )
     assert any((runs / "inference").iterdir())
     assert not (root / "models").exists() and not (root / "runs").exists()  # nothing written into the repository
 
@@ -216,9 +235,12 @@ def test_standalone_commands_from_another_folder(bundle, phantoms, tmp_path):
 def test_a_copied_bundle_runs_from_its_own_folder(phantoms, tmp_path):
     """``bundles/<name>`` copied alone, run from the copy with the relative command of its docs (bundle_root '.')."""
     bundle = tmp_path / "btcv_mae_segmentation"
-    shutil.copytree(REPO / "bundles" / "btcv_mae_segmentation", bundle,
-                    ignore=shutil.ignore_patterns("models", "runs"))  # fmt: skip
-    monai_bundle_run("['configs/pretrain.yaml','configs/quick.yaml']", bundle,
-                     dataset_dir=phantoms["btcv_mae_segmentation"], max_epochs=1)  # fmt: skip
+    shutil.copytree(REPO / "bundles" / "btcv_mae_segmentation", bundle, ignore=shutil.ignore_patterns("models", "runs"))
+    monai_bundle_run(
+        "['configs/pretrain.yaml','configs/quick.yaml']",
+        bundle,
+        dataset_dir=phantoms["btcv_mae_segmentation"],
+        max_epochs=1,
+    )
     assert (bundle / "models" / "mae.pt").is_file() and (bundle / "runs" / "pretrain").is_dir()
     assert REPO not in bundle.parents

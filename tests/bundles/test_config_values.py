@@ -227,9 +227,14 @@ class Walker:
         if inspect.isroutine(value) or isinstance(value, functools.partial):
             return {"callable": getattr(value, "__name__", type(value).__name__)}
         if isinstance(value, torch.utils.data.DataLoader):
-            return {"object": type(value).__name__, "len": len(value), "batch_size": value.batch_size,
-                    "drop_last": value.drop_last, "num_workers": value.num_workers,
-                    "sampler": type(value.sampler).__name__}  # fmt: skip
+            return {
+                "object": type(value).__name__,
+                "len": len(value),
+                "batch_size": value.batch_size,
+                "drop_last": value.drop_last,
+                "num_workers": value.num_workers,
+                "sampler": type(value.sampler).__name__,
+            }
         if isinstance(value, torch.utils.data.Dataset):
             out = {"object": type(value).__name__, "len": len(value)}  # type: ignore[arg-type]
             return {**out, "cache_num": value.cache_num} if isinstance(value, CacheDataset) else out
@@ -372,8 +377,11 @@ def dumps(data: dict[str, Any]) -> str:
     def combination(entry: dict[str, Any], pad: str) -> str:
         if "over" not in entry:
             return ids(entry, pad)
-        rows = [f'{pad} "over": {json.dumps(entry["over"])}', f'{pad} "changed": {ids(entry["changed"], pad + " ")}',
-                f'{pad} "removed": {json.dumps(entry["removed"])}']  # fmt: skip
+        rows = [
+            f'{pad} "over": {json.dumps(entry["over"])}',
+            f'{pad} "changed": {ids(entry["changed"], pad + " ")}',
+            f'{pad} "removed": {json.dumps(entry["removed"])}',
+        ]
         return "{\n" + ",\n".join(rows) + f"\n{pad}}}"
 
     bundles = []

@@ -33,8 +33,9 @@ def test_finetuned_weights_load_in_evaluate_and_inference(tmp_path):
     evaluated.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True), strict=True)
 
     out = tmp_path / "inference"
-    wf = CONFIGS.workflow("inference", "infer", dataset_dir=str(data / "images"), ckpt_dir=str(tmp_path),
-                          output_dir=str(out))  # fmt: skip
+    wf = CONFIGS.workflow(
+        "inference", "infer", dataset_dir=str(data / "images"), ckpt_dir=str(tmp_path), output_dir=str(out)
+    )
     wf.run()
     wf.finalize()
     with open(out / "probabilities.csv", newline="") as f:
@@ -45,8 +46,13 @@ def test_finetuned_weights_load_in_evaluate_and_inference(tmp_path):
     (tmp_path / "old").mkdir()
     old = {**state, "encoder.norm.weight": torch.ones(96), "encoder.norm.bias": torch.zeros(96)}
     torch.save(old, tmp_path / "old" / "model.pt")
-    wf = CONFIGS.workflow("inference", "infer", dataset_dir=str(data / "images"), ckpt_dir=str(tmp_path / "old"),
-                          output_dir=str(tmp_path / "old_out"))  # fmt: skip
+    wf = CONFIGS.workflow(
+        "inference",
+        "infer",
+        dataset_dir=str(data / "images"),
+        ckpt_dir=str(tmp_path / "old"),
+        output_dir=str(tmp_path / "old_out"),
+    )
     with pytest.raises(RuntimeError) as err:
         wf.run()
     messages = _chain(err.value)

@@ -51,8 +51,13 @@ def test_metadata():
 
 
 def test_required_properties(phantoms, tmp_path):
-    for name, kind in (("pretrain", "train"), ("train", "train"), ("linear_probe", "train"), ("evaluate", "infer"),
-                       ("inference", "infer")):  # fmt: skip
+    for name, kind in (
+        ("pretrain", "train"),
+        ("train", "train"),
+        ("linear_probe", "train"),
+        ("evaluate", "infer"),
+        ("inference", "infer"),
+    ):
         data = phantoms / "images" if name == "inference" else phantoms
         wf = workflow(name, kind, dataset_dir=str(data), ckpt_dir=str(tmp_path), output_dir=str(tmp_path / name))
         assert not wf.check_properties(), name
@@ -84,8 +89,10 @@ def test_pretrain_finetune_evaluate_infer(phantoms, tmp_path):
     wf.run()
     mae_state = torch.load(ckpt / "mae.pt", weights_only=True)
     assert any(k.startswith("encoder.blocks.") for k in mae_state) and "mask_token" in mae_state
-    assert sorted(p.name for p in (out / "pretrain").glob("*.png")) == ["reconstruction_epoch1.png",
-                                                                        "reconstruction_epoch2.png"]  # fmt: skip
+    assert sorted(p.name for p in (out / "pretrain").glob("*.png")) == [
+        "reconstruction_epoch1.png",
+        "reconstruction_epoch2.png",
+    ]
     datalist = wf.parser.get_parsed_content("datalist")
     pretrain_images = {d["image"] for d in datalist["pretrain"]}
     assert pretrain_images == {d["image"] for d in datalist["training"]}
@@ -139,8 +146,15 @@ def test_linear_probe_trains_only_the_head(phantoms, tmp_path):
     p = parser("pretrain", dataset_dir=str(phantoms))
     torch.save(p.get_parsed_content("mae_def").state_dict(), tmp_path / "mae.pt")
     mae_state = torch.load(tmp_path / "mae.pt", weights_only=True)
-    wf = workflow("linear_probe", "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path / "runs"), max_epochs=2, val_interval=1)  # fmt: skip
+    wf = workflow(
+        "linear_probe",
+        "train",
+        dataset_dir=str(phantoms),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path / "runs"),
+        max_epochs=2,
+        val_interval=1,
+    )
     network = wf.parser.get_parsed_content("network")
     head_before = network.head.weight.detach().clone()
     wf.run()
@@ -158,8 +172,16 @@ def test_linear_probe_trains_only_the_head(phantoms, tmp_path):
 @pytest.mark.slow
 def test_finetune_from_scratch(phantoms, tmp_path):
     for none in (None, "none"):  # Python None, and what the command line can pass (monai.bundle drops None)
-        wf = workflow("train", "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path), output_dir=str(tmp_path),
-                      max_epochs=1, val_interval=1, pretrained_ckpt=none)  # fmt: skip
+        wf = workflow(
+            "train",
+            "train",
+            dataset_dir=str(phantoms),
+            ckpt_dir=str(tmp_path),
+            output_dir=str(tmp_path),
+            max_epochs=1,
+            val_interval=1,
+            pretrained_ckpt=none,
+        )
         wf.run()
         assert wf.parser.get_parsed_content("train#handlers")[0].report is False  # logged as a from-scratch baseline
         assert (tmp_path / "model.pt").is_file()
@@ -167,8 +189,15 @@ def test_finetune_from_scratch(phantoms, tmp_path):
 
 
 def test_missing_pretrained_checkpoint_is_an_error(phantoms, tmp_path):
-    wf = workflow("train", "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path), output_dir=str(tmp_path),
-                  max_epochs=1, pretrained_ckpt=str(tmp_path / "mea.pt"))  # fmt: skip
+    wf = workflow(
+        "train",
+        "train",
+        dataset_dir=str(phantoms),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path),
+        max_epochs=1,
+        pretrained_ckpt=str(tmp_path / "mea.pt"),
+    )
     with pytest.raises(RuntimeError) as err:  # monai.bundle wraps what a config expression raises
         wf.run()
     assert isinstance(err.value.__cause__, FileNotFoundError) and "mea.pt" in str(err.value.__cause__)
@@ -201,8 +230,13 @@ def test_inference_on_a_dicom_and_a_corrupt_png(phantoms, tmp_path):
     wf.finalize()
 
     (inputs / "broken.png").write_bytes((inputs / "same.png").read_bytes()[:200])
-    wf = workflow("inference", "infer", dataset_dir=str(inputs / "broken.png"), ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path / "o2"))  # fmt: skip
+    wf = workflow(
+        "inference",
+        "infer",
+        dataset_dir=str(inputs / "broken.png"),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path / "o2"),
+    )
     with pytest.raises(RuntimeError) as err:
         wf.run()
     chain, e = [], err.value
@@ -220,9 +254,19 @@ def test_real_one_training_iteration(tmp_path, shared_data):
     """Full settings (ViT-B/16 at 224^2), batch of 2, one iteration on real images."""
     data = shared_data("chestxray14")
     short = {"train#trainer#epoch_length": 1, "validate#dataset#data": "$@datalist['validation'][:4]"}
-    wf = workflow("train", "train", quick=False, dataset_dir=str(data), ckpt_dir=str(tmp_path),
-                  output_dir=str(tmp_path), batch_size=2, max_epochs=1, warmup_epochs=0, pretrained_ckpt=None,
-                  **short)  # fmt: skip
+    wf = workflow(
+        "train",
+        "train",
+        quick=False,
+        dataset_dir=str(data),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path),
+        batch_size=2,
+        max_epochs=1,
+        warmup_epochs=0,
+        pretrained_ckpt=None,
+        **short,
+    )
     before = {k: v.clone() for k, v in wf.parser.get_parsed_content("network").state_dict().items()}
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -290,9 +334,18 @@ def test_small_data_fits_the_head_then_fine_tunes_and_keeps_the_last_epoch(phant
     encoders = {}
     for epochs in (1, 2):  # epoch 1: head only; epoch 2: the whole network
         ckpt = tmp_path / f"e{epochs}"
-        wf = SMALL.workflow("small_train", "train", quick=False, dataset_dir=str(phantoms), ckpt_dir=str(ckpt),
-                            output_dir=str(ckpt / "runs"), pretrained_ckpt=str(tmp_path / "mae.pt"),
-                            max_epochs=epochs, freeze_encoder_epochs=1, batch_size=16)  # fmt: skip
+        wf = SMALL.workflow(
+            "small_train",
+            "train",
+            quick=False,
+            dataset_dir=str(phantoms),
+            ckpt_dir=str(ckpt),
+            output_dir=str(ckpt / "runs"),
+            pretrained_ckpt=str(tmp_path / "mae.pt"),
+            max_epochs=epochs,
+            freeze_encoder_epochs=1,
+            batch_size=16,
+        )
         wf.run()
         network = wf.parser.get_parsed_content("network")
         saved = torch.load(ckpt / "model.pt", weights_only=True)

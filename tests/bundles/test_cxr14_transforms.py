@@ -19,8 +19,16 @@ def test_affine_pads_with_normalised_black(workflow, tmp_path, monkeypatch):
     path = tmp_path / "white.png"
     Image.fromarray(np.full((32, 64), 255, dtype=np.uint8)).save(path)  # PIL rows x columns: MONAI reads (64, 32)
     p = parser(workflow)
-    p.update({"augment#rotate_range": 0.0, "augment#scale_range": 0.0, "augment#translate_range": [16, 0],
-              "augment#affine_prob": 1.0, "augment#scale_intensity_prob": 0.0, "augment#shift_intensity_prob": 0.0})
+    p.update(
+        {
+            "augment#rotate_range": 0.0,
+            "augment#scale_range": 0.0,
+            "augment#translate_range": [16, 0],
+            "augment#affine_prob": 1.0,
+            "augment#scale_intensity_prob": 0.0,
+            "augment#shift_intensity_prob": 0.0,
+        }
+    )
     p["img_size"] = [64, 64]
     preprocessing = p.get_parsed_content("train#preprocessing")
     augment = p.get_parsed_content("augment")

@@ -68,7 +68,7 @@ DATA = {
         "/data/new_cxrs": ("cxr14", "images"),
         "/data/new_xrays": ("cxr14", "images"),
     },
-}  # fmt: skip
+}
 # the release URL of the docs, up to the file name -> the loopback server's base URL
 RELEASE_URL = "https://github.com/<owner>/<repo>/releases/download/{name}-v<version>"
 # one epoch, and a checkpoint and a validation in it (the documented resume continues from that checkpoint)
@@ -148,8 +148,11 @@ def table_rows(text: str) -> Iterator[tuple[int, list[str]]]:
 def command_blocks(text: str) -> list[tuple[int, list[str]]]:
     """``(line number, commands)`` of every bash block and of every row of a table with a ``command`` column (each
     code span of that cell one command), in document order."""
-    blocks = [(start, list(shell_commands(lines))) for start, lang, lines in fenced_blocks_at(text)
-              if lang in ("bash", "sh", "shell")]  # fmt: skip
+    blocks = [
+        (start, list(shell_commands(lines)))
+        for start, lang, lines in fenced_blocks_at(text)
+        if lang in ("bash", "sh", "shell")
+    ]
     column, width = None, 0
     for number, cells in table_rows(text):
         if number == 0:
@@ -343,8 +346,15 @@ def plan(bundle: str, data: Mapping[str, Path], base_url: str, nproc: int = 1) -
         argv = substitute_all(bundle, argv, data, base_url, version)
         if launcher:
             assert launcher[0] == "--standalone" and all(a.startswith("--nproc_per_node=") for a in launcher[1:])
-            argv = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "monai.bundle",
-                    *argv]  # fmt: skip
+            argv = [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={nproc}",
+                "-m",
+                "monai.bundle",
+                *argv,
+            ]
         else:
             argv = ["-m", "monai.bundle", *argv]
         steps.append(Step(number, documented, argv, cwd, command))
@@ -390,8 +400,13 @@ def test_every_module_and_file_named_in_the_doc_exists(doc):
     paths = re.findall(r"`((?:shared_networks|tests|scripts|benchmarks)/[\w/.]+\.(?:py|sh|md))`", text)
     for path in sorted(set(paths)):
         assert (REPO / path).is_file(), f"{doc}: {path}"
-    for stale in ("common.yaml", "multi_gpu.yaml", "shared_networks.data.btcv", "shared_networks/handlers.py",
-                  "shared_networks/distributed.py"):  # fmt: skip
+    for stale in (
+        "common.yaml",
+        "multi_gpu.yaml",
+        "shared_networks.data.btcv",
+        "shared_networks/handlers.py",
+        "shared_networks/distributed.py",
+    ):
         assert stale not in text, f"{doc}: {stale}"
 
 
@@ -444,12 +459,18 @@ def test_the_plan_holds_every_command_of_the_docs():
 
 def test_a_command_table_is_read():
     """Each code span of a ``command`` cell is a command, each row a block; other tables are not read."""
-    text = "\n".join([
-        "| workflow | command |", "|---|---|",
-        "| a | `python -m monai.bundle run --config_file configs/train.yaml` |",
-        "| b | `cd x` then `python -m monai.bundle run --config_file configs/inference.yaml` |",
-        "", "| file | what |", "|---|---|", "| `python -m monai.bundle run --x 1` | not a command column |",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            "| workflow | command |",
+            "|---|---|",
+            "| a | `python -m monai.bundle run --config_file configs/train.yaml` |",
+            "| b | `cd x` then `python -m monai.bundle run --config_file configs/inference.yaml` |",
+            "",
+            "| file | what |",
+            "|---|---|",
+            "| `python -m monai.bundle run --x 1` | not a command column |",
+        ]
+    )
     blocks = command_blocks(text)
     assert [b[0] for b in blocks] == [3, 4]
     assert blocks[1][1] == ["cd x", "python -m monai.bundle run --config_file configs/inference.yaml"]
@@ -499,9 +520,10 @@ def write_data(bundle: str, folder: Path) -> dict[str, Path]:
         return {"btcv": write_btcv_phantom_dataset(folder / "btcv", num_cases=5, shape=(64, 64, 48), seed=3)}
     if bundle == "brats_mae_segmentation":
         brain = dict(shape=(56, 64, 48), spacing=(3.0, 3.0, 3.0), seed=3)
-        return {"msd": write_msd_phantom_dataset(folder / "msd", num_cases=5, num_unlabelled=1, **brain),
-                "brats2021": write_brats2021_phantom_dataset(folder / "brats2021", num_cases=1, num_unlabelled=0,
-                                                             **brain)}  # fmt: skip
+        return {
+            "msd": write_msd_phantom_dataset(folder / "msd", num_cases=5, num_unlabelled=1, **brain),
+            "brats2021": write_brats2021_phantom_dataset(folder / "brats2021", num_cases=1, num_unlabelled=0, **brain),
+        }
     return {"cxr14": write_cxr14_phantom_dataset(folder / "cxr14", num_patients=24, size=64, seed=3)}
 
 
@@ -516,10 +538,23 @@ def env() -> dict[str, str]:
 def build_release(bundle: Path, dist: Path, base_url: str) -> None:
     """The release of the quick-trained copy, as the docs' export command builds it: a light zip (weights fetched by
     ``download_large_files``) and the weight files, with URLs under ``base_url``."""
-    cmd = [sys.executable, "-m", "shared_networks.cli.export", str(bundle), "--out", str(dist), "--base_url",
-           base_url, "--config_overrides", "['configs/quick.yaml']", "--weights_in_zip", "false"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=600)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "shared_networks.cli.export",
+        str(bundle),
+        "--out",
+        str(dist),
+        "--base_url",
+        base_url,
+        "--config_overrides",
+        "['configs/quick.yaml']",
+        "--weights_in_zip",
+        "false",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env(), capture_output=True, encoding="utf-8", errors="replace", timeout=600
+    )
     assert proc.returncode == 0, f"export failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
 
 
@@ -546,8 +581,15 @@ def test_documented_commands_run(bundle, tmp_path):
             cwd = copy / step.cwd
             assert cwd.is_dir(), f"{step.documented}: no folder {step.cwd} (block {step.block})"
             start = time.monotonic()
-            proc = subprocess.run([sys.executable, *step.argv], cwd=cwd, env=env(), capture_output=True,
-                                  encoding="utf-8", errors="replace", timeout=600)  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, *step.argv],
+                cwd=cwd,
+                env=env(),
+                capture_output=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=600,
+            )
             output = proc.stdout + proc.stderr
             assert proc.returncode == 0, (
                 f"documented: {step.documented}\nran in {step.cwd}: {shlex.join(step.argv)}\n{output[-6000:]}"

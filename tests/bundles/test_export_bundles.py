@@ -89,8 +89,14 @@ def release(tmp_path_factory):
 
 def isolated(args: list[str], cwd: Path, tmp: Path) -> subprocess.CompletedProcess:
     """``python -S <args>`` with only site-packages importable: no editable install, no repository on the path."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "PYTHONNOUSERSITE": "1",
-           "PYTHONPATH": sysconfig.get_paths()["purelib"], "TMPDIR": str(tmp), "LANG": "C.UTF-8"}  # fmt: skip
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp),
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONPATH": sysconfig.get_paths()["purelib"],
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+    }
     command = [sys.executable, "-S", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, encoding="utf-8", errors="replace")
 
@@ -103,10 +109,22 @@ def sha256(path: Path) -> str:
 def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     site = tmp_path / "site"  # an empty folder, no checkout beside it
     run = isolated(
-        ["-m", "monai.bundle", "download", "--name", NAME, "--url", f"{release['url']}/{release['zip'].name}",
-         "--bundle_dir", str(site), "--progress", "False"],
-        cwd=tmp_path, tmp=tmp_path,
-    )  # fmt: skip
+        [
+            "-m",
+            "monai.bundle",
+            "download",
+            "--name",
+            NAME,
+            "--url",
+            f"{release['url']}/{release['zip'].name}",
+            "--bundle_dir",
+            str(site),
+            "--progress",
+            "False",
+        ],
+        cwd=tmp_path,
+        tmp=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     bundle = site / NAME
     with zipfile.ZipFile(release["zip"]) as zf:
@@ -135,21 +153,48 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
     ):
         out = tmp_path / f"inference_{cwd.name}"
         run = isolated(
-            ["-m", "monai.bundle", "run", "--config_file", config, *root, "--dataset_dir", str(image),
-             "--output_dir", str(out), "--num_workers", "0"],
-            cwd=cwd, tmp=tmp_path,
-        )  # fmt: skip
+            [
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                config,
+                *root,
+                "--dataset_dir",
+                str(image),
+                "--output_dir",
+                str(out),
+                "--num_workers",
+                "0",
+            ],
+            cwd=cwd,
+            tmp=tmp_path,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         seg = nib.load(out / "img0001_seg.nii.gz")
         assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
 
     # the TorchScript export of the docs (model-zoo's ckpt_export; traced: the ViT code cannot be scripted)
     run = isolated(
-        ["-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file",
-         "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml",
-         "--use_trace", "true"],
-        cwd=bundle, tmp=tmp_path,
-    )  # fmt: skip
+        [
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.yaml",
+            "--use_trace",
+            "true",
+        ],
+        cwd=bundle,
+        tmp=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ts = torch.jit.load(bundle / "models" / "model.ts")
     weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
@@ -158,10 +203,26 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
 
     packed = sha256(bundle / "models" / "model.pt")
     run = isolated(
-        ["-m", "monai.bundle", "run", "--config_file", "configs/train.yaml", "--dataset_dir", str(data),
-         "--max_epochs", "1", "--val_interval", "1", "--num_workers", "0", "--num_samples", "1"],
-        cwd=bundle, tmp=tmp_path,
-    )  # fmt: skip
+        [
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/train.yaml",
+            "--dataset_dir",
+            str(data),
+            "--max_epochs",
+            "1",
+            "--val_interval",
+            "1",
+            "--num_workers",
+            "0",
+            "--num_samples",
+            "1",
+        ],
+        cwd=bundle,
+        tmp=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     log = run.stdout + run.stderr
     assert "pre-trained encoder from ./models/mae.pt: 53 tensors loaded" in log  # the packed MAE checkpoint
@@ -280,11 +341,13 @@ def _eager_and_inputs(name: str, tmp_path: Path):
     with torch.no_grad():
         y = net(x)
     args = dict(
-        net_id="network_def", ckpt_file=str(bundle / "models" / "model.pt"),
+        net_id="network_def",
+        ckpt_file=str(bundle / "models" / "model.pt"),
         meta_file=str(bundle / "configs" / "metadata.json"),
         config_file=[str(bundle / "configs" / f) for f in ("inference.yaml", "quick.yaml")],
-        input_shape=list(shape), bundle_root=str(bundle),
-    )  # fmt: skip
+        input_shape=list(shape),
+        bundle_root=str(bundle),
+    )
     return bundle, x, y, args
 
 
@@ -325,8 +388,9 @@ def test_export_command_lines_refuse_non_finite_weights(name, tmp_path):
     for argv in documented_exports():
         at = argv.index("--config_file") + 1
         argv = [*argv[:at], "['configs/inference.yaml','configs/quick.yaml']", *argv[at + 1 :], "--input_shape", shape]
-        run = subprocess.run([sys.executable, *argv], cwd=bundle, capture_output=True, encoding="utf-8",
-                             errors="replace")  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, *argv], cwd=bundle, capture_output=True, encoding="utf-8", errors="replace"
+        )
         assert run.returncode != 0, run.stderr[-3000:]
         assert f"NonFiniteError: checkpoint 'models/model.pt': tensor '{key}' holds non-finite values" in run.stderr
         assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"]
@@ -337,15 +401,28 @@ def test_export_command_lines(tmp_path):
     """The commands of the bundles' docs, run from the bundle folder: the ChestX-ray14 classifier's exports."""
     name = "cxr14_mae_classification"
     bundle, x, y, _ = _eager_and_inputs(name, tmp_path)
-    common = ["network_def", "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
-              "--config_file", "['configs/inference.yaml','configs/quick.yaml']",
-              "--input_shape", "[1, 1, 64, 64]"]  # fmt: skip
+    common = [
+        "network_def",
+        "--ckpt_file",
+        "models/model.pt",
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "['configs/inference.yaml','configs/quick.yaml']",
+        "--input_shape",
+        "[1, 1, 64, 64]",
+    ]
     for command, out, extra in (
         ("ckpt_export", "models/model.ts", ["--use_trace", "true"]),
         ("onnx_export", "models/model.onnx", ["--converter_kwargs", str(ONNX_NAMES)]),
     ):
-        run = subprocess.run([sys.executable, "-m", "monai.bundle", command, *common, "--filepath", out, *extra],
-                             cwd=bundle, capture_output=True, encoding="utf-8", errors="replace")  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", command, *common, "--filepath", out, *extra],
+            cwd=bundle,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+        )
         assert run.returncode == 0, run.stderr[-3000:]
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(bundle / "models" / "model.ts")(x), y, rtol=1e-4, atol=1e-5)

@@ -23,9 +23,18 @@ def cxr14_data(tmp_path_factory) -> Path:
 
 def _train(name: str, data: Path, out: Path, select_on: str, **override) -> tuple[list[dict], list[dict]]:
     """Runs the workflow; returns each epoch's weights and validation metrics."""
-    wf = CXR14.workflow(name, "train", dataset_dir=str(data), ckpt_dir=str(out), output_dir=str(out / "runs"),
-                        max_epochs=MAX_EPOCHS, val_interval=1, pretrained_ckpt="none", select_on=select_on,
-                        **override)  # fmt: skip
+    wf = CXR14.workflow(
+        name,
+        "train",
+        dataset_dir=str(data),
+        ckpt_dir=str(out),
+        output_dir=str(out / "runs"),
+        max_epochs=MAX_EPOCHS,
+        val_interval=1,
+        pretrained_ckpt="none",
+        select_on=select_on,
+        **override,
+    )
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     weights, metrics = [], []
@@ -75,9 +84,19 @@ def test_linear_probe_selects_on_loss_and_resumes(cxr14_data, tmp_path):
     assert loss.index(min(loss)) + 1 < MAX_EPOCHS, loss  # resuming must remember the best loss of epochs 1-2
 
     cut = tmp_path / "cut"  # the same run, stopped by an error right after epoch 2's checkpoint, then resumed
-    wf = CXR14.workflow("linear_probe", "train", dataset_dir=str(cxr14_data), ckpt_dir=str(cut),
-                        output_dir=str(cut / "runs"), max_epochs=MAX_EPOCHS, val_interval=1, pretrained_ckpt="none",
-                        select_on="loss", ckpt_interval=1, probe_base_lr=8.0)  # fmt: skip
+    wf = CXR14.workflow(
+        "linear_probe",
+        "train",
+        dataset_dir=str(cxr14_data),
+        ckpt_dir=str(cut),
+        output_dir=str(cut / "runs"),
+        max_epochs=MAX_EPOCHS,
+        val_interval=1,
+        pretrained_ckpt="none",
+        select_on="loss",
+        ckpt_interval=1,
+        probe_base_lr=8.0,
+    )
 
     def crash(engine):
         raise KeyboardInterrupt  # stands for a killed run
@@ -86,9 +105,20 @@ def test_linear_probe_selects_on_loss_and_resumes(cxr14_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         wf.run()
     wf.finalize()
-    wf = CXR14.workflow("linear_probe", "train", dataset_dir=str(cxr14_data), ckpt_dir=str(cut),
-                        output_dir=str(cut / "runs"), max_epochs=MAX_EPOCHS, val_interval=1, pretrained_ckpt="none",
-                        select_on="loss", ckpt_interval=1, resume=True, probe_base_lr=8.0)  # fmt: skip
+    wf = CXR14.workflow(
+        "linear_probe",
+        "train",
+        dataset_dir=str(cxr14_data),
+        ckpt_dir=str(cut),
+        output_dir=str(cut / "runs"),
+        max_epochs=MAX_EPOCHS,
+        val_interval=1,
+        pretrained_ckpt="none",
+        select_on="loss",
+        ckpt_interval=1,
+        resume=True,
+        probe_base_lr=8.0,
+    )
     trainer = wf.parser.get_parsed_content("train#trainer")
     wf.run()
     assert trainer.state.epoch == MAX_EPOCHS

@@ -83,8 +83,11 @@ def test_command_line_reports_problems(bundle_copy):
     (bundle / "configs/metadata.json").write_text(json.dumps(meta))
     run = subprocess.run(
         [sys.executable, "-m", "shared_networks.cli.bundle_checks", str(bundle), "--net_in_out", "false"],
-        capture_output=True, encoding="utf-8", errors="replace", cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=REPO,
+    )
     assert run.returncode != 0
     assert f"{bundle}/configs/metadata.json: copyright: required field is missing" in run.stderr
 
@@ -262,8 +265,12 @@ def test_each_check_can_fail(bundle_copy, served):
     lf = bundle / "large_files.yml"
     lf.write_text(json.dumps({"large_files": [good]}))
     assert check_bundle(bundle, download=True, released=True) == [
-        "directory", "version", "metadata", "data shape", "torchscript"
-    ]  # fmt: skip
+        "directory",
+        "version",
+        "metadata",
+        "data shape",
+        "torchscript",
+    ]
     assert (bundle / "models" / "model.pt").read_bytes() == weights
 
     def fails(expected: str, **kwargs) -> None:
@@ -296,9 +303,17 @@ def test_each_check_can_fail(bundle_copy, served):
     )
     fails("inference.yaml: no 'network_def'")
     inference.write_text(text)
-    meta_path.write_text(json.dumps({**meta, "network_data_format": {
-        **meta["network_data_format"], "inputs": {"image": {**meta["network_data_format"]["inputs"]["image"],
-                                                            "spatial_shape": [96, 96]}}}}))  # fmt: skip
+    meta_path.write_text(
+        json.dumps(
+            {
+                **meta,
+                "network_data_format": {
+                    **meta["network_data_format"],
+                    "inputs": {"image": {**meta["network_data_format"]["inputs"]["image"], "spatial_shape": [96, 96]}},
+                },
+            }
+        )
+    )
     fails("verify_net_in_out of network_def failed")
     meta_path.write_text(json.dumps(meta))
     # TorchScript: weights of another size than inference.yaml's network
@@ -322,9 +337,19 @@ def test_quick_weights_need_their_configs(bundle_copy):
 def test_net_in_out_reports_a_network_returning_a_tuple(bundle_copy):
     """MONAI's ViT returns (x, hidden_states): verify_net_in_out fails on it, and the check says why."""
     bundle = bundle_copy("cxr14_mae_classification")
-    vit = {"_target_": "monai.networks.nets.ViT", "in_channels": 1, "img_size": [32, 32], "patch_size": 16,
-           "hidden_size": 48, "mlp_dim": 96, "num_layers": 1, "num_heads": 4, "classification": True,
-           "num_classes": 14, "spatial_dims": 2}  # fmt: skip
+    vit = {
+        "_target_": "monai.networks.nets.ViT",
+        "in_channels": 1,
+        "img_size": [32, 32],
+        "patch_size": 16,
+        "hidden_size": 48,
+        "mlp_dim": 96,
+        "num_layers": 1,
+        "num_heads": 4,
+        "classification": True,
+        "num_classes": 14,
+        "spatial_dims": 2,
+    }
     small = {"_meta_#network_data_format#inputs#image#spatial_shape": [32, 32]}
     problems = check_net_in_out(bundle, network_def=vit, **small)
     assert len(problems) == 1 and "verify_net_in_out of network_def failed" in problems[0]

@@ -62,13 +62,26 @@ def torchrun(bundle: str, workflow: str, rank_dir: Path, nproc: int = WORLD_SIZE
     output of all."""
     rank_dir.mkdir(parents=True)
     files = config_files(bundle, workflow) + [str(rank_state_override(rank_dir / "rank_state.yaml", workflow))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "monai.bundle", "run", "--config_file", str(files),
-           "--num_workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(files),
+        "--num_workers",
+        "0",
+    ]
     for key, value in override.items():
         cmd += [f"--{key}", str(value)]
-    proc = subprocess.run(cmd, cwd=REPO / "bundles" / bundle, capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=REPO / "bundles" / bundle, capture_output=True, encoding="utf-8", errors="replace", timeout=600
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{workflow} failed (rc {proc.returncode}):\n{output[-8000:]}"
     ranks = [torch.load(rank_dir / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in range(nproc)]
@@ -158,8 +171,15 @@ def test_cxr14_pretrain_then_finetune_on_two_processes(tmp_path):
     common = dict(dataset_dir=data, ckpt_dir=models)
     configs = BundleConfigs("cxr14_mae_classification")
 
-    ranks, log = torchrun("cxr14_mae_classification", "pretrain", tmp_path / "pretrain_ranks",
-                     output_dir=runs / "pretrain", max_epochs=2, recon_interval=1, **common)  # fmt: skip
+    ranks, log = torchrun(
+        "cxr14_mae_classification",
+        "pretrain",
+        tmp_path / "pretrain_ranks",
+        output_dir=runs / "pretrain",
+        max_epochs=2,
+        recon_interval=1,
+        **common,
+    )
     assert "mae.pt" in checkpoints_in(models)
     pngs = [n for n in files_in(runs / "pretrain") if n.endswith(".png")]
     events = [n for n in files_in(runs / "pretrain") if n.startswith("events.out.tfevents")]
@@ -174,16 +194,24 @@ def test_cxr14_pretrain_then_finetune_on_two_processes(tmp_path):
     for r in ranks:  # lr = mae_base_lr * batch_size * 2 / 256
         assert r["initial_lr"] == pytest.approx([WORLD_SIZE * single_lr] * len(r["initial_lr"]))
 
-    ranks, log = torchrun("cxr14_mae_classification", "train", tmp_path / "train_ranks",
-                     output_dir=runs / "train", max_epochs=2, val_interval=1, **common)  # fmt: skip
+    ranks, log = torchrun(
+        "cxr14_mae_classification",
+        "train",
+        tmp_path / "train_ranks",
+        output_dir=runs / "train",
+        max_epochs=2,
+        val_interval=1,
+        **common,
+    )
     assert {"mae.pt", "model.pt"} <= checkpoints_in(models)
     assert log.count("tensors loaded") == 2 * WORLD_SIZE  # every rank starts from the MAE encoder (2 log lines each)
     assert log.count("Key metric: val_mean_auc best value") == 2  # StatsHandler of rank 0, 2 validations
     events = [n for n in files_in(runs / "train") if n.startswith("events.out.tfevents")]
     assert len(events) == 2  # rank 0's trainer and evaluator
     assert_same_weights(ranks)
-    single = configs.workflow("train", "train", dataset_dir=str(data), ckpt_dir=str(tmp_path / "single"),
-                              output_dir=str(tmp_path / "single"))  # fmt: skip
+    single = configs.workflow(
+        "train", "train", dataset_dir=str(data), ckpt_dir=str(tmp_path / "single"), output_dir=str(tmp_path / "single")
+    )
     single_lrs = [g["lr"] for g in single.parser.get_parsed_content("optimizer").param_groups]
     assert len(set(single_lrs)) > 1  # layer-wise decay: the ratios between groups are kept
     for r in ranks:
@@ -204,9 +232,18 @@ def test_cxr14_pretrain_then_finetune_on_two_processes(tmp_path):
 def test_btcv_finetune_on_two_processes(tmp_path):
     data = write_btcv_phantom_dataset(tmp_path / "btcv", num_cases=6, seed=3)  # dataset_0.json: 4 training, 2 val
     models = tmp_path / "models"
-    ranks, log = torchrun("btcv_mae_segmentation", "train", tmp_path / "ranks", dataset_dir=data,
-                     split="dataset_json", pretrained_ckpt="none", ckpt_dir=models, output_dir=tmp_path / "runs",
-                     max_epochs=1, num_samples=1)  # fmt: skip
+    ranks, log = torchrun(
+        "btcv_mae_segmentation",
+        "train",
+        tmp_path / "ranks",
+        dataset_dir=data,
+        split="dataset_json",
+        pretrained_ckpt="none",
+        ckpt_dir=models,
+        output_dir=tmp_path / "runs",
+        max_epochs=1,
+        num_samples=1,
+    )
     assert "model.pt" in checkpoints_in(models)
     assert log.count("Key metric: val_mean_dice best value") == 1
     assert_same_weights(ranks, torch.load(models / "model.pt", weights_only=True))  # one epoch: best = last
@@ -217,11 +254,20 @@ def test_btcv_finetune_on_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_brats_pretrain_on_two_processes(tmp_path):
-    data = write_msd_phantom_dataset(tmp_path / "msd", num_cases=4, num_unlabelled=0, seed=3, shape=(56, 64, 48),
-                                     spacing=(3.0, 3.0, 3.0))  # fmt: skip
+    data = write_msd_phantom_dataset(
+        tmp_path / "msd", num_cases=4, num_unlabelled=0, seed=3, shape=(56, 64, 48), spacing=(3.0, 3.0, 3.0)
+    )
     models, runs = tmp_path / "models", tmp_path / "runs"
-    ranks, log = torchrun("brats_mae_segmentation", "pretrain", tmp_path / "ranks", dataset_dir=data,
-                     ckpt_dir=models, output_dir=runs, max_epochs=1, batch_size=1)  # fmt: skip
+    ranks, log = torchrun(
+        "brats_mae_segmentation",
+        "pretrain",
+        tmp_path / "ranks",
+        dataset_dir=data,
+        ckpt_dir=models,
+        output_dir=runs,
+        max_epochs=1,
+        batch_size=1,
+    )
     assert "mae.pt" in checkpoints_in(models)
     assert log.count("saved final checkpoint") == 1  # by rank 0 alone
     assert_same_weights(ranks, torch.load(models / "mae.pt", weights_only=True))
@@ -237,9 +283,19 @@ def test_btcv_finetune_then_cxr14_pretrain_on_the_gpus_with_nccl(tmp_path):
     nproc = min(WORLD_SIZE, torch.cuda.device_count())  # one process per GPU
     data = write_btcv_phantom_dataset(tmp_path / "btcv", num_cases=6, seed=3)
     models = tmp_path / "models"
-    ranks, log = torchrun("btcv_mae_segmentation", "train", tmp_path / "btcv_ranks", nproc=nproc, dataset_dir=data,
-                     split="dataset_json", pretrained_ckpt="none", ckpt_dir=models, output_dir=tmp_path / "runs",
-                     max_epochs=1, num_samples=1)  # fmt: skip
+    ranks, log = torchrun(
+        "btcv_mae_segmentation",
+        "train",
+        tmp_path / "btcv_ranks",
+        nproc=nproc,
+        dataset_dir=data,
+        split="dataset_json",
+        pretrained_ckpt="none",
+        ckpt_dir=models,
+        output_dir=tmp_path / "runs",
+        max_epochs=1,
+        num_samples=1,
+    )
     assert log.count(f"of {nproc} (local rank") == nproc and log.count("backend nccl") == nproc
     assert "model.pt" in checkpoints_in(models)
     assert_same_weights(ranks, torch.load(models / "model.pt", map_location="cpu", weights_only=True))
@@ -248,8 +304,16 @@ def test_btcv_finetune_then_cxr14_pretrain_on_the_gpus_with_nccl(tmp_path):
     assert len(set(dice)) == 1 and 0.0 <= dice[0] <= 1.0
 
     cxr = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=24, size=64, seed=3)
-    ranks, log = torchrun("cxr14_mae_classification", "pretrain", tmp_path / "cxr_ranks", nproc=nproc,
-                     dataset_dir=cxr, ckpt_dir=models, output_dir=tmp_path / "cxr_runs", max_epochs=2)  # fmt: skip
+    ranks, log = torchrun(
+        "cxr14_mae_classification",
+        "pretrain",
+        tmp_path / "cxr_ranks",
+        nproc=nproc,
+        dataset_dir=cxr,
+        ckpt_dir=models,
+        output_dir=tmp_path / "cxr_runs",
+        max_epochs=2,
+    )
     assert log.count("backend nccl") == nproc and log.count("saved final checkpoint") == 1
     assert_same_weights(ranks, torch.load(models / "mae.pt", map_location="cpu", weights_only=True))
     assert all(torch.isfinite(v).all() for v in ranks[0]["weights"].values() if v.is_floating_point())

@@ -33,8 +33,15 @@ def _env() -> dict[str, str]:
 
 
 def _run(argv: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *argv], cwd=cwd, env=_env(), capture_output=True, encoding="utf-8",
-                          errors="replace", timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=900,
+    )
 
 
 def _bundle_run(workflow: str, **overrides) -> subprocess.CompletedProcess:
@@ -73,15 +80,23 @@ def test_a_ct_with_a_nan_slab_stops_pretraining(btcv, tmp_path):
     nib.save(nib.Nifti1Image(voxels, nii.affine), image)
     models = tmp_path / "models"
     # the workflow's own check of its split stops first, naming the file
-    proc = _bundle_run("pretrain", dataset_dir=btcv, split="dataset_json", ckpt_dir=models,
-                       output_dir=tmp_path / "runs", max_epochs=2)  # fmt: skip
+    proc = _bundle_run(
+        "pretrain", dataset_dir=btcv, split="dataset_json", ckpt_dir=models, output_dir=tmp_path / "runs", max_epochs=2
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert "DatasetError" in log and "img0001.nii.gz" in log and "not finite" in log, log[-3000:]
     assert not models.exists() or not list(models.glob("*.pt"))
     # trained without that check (--check_data false): the first non-finite loss stops training
-    proc = _bundle_run("pretrain", dataset_dir=btcv, split="dataset_json", ckpt_dir=models,
-                       output_dir=tmp_path / "runs", max_epochs=2, check_data=False)  # fmt: skip
+    proc = _bundle_run(
+        "pretrain",
+        dataset_dir=btcv,
+        split="dataset_json",
+        ckpt_dir=models,
+        output_dir=tmp_path / "runs",
+        max_epochs=2,
+        check_data=False,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert "NonFiniteError: non-finite training loss" in log, log[-3000:]
@@ -94,8 +109,15 @@ def test_a_nan_mae_checkpoint_stops_fine_tuning_at_the_hand_off(btcv, tmp_path):
     mae = tmp_path / "poison" / "mae.pt"
     key = _poisoned("pretrain", "mae_def", mae)
     models = tmp_path / "models"
-    proc = _bundle_run("train", dataset_dir=btcv, split="dataset_json", ckpt_dir=models, output_dir=tmp_path / "runs",
-                       pretrained_ckpt=mae, max_epochs=1)  # fmt: skip
+    proc = _bundle_run(
+        "train",
+        dataset_dir=btcv,
+        split="dataset_json",
+        ckpt_dir=models,
+        output_dir=tmp_path / "runs",
+        pretrained_ckpt=mae,
+        max_epochs=1,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert f"NonFiniteError: pre-trained checkpoint {mae}: tensor '{key}' holds non-finite values" in log, log[-3000:]
@@ -108,16 +130,25 @@ def test_a_nan_model_is_refused_by_export_and_inference(btcv, tmp_path):
     model = bundle / "models" / "model.pt"
     key = _poisoned("inference", "network_def", model)
 
-    proc = _run(["-m", "shared_networks.cli.export", "--bundle", str(bundle), "--out", str(tmp_path / "dist"),
-                 "--config_overrides", "quick"])  # fmt: skip
+    proc = _run(
+        [
+            "-m",
+            "shared_networks.cli.export",
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(tmp_path / "dist"),
+            "--config_overrides",
+            "quick",
+        ]
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert f"refusing to export {model}: tensor '{key}'" in log, log[-3000:]
     assert not list((tmp_path / "dist").glob("*.zip"))
 
     out = tmp_path / "labels"
-    proc = _bundle_run("inference", dataset_dir=btcv / "imagesTr" / "img0002.nii.gz", model_path=model,
-                       output_dir=out)  # fmt: skip
+    proc = _bundle_run("inference", dataset_dir=btcv / "imagesTr" / "img0002.nii.gz", model_path=model, output_dir=out)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert f"NonFiniteError: checkpoint '{model}': tensor '{key}' holds non-finite values" in log, log[-3000:]

@@ -17,17 +17,22 @@ def _images(items) -> list[str]:
 
 @pytest.fixture(scope="module")
 def msd_phantom(tmp_path_factory) -> Path:
-    return write_msd_phantom_dataset(tmp_path_factory.mktemp("msd"), num_cases=5, num_unlabelled=2,
-                                     shape=(24, 24, 16), seed=0)  # fmt: skip
+    return write_msd_phantom_dataset(
+        tmp_path_factory.mktemp("msd"), num_cases=5, num_unlabelled=2, shape=(24, 24, 16), seed=0
+    )
 
 
 @pytest.mark.parametrize("extra", [False, True])
 def test_pretrain_workflow_reads_and_logs_its_images(msd_phantom, tmp_path, capsys, extra) -> None:
     """pretrain.yaml: the dataset it trains on, and its log line, with and without pretrain_extra_images."""
     wf = BundleConfigs("brats_mae_segmentation").workflow(
-        "pretrain", "train", dataset_dir=str(msd_phantom), ckpt_dir=str(tmp_path), output_dir=str(tmp_path / "r"),
+        "pretrain",
+        "train",
+        dataset_dir=str(msd_phantom),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path / "r"),
         pretrain_extra_images=extra,
-    )  # fmt: skip
+    )
     log = capsys.readouterr().out  # logging.conf logs to stdout
     datalist = wf.parser.get_parsed_content("datalist")
     read = _images(wf.parser.get_parsed_content("train#dataset").data)

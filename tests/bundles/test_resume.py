@@ -51,14 +51,23 @@ def cxr14_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def brats_data(tmp_path_factory) -> Path:
-    return write_msd_phantom_dataset(tmp_path_factory.mktemp("brats"), num_cases=3, num_unlabelled=1,
-                                     shape=(40, 40, 32), seed=1)  # fmt: skip
+    return write_msd_phantom_dataset(
+        tmp_path_factory.mktemp("brats"), num_cases=3, num_unlabelled=1, shape=(40, 40, 32), seed=1
+    )
 
 
 def _run(configs: BundleConfigs, name: str, data: Path, ckpt: Path, crash_after: int | None = None, **override):
     """Runs a training workflow for MAX_EPOCHS (or until the crash); returns its network's weights and workflow."""
-    wf = configs.workflow(name, "train", dataset_dir=str(data), ckpt_dir=str(ckpt), output_dir=str(ckpt / "runs"),
-                          max_epochs=MAX_EPOCHS, ckpt_interval=1, **override)  # fmt: skip
+    wf = configs.workflow(
+        name,
+        "train",
+        dataset_dir=str(data),
+        ckpt_dir=str(ckpt),
+        output_dir=str(ckpt / "runs"),
+        max_epochs=MAX_EPOCHS,
+        ckpt_interval=1,
+        **override,
+    )
     trainer = wf.parser.get_parsed_content("train#trainer")
     if crash_after is not None:
 
@@ -96,9 +105,11 @@ def _resume_matches(configs, name, data, tmp_path, **override):
     assert trainer.state.epoch == MAX_EPOCHS and trainer.state.iteration == MAX_EPOCHS * trainer.state.epoch_length
     _assert_same(whole, resumed)
     # the last ckpt_n_saved (2) checkpoints are kept, the oldest deleted as in the uninterrupted run
-    assert sorted(p.name for p in (tmp_path / "cut").glob("*_checkpoint_epoch=*.pt")) == sorted(
-        p.name for p in (tmp_path / "whole").glob("*_checkpoint_epoch=*.pt")
-    ) == [f"{prefix}_checkpoint_epoch=2.pt", f"{prefix}_checkpoint_epoch={MAX_EPOCHS}.pt"]
+    assert (
+        sorted(p.name for p in (tmp_path / "cut").glob("*_checkpoint_epoch=*.pt"))
+        == sorted(p.name for p in (tmp_path / "whole").glob("*_checkpoint_epoch=*.pt"))
+        == [f"{prefix}_checkpoint_epoch=2.pt", f"{prefix}_checkpoint_epoch={MAX_EPOCHS}.pt"]
+    )
     return whole
 
 
@@ -139,5 +150,7 @@ def test_cxr14_linear_probe_resumes_exactly(cxr14_data, tmp_path):
     """Fine-tuning workflow with its own checkpoint prefix, a frozen encoder and the best model on validation AUC."""
     _resume_matches(CXR14, "linear_probe", cxr14_data, tmp_path, val_interval=1, pretrained_ckpt="none")
     assert sorted(p.name for p in (tmp_path / "cut").glob("linear_probe_checkpoint_*.pt"))
-    _assert_same(torch.load(tmp_path / "whole" / "linear_probe.pt", weights_only=True),
-                 torch.load(tmp_path / "cut" / "linear_probe.pt", weights_only=True))  # fmt: skip
+    _assert_same(
+        torch.load(tmp_path / "whole" / "linear_probe.pt", weights_only=True),
+        torch.load(tmp_path / "cut" / "linear_probe.pt", weights_only=True),
+    )

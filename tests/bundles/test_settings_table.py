@@ -33,9 +33,13 @@ MAE_3D = {
     "drop path": [("train", "drop_path_rate")],
     "UNETR feature size / skip blocks": [("train", "feature_size"), ("train", "skip_indices")],
     "loss (smooth_nr / smooth_dr)": [("train", "loss#smooth_nr"), ("train", "loss#smooth_dr")],
-    "sliding window (inference.yaml)": [("inference", "roi_size"), ("inference", "sw_overlap"),
-                                        ("inference", "sw_batch_size"), ("inference", "inferer#inferer#mode")],
-}  # fmt: skip
+    "sliding window (inference.yaml)": [
+        ("inference", "roi_size"),
+        ("inference", "sw_overlap"),
+        ("inference", "sw_batch_size"),
+        ("inference", "inferer#inferer#mode"),
+    ],
+}
 # table row (first column, exactly) -> the (workflow, config id) of each value in backticks in "this bundle"
 ROWS = {
     "btcv_mae_segmentation": {**MAE_3D, "intensity (`a_min`, `a_max`)": [("train", "a_min"), ("train", "a_max")]},
@@ -60,10 +64,13 @@ ROWS = {
         "drop path": [("train", "drop_path_rate")],
         "fine-tuning augmentation (`flip_prob`)": [("train", "flip_prob")],
         "linear probe epochs / warmup": [("linear_probe", "max_epochs"), ("linear_probe", "warmup_epochs")],
-        "linear probe lr (`probe_base_lr`) / weight decay": [("linear_probe", "probe_base_lr"),
-                                                             ("linear_probe", "lr"), ("linear_probe", "weight_decay")],
+        "linear probe lr (`probe_base_lr`) / weight decay": [
+            ("linear_probe", "probe_base_lr"),
+            ("linear_probe", "lr"),
+            ("linear_probe", "weight_decay"),
+        ],
     },
-}  # fmt: skip
+}
 
 
 def settings_table(bundle: str) -> dict[str, list[str]]:

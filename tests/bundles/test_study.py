@@ -23,8 +23,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 def quick(fractions: str = "1,0.5") -> list[str]:
     """quick.yaml, one epoch without warmup (its steps move the weights), one seed, the fractions."""
-    return ["--config_overrides", "quick", "--fractions", fractions, "--seeds", "0", "--n_resamples", "200",
-            "--extra", "--max_epochs 1 --warmup_epochs 0 --num_workers 0"]  # fmt: skip
+    return [
+        "--config_overrides",
+        "quick",
+        "--fractions",
+        fractions,
+        "--seeds",
+        "0",
+        "--n_resamples",
+        "200",
+        "--extra",
+        "--max_epochs 1 --warmup_epochs 0 --num_workers 0",
+    ]
 
 
 PHANTOMS = {
@@ -39,8 +49,18 @@ METRIC = {"btcv_mae_segmentation": "dice", "brats_mae_segmentation": "dice", "cx
 
 def study(bundle: str, data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "shared_networks.cli.study", "--bundle_root", str(REPO / "bundles" / bundle),
-               "--dataset_dir", str(data), "--output_dir", str(out), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "shared_networks.cli.study",
+        "--bundle_root",
+        str(REPO / "bundles" / bundle),
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
@@ -70,8 +90,10 @@ def check_outputs(out: Path, bundle: str, arms: list[str], fractions: list[str])
         return summary
     # nested subsets, test split unchanged
     lists = {f: json.loads((out / "datalists" / f"fraction{f}.json").read_text()) for f in fractions}
-    images = {f: [i["image"] if isinstance(i["image"], str) else i["image"][0] for i in d["training"]]
-              for f, d in lists.items()}  # fmt: skip
+    images = {
+        f: [i["image"] if isinstance(i["image"], str) else i["image"][0] for i in d["training"]]
+        for f, d in lists.items()
+    }
     assert set(images["0.5"]) < set(images["1"])
     assert lists["0.5"]["test"] == lists["1"]["test"] and lists["0.5"]["validation"] == lists["1"]["validation"]
     return summary

@@ -79,11 +79,17 @@ def test_quick_runs_write_mlflow_runs_and_tensorboard_events(tmp_path):
     configs = BundleConfigs("cxr14_mae_classification")
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
     runs = tmp_path / "runs"
-    common = dict(dataset_dir=str(data), ckpt_dir=str(tmp_path / "models"), tracking_uri=uri,
-                  tracking=str(configs.configs / "mlflow.yaml"))  # fmt: skip
-    for name, kind, extra in (("pretrain", "train", dict(max_epochs=1)),
-                              ("train", "train", dict(max_epochs=2, val_interval=1)),
-                              ("evaluate", "infer", {})):  # fmt: skip
+    common = dict(
+        dataset_dir=str(data),
+        ckpt_dir=str(tmp_path / "models"),
+        tracking_uri=uri,
+        tracking=str(configs.configs / "mlflow.yaml"),
+    )
+    for name, kind, extra in (
+        ("pretrain", "train", dict(max_epochs=1)),
+        ("train", "train", dict(max_epochs=2, val_interval=1)),
+        ("evaluate", "infer", {}),
+    ):
         wf = configs.workflow(name, kind, output_dir=str(runs / name), **extra, **common)
         wf.run()
         wf.finalize()

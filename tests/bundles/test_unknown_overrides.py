@@ -20,10 +20,22 @@ def bundle_run(tmp_path: Path, *args: str, dataset_dir: Path | None = None) -> s
     env = dict(os.environ)
     env.pop("SHARED_NETWORKS_ALLOW_NEW_SETTINGS", None)
     env["PYTHONPATH"] = str(Path(shared_networks.__file__).resolve().parents[1])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CXR / "configs" / "pretrain.yaml"),
-           "--bundle_root", str(CXR), "--dataset_dir", str(dataset_dir or tmp_path / "no_data"), *args]  # fmt: skip
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace",
-                          timeout=600)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(CXR / "configs" / "pretrain.yaml"),
+        "--bundle_root",
+        str(CXR),
+        "--dataset_dir",
+        str(dataset_dir or tmp_path / "no_data"),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600
+    )
 
 
 @pytest.mark.slow

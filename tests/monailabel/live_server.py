@@ -61,10 +61,22 @@ class Server:
 
     def start(self) -> None:
         cmd = [
-            "bash", str(REPO / "scripts" / "serve_monailabel.sh"), "--studies", str(self.studies),
-            "--port", str(self.port), "--app", str(self.app), "--bundles", str(self.bundles), "--configs", "quick",
-            "--max_upload_mb", str(MAX_UPLOAD_MB), *self.args,
-        ]  # fmt: skip
+            "bash",
+            str(REPO / "scripts" / "serve_monailabel.sh"),
+            "--studies",
+            str(self.studies),
+            "--port",
+            str(self.port),
+            "--app",
+            str(self.app),
+            "--bundles",
+            str(self.bundles),
+            "--configs",
+            "quick",
+            "--max_upload_mb",
+            str(MAX_UPLOAD_MB),
+            *self.args,
+        ]
         self.tmpdir.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(self.tmpdir)}
         with open(self.log, "wb") as log:

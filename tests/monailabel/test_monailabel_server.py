@@ -72,8 +72,9 @@ def test_segmentation_label_map_in_the_image_geometry(server, tmp_path, model, i
     assert labels.dtype == np.uint8 and set(np.unique(labels).tolist()) <= values
 
     # the same map as the bundle's own inference workflow on the same file with the same weights
-    out = _bundle_inference(model, server.studies / f"{image}.nii.gz", server.bundles / model / "models" / "model.pt",
-                            tmp_path / "bundle")  # fmt: skip
+    out = _bundle_inference(
+        model, server.studies / f"{image}.nii.gz", server.bundles / model / "models" / "model.pt", tmp_path / "bundle"
+    )
     own = np.asarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
     assert own.shape == labels.shape
     assert len(np.unique(own)) > 1  # not a constant map: the agreement below means something
@@ -87,8 +88,9 @@ def test_classification_returns_the_14_probabilities(server, tmp_path):
     scores = np.array([p["score"] for p in prediction])
     assert np.all((scores >= 0) & (scores <= 1))
 
-    out = _bundle_inference(CXR, server.studies / f"{CXR_IMAGE}.png", server.bundles / CXR / "models" / "model.pt",
-                            tmp_path / "bundle")  # fmt: skip
+    out = _bundle_inference(
+        CXR, server.studies / f"{CXR_IMAGE}.png", server.bundles / CXR / "models" / "model.pt", tmp_path / "bundle"
+    )
     with open(out / "probabilities.csv") as f:
         (row,) = list(csv.DictReader(f))
     own = np.array([float(row[name]) for name in CXR14_FINDINGS])
@@ -109,8 +111,11 @@ def test_one_training_epoch_on_datastore_labels(server, tmp_path):
     before = torch.load(model_pt, map_location="cpu", weights_only=True)
     written = model_pt.stat().st_mtime_ns
     for n in (1, 2):
-        saved = server.put_file(f"/datastore/label?image=img000{n}&tag=final", "label",
-                                SHARED_DATA / "btcv" / "labelsTr" / f"label000{n}.nii.gz")  # fmt: skip
+        saved = server.put_file(
+            f"/datastore/label?image=img000{n}&tag=final",
+            "label",
+            SHARED_DATA / "btcv" / "labelsTr" / f"label000{n}.nii.gz",
+        )
         assert saved == {"image": f"img000{n}", "label": f"img000{n}"}
 
     started = server.request(

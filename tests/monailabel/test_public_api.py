@@ -79,8 +79,9 @@ def private_overrides(cls):
 def _run(script: str, tmp_path: Path) -> dict:
     code = _PRELUDE.format(app=str(APP), main=str(APP / "main.py")) + textwrap.dedent(script)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([str(VENV / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

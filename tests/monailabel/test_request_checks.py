@@ -58,9 +58,18 @@ def test_good_requests_pass_unchanged():
     assert rc.check_train_request(SLICER_TRAIN, FACTS) == SLICER_TRAIN
     assert rc.check_infer_request(SERVER_INFER, FACTS) == SERVER_INFER
     assert rc.check_train_request({"model": "m", "max_epochs": 1, "val_split": 0}, FACTS)["val_split"] == 0.0
-    batch = {"model": "m", "image": "img0001", "images": "unlabeled", "max_batch_size": 0, "max_workers": 2,
-             "multi_gpu": False, "gpus": "0,1", "_id": 3, "_image_id": "img0001",
-             "bundle_path": BUNDLE + "/"}  # fmt: skip
+    batch = {
+        "model": "m",
+        "image": "img0001",
+        "images": "unlabeled",
+        "max_batch_size": 0,
+        "max_workers": 2,
+        "multi_gpu": False,
+        "gpus": "0,1",
+        "_id": 3,
+        "_image_id": "img0001",
+        "bundle_path": BUNDLE + "/",
+    }
     assert rc.check_infer_request(batch, FACTS) == batch
 
 
@@ -111,19 +120,39 @@ def test_a_request_must_be_an_object():
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("max_epochs", "1"), ("max_epochs", 0), ("max_epochs", -5), ("max_epochs", rc.MAX_EPOCHS + 1),
-        ("max_epochs", 1.5), ("max_epochs", True),
-        ("val_split", 1.0), ("val_split", -1), ("val_split", "0.2"), ("val_split", float("nan")), ("val_split", True),
-        ("multi_gpu", "maybe"), ("multi_gpu", 2), ("force_multi_gpu", None),
-        ("gpus", "0;rm"), ("gpus", 0),
-        ("device", "cuda:0; x"), ("device", "tpu"), ("device", []), ("device", 1),
-        ("tracking", "mlflow"), ("tracking", ["mlflow", "None"]),
-        ("tracking_uri", "/tmp/elsewhere"), ("tracking_run_name", "../x"),
-        ("run_id", "initialize"), ("run_id", "train#trainer"),
-        ("model", "../other"), ("model", 3),
-        ("bundle_path", "/tmp/evil"), ("local_rank", -1), ("client_id", {"a": 1}),
+        ("max_epochs", "1"),
+        ("max_epochs", 0),
+        ("max_epochs", -5),
+        ("max_epochs", rc.MAX_EPOCHS + 1),
+        ("max_epochs", 1.5),
+        ("max_epochs", True),
+        ("val_split", 1.0),
+        ("val_split", -1),
+        ("val_split", "0.2"),
+        ("val_split", float("nan")),
+        ("val_split", True),
+        ("multi_gpu", "maybe"),
+        ("multi_gpu", 2),
+        ("force_multi_gpu", None),
+        ("gpus", "0;rm"),
+        ("gpus", 0),
+        ("device", "cuda:0; x"),
+        ("device", "tpu"),
+        ("device", []),
+        ("device", 1),
+        ("tracking", "mlflow"),
+        ("tracking", ["mlflow", "None"]),
+        ("tracking_uri", "/tmp/elsewhere"),
+        ("tracking_run_name", "../x"),
+        ("run_id", "initialize"),
+        ("run_id", "train#trainer"),
+        ("model", "../other"),
+        ("model", 3),
+        ("bundle_path", "/tmp/evil"),
+        ("local_rank", -1),
+        ("client_id", {"a": 1}),
     ],
-)  # fmt: skip
+)
 def test_bad_train_fields_are_refused_naming_the_field(field, value):
     with pytest.raises(rc.RequestRefused, match=f"'{field}'"):
         rc.check_train_request({**SLICER_TRAIN, field: value}, FACTS)
@@ -132,13 +161,25 @@ def test_bad_train_fields_are_refused_naming_the_field(field, value):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("result_dtype", "object"), ("result_extension", "/../../x.nii.gz"), ("result_extension", ".py"),
-        ("result_compress", "sure"), ("skip_writer", 5), ("save_label", "nope"),
-        ("label_tag", "../../etc"), ("label_tag", ".."), ("label_tag", "a/b"),
-        ("logging", "LOUD"), ("timeout", 0), ("timeout", "60"), ("image", 1), ("session", "x"),
-        ("images", [1]), ("max_workers", -1), ("_id", "0"),
+        ("result_dtype", "object"),
+        ("result_extension", "/../../x.nii.gz"),
+        ("result_extension", ".py"),
+        ("result_compress", "sure"),
+        ("skip_writer", 5),
+        ("save_label", "nope"),
+        ("label_tag", "../../etc"),
+        ("label_tag", ".."),
+        ("label_tag", "a/b"),
+        ("logging", "LOUD"),
+        ("timeout", 0),
+        ("timeout", "60"),
+        ("image", 1),
+        ("session", "x"),
+        ("images", [1]),
+        ("max_workers", -1),
+        ("_id", "0"),
     ],
-)  # fmt: skip
+)
 def test_bad_infer_fields_are_refused_naming_the_field(field, value):
     with pytest.raises(rc.RequestRefused, match=f"'{field}'"):
         rc.check_infer_request({**SERVER_INFER, field: value}, FACTS)
@@ -152,8 +193,19 @@ def test_model_filename_is_confined_to_the_offered_files(name):
                 check({**request, "model_filename": value}, FACTS)
 
 
-@pytest.mark.parametrize(("word", "expected"), [("false", False), ("False", False), (" no ", False), ("0", False),
-                                                (0, False), ("true", True), ("YES", True), (1, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("false", False),
+        ("False", False),
+        (" no ", False),
+        ("0", False),
+        (0, False),
+        ("true", True),
+        ("YES", True),
+        (1, True),
+    ],
+)
 def test_true_false_strings_are_parsed_strictly(word, expected):
     assert rc.check_train_request({**SLICER_TRAIN, "multi_gpu": word}, FACTS)["multi_gpu"] is expected
     assert rc.check_infer_request({**SERVER_INFER, "save_label": word}, FACTS)["save_label"] is expected

@@ -101,8 +101,12 @@ def _assert_no_code_ran(server: Server, marker: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(server.app), *map(str, server.bundles.iterdir())])}
     probe = subprocess.run(
         [str(VENV / "bin" / "python"), "-c", "import sys; print('sitecustomize' in sys.modules)"],
-        cwd=server.app, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=server.app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert not marker.exists(), "a file the server wrote runs as code in a new Python process"
     assert probe.returncode == 0
 
@@ -269,10 +273,28 @@ HIDDEN = [
     ("POST", "/login/token", {"form": ["username", "password"]}),
 ]
 TEXT_PAYLOADS = [
-    "../../../../../tmp/mae_fuzz", "..%2F..%2F..%2Ftmp%2Fmae_fuzz", "/etc/passwd", "/tmp/mae_fuzz/x.nii.gz",
-    "..", ".", "", "\x00", "x\x00.nii.gz", "a" * 5000, "@train#trainer", "%configs/train.yaml", "-1", "1e400",
-    "NaN", "true\r\nX-Injected: 1", "<script>", "img0001/../../app/main", "x:y", "SHA1:00", "9" * 30,
-]  # fmt: skip
+    "../../../../../tmp/mae_fuzz",
+    "..%2F..%2F..%2Ftmp%2Fmae_fuzz",
+    "/etc/passwd",
+    "/tmp/mae_fuzz/x.nii.gz",
+    "..",
+    ".",
+    "",
+    "\x00",
+    "x\x00.nii.gz",
+    "a" * 5000,
+    "@train#trainer",
+    "%configs/train.yaml",
+    "-1",
+    "1e400",
+    "NaN",
+    "true\r\nX-Injected: 1",
+    "<script>",
+    "img0001/../../app/main",
+    "x:y",
+    "SHA1:00",
+    "9" * 30,
+]
 JSON_PAYLOADS = [123, -1, 1e308, None, True, [], {}, ["../x"], {"$x": 1}, "x" * 5000]
 
 
@@ -355,9 +377,13 @@ def test_fuzz_every_route(server, tmp_path):
                 send(method, path, *_multipart({}, {name: (filename, data)}))
         if fields["json"] or method in ("POST", "PUT"):
             for value in JSON_PAYLOADS + [
-                {"model": "nope", "bundle_path": str(tmp_path)}, {"gpus": "0\x00"}, {"gpus": 7},
-                {"max_epochs": payload_marker}, {"image": "/etc/passwd"}, {"strategy": "../x"},
-            ]:  # fmt: skip
+                {"model": "nope", "bundle_path": str(tmp_path)},
+                {"gpus": "0\x00"},
+                {"gpus": 7},
+                {"max_epochs": payload_marker},
+                {"image": "/etc/passwd"},
+                {"strategy": "../x"},
+            ]:
                 send(method, path, *_json(value))
             send(method, path, b"{not json", {"Content-Type": "application/json"})
             send(method, path, b"x" * (2 << 20), {"Content-Type": "application/json"})
@@ -386,8 +412,11 @@ def test_every_documented_value_answers(server):
         for method, op in methods.items():
             if method not in ("get", "head"):
                 continue
-            query = {p["name"]: filled[p["name"]] for p in op.get("parameters", []) if p["in"] == "query"
-                     and p.get("required")}  # fmt: skip
+            query = {
+                p["name"]: filled[p["name"]]
+                for p in op.get("parameters", [])
+                if p["in"] == "query" and p.get("required")
+            }
             url = path.replace("{model}", BTCV) + ("?" + urllib.parse.urlencode(query) if query else "")
             if "{" in url:
                 continue

@@ -93,10 +93,13 @@ def call(guard, method, path, query="", headers=None, body=b"", root_path=""):
     if body:
         headers.setdefault("content-length", str(len(body)))
     scope = {
-        "type": "http", "method": method, "path": root_path + path, "query_string": query.encode(),
+        "type": "http",
+        "method": method,
+        "path": root_path + path,
+        "query_string": query.encode(),
         "root_path": root_path,
         "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()],
-    }  # fmt: skip
+    }
     chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
     sent: list[dict] = []
 
@@ -238,9 +241,13 @@ def test_uploads_must_be_images_and_fit(server):
         ("x.nii.gz", nifti_gz()[:-20], 415, "truncated"),
         ("x.nii.gz", nifti_gz() + b"junk", 415, "after its gzip stream"),
         ("x.exe", nifti_gz(), 415, "files only"),
-        ("x.nii.gz", gzip.compress(nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)).to_bytes() + bytes(9)),
-         415, "more bytes than its NIfTI header declares"),
-    ]:  # fmt: skip
+        (
+            "x.nii.gz",
+            gzip.compress(nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)).to_bytes() + bytes(9)),
+            415,
+            "more bytes than its NIfTI header declares",
+        ),
+    ]:
         body, headers = multipart(files={"file": (filename, data)})
         status_, answer = call(guard, "PUT", "/datastore/image", "image=x", headers, body)
         assert status_ == status and words in answer["detail"] and filename in answer["detail"], answer
@@ -256,9 +263,13 @@ def test_uploads_must_be_images_and_fit(server):
 def test_infer_takes_datastore_ids_and_checked_params(server):
     guard, inner = server
     for query, status in [
-        ("image=/etc/passwd", 404), ("image=../studies/img0001", 404), ("", 422),
-        ("image=img0001&session_id=x", 422), ("image=img0001&image=x", 422), ("image=img0001&output=../x", 422),
-    ]:  # fmt: skip
+        ("image=/etc/passwd", 404),
+        ("image=../studies/img0001", 404),
+        ("", 422),
+        ("image=img0001&session_id=x", 422),
+        ("image=img0001&image=x", 422),
+        ("image=img0001&output=../x", 422),
+    ]:
         assert call(guard, "POST", f"/infer/{MODEL}", query)[0] == status, query
     for params, words in [
         ("[1, 2]", "must be a JSON object"),

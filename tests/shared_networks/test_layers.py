@@ -122,8 +122,10 @@ def test_detectors_flag_a_bad_graph() -> None:
         f"{NAME}.cli.prepare": {f"{NAME}.data.btcv"},  # fine
     }
     assert upward_imports(bad) == [
-        f"{NAME} -> {NAME}.cli.prepare", f"{NAME}.data.btcv -> {NAME}", f"{NAME}.utils.files -> {NAME}.engine.seeding",
-    ]  # fmt: skip
+        f"{NAME} -> {NAME}.cli.prepare",
+        f"{NAME}.data.btcv -> {NAME}",
+        f"{NAME}.utils.files -> {NAME}.engine.seeding",
+    ]
     assert find_cycle(bad) == [NAME, f"{NAME}.cli.prepare", f"{NAME}.data.btcv", NAME]
     del bad[f"{NAME}.data.btcv"]
     assert find_cycle(bad) == [f"{NAME}.engine.optim", f"{NAME}.engine.seeding", f"{NAME}.engine.optim"]
@@ -143,8 +145,9 @@ def test_detectors_read_relative_and_function_level_imports(tmp_path: Path) -> N
     graph = import_graph(root)
     assert graph[f"{NAME}.utils.files"] == {f"{NAME}.engine", f"{NAME}.engine.seeding"}
     assert upward_imports(graph) == [
-        f"{NAME}.utils.files -> {NAME}.engine", f"{NAME}.utils.files -> {NAME}.engine.seeding",
-    ]  # fmt: skip
+        f"{NAME}.utils.files -> {NAME}.engine",
+        f"{NAME}.utils.files -> {NAME}.engine.seeding",
+    ]
     assert find_cycle(graph) == [f"{NAME}.engine.optim", f"{NAME}.engine.seeding", f"{NAME}.engine.optim"]
 
 
@@ -191,8 +194,9 @@ def study_graph() -> dict[str, set[str]]:
 def test_the_study_never_imports_the_command_lines_or_the_tools() -> None:
     graph = study_graph()
     assert f"{NAME}.study.orchestrate" in graph and f"{NAME}.study.crossval" in graph
-    assert [f"{m} -> {t}" for m, targets in graph.items() for t in targets
-            if t.startswith((f"{NAME}.cli", f"{NAME}.tools"))] == []  # fmt: skip
+    assert [
+        f"{m} -> {t}" for m, targets in graph.items() for t in targets if t.startswith((f"{NAME}.cli", f"{NAME}.tools"))
+    ] == []
 
 
 def test_the_study_modules_import_only_earlier_steps() -> None:
@@ -201,8 +205,12 @@ def test_the_study_modules_import_only_earlier_steps() -> None:
     graph = study_graph()
     steps = {f"{NAME}.study.{s}": i for i, s in enumerate(STUDY_STEPS)}
     assert set(graph) == {f"{NAME}.study", *steps}, "a new study module: give it its place in STUDY_STEPS"
-    bad = [f"{m} -> {t}" for m in steps for t in sorted(graph[m]) if t.startswith(f"{NAME}.study")
-           and (t not in steps or steps[t] >= steps[m])]  # fmt: skip
+    bad = [
+        f"{m} -> {t}"
+        for m in steps
+        for t in sorted(graph[m])
+        if t.startswith(f"{NAME}.study") and (t not in steps or steps[t] >= steps[m])
+    ]
     assert bad == []
 
 

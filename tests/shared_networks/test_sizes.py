@@ -60,8 +60,9 @@ def test_the_detectors_count_whole_definitions(tmp_path: Path) -> None:
         "    return inner\n"
     )
     assert long_functions([tmp_path / "m.py"], limit, tmp_path) == [
-        f"m.py:{limit + 5} outer ({limit + 2} lines)", f"m.py:3 long ({limit + 1} lines)",
-    ]  # fmt: skip
+        f"m.py:{limit + 5} outer ({limit + 2} lines)",
+        f"m.py:3 long ({limit + 1} lines)",
+    ]
     assert long_functions([tmp_path / "m.py"], limit - 1, tmp_path)[-1] == f"m.py:{limit + 6} inner ({limit} lines)"
     (tmp_path / "short.py").write_text("x = 1\n" * limit)
     assert long_modules(sorted(tmp_path.glob("*.py")), limit, tmp_path) == [f"m.py ({2 * limit + 6} lines)"]

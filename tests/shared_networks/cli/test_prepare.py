@@ -42,8 +42,19 @@ def test_brats_command(tmp_path: Path) -> None:
     assert len(content["test"]) == 1 and content["pretrain"] == [
         {k: item[k] for k in ("image", "case", "layout")} for item in content["training"]
     ]  # the training images alone
-    main(["brats", "--dataset_dir", str(data), "--output_json", str(tmp_path / "dl.json"), "--num_folds", "3",
-          "--pretrain_extra_images", "true"])  # fmt: skip
+    main(
+        [
+            "brats",
+            "--dataset_dir",
+            str(data),
+            "--output_json",
+            str(tmp_path / "dl.json"),
+            "--num_folds",
+            "3",
+            "--pretrain_extra_images",
+            "true",
+        ]
+    )
     content = json.loads((tmp_path / "dl.json").read_text())
     assert [i["image"] for i in content["pretrain"]] == [i["image"] for i in content["training"]] + [
         "imagesTs/BRATS_004.nii.gz"
@@ -79,9 +90,12 @@ def test_command_line_module(btcv_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "datalist.json"
     command = [sys.executable, "-m", "shared_networks.cli.prepare", "btcv", "--dataset_dir", str(btcv_dir)]
     result = subprocess.run(
-        [*command, "--output_json", str(output), "--num_val", "1"], capture_output=True, text=True, timeout=300,
+        [*command, "--output_json", str(output), "--num_val", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(output.read_text())["validation"]) == 1
 

@@ -94,10 +94,23 @@ def test_prepare_cxr14_blank_patient_is_reported_not_a_traceback(shared_data, tm
     repo = str(Path(__file__).resolve().parents[3])  # the package of this checkout, also in the child process
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
     result = subprocess.run(
-        [sys.executable, "-m", "shared_networks.cli.prepare", "cxr14", "--dataset_dir", str(root), "--output_json",
-         str(output), "--num_workers", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "shared_networks.cli.prepare",
+            "cxr14",
+            "--dataset_dir",
+            str(root),
+            "--output_json",
+            str(output),
+            "--num_workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "empty Patient ID" in result.stderr and test[0] in result.stderr and "max_pixels" in result.stderr

@@ -30,9 +30,12 @@ def test_resampling_matches_monai_affine():
     out = aug.resample(img[None].repeat(4, 1, 1, 1), theta)
     for i in range(4):
         ref = Affine(
-            rotate_params=angle[i].item(), scale_params=scale[i].tolist(), translate_params=shift[i].tolist(),
-            padding_mode="zeros", image_only=True,
-        )(img)  # fmt: skip
+            rotate_params=angle[i].item(),
+            scale_params=scale[i].tolist(),
+            translate_params=shift[i].tolist(),
+            padding_mode="zeros",
+            image_only=True,
+        )(img)
         assert torch.allclose(out[i], torch.as_tensor(ref), atol=1e-4), i
 
 
@@ -77,8 +80,9 @@ def test_flip():
 
 
 def test_collate_seeded_and_other_keys_untouched():
-    aug = BatchAugment2d(keys=["image"], affine_prob=1.0, rotate_range=0.3, shift_intensity_prob=1.0,
-                         shift_intensity=0.1)  # fmt: skip
+    aug = BatchAugment2d(
+        keys=["image"], affine_prob=1.0, rotate_range=0.3, shift_intensity_prob=1.0, shift_intensity=0.1
+    )
     items = [{"image": _image(), "label": torch.tensor([float(i), 1.0])} for i in range(4)]
     torch.manual_seed(3)
     a = aug(items)
@@ -92,10 +96,15 @@ def test_collate_seeded_and_other_keys_untouched():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"affine_prob": 1.5}, "affine_prob"), ({"flip_prob": -0.1}, "flip_prob"), ({"rotate_range": -1}, "rotate_range"),
-     ({"translate_range": (1, 2, 3)}, "translate_range"), ({"scale_intensity": float("nan")}, "scale_intensity"),
-     ({"flip_axis": 2}, "flip_axis")],
-)  # fmt: skip
+    [
+        ({"affine_prob": 1.5}, "affine_prob"),
+        ({"flip_prob": -0.1}, "flip_prob"),
+        ({"rotate_range": -1}, "rotate_range"),
+        ({"translate_range": (1, 2, 3)}, "translate_range"),
+        ({"scale_intensity": float("nan")}, "scale_intensity"),
+        ({"flip_axis": 2}, "flip_axis"),
+    ],
+)
 def test_bad_settings_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         BatchAugment2d(**kwargs)

@@ -23,8 +23,10 @@ from shared_networks.data.cxr14 import (
 )
 from shared_networks.data.radiographs import CheckedPILReader, ToGreyd
 
-HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position," \
-         "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"  # fmt: skip
+HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 
 
 def _png(path: Path) -> Path:
@@ -78,9 +80,12 @@ def test_labels_follow_the_standard_order(tmp_path):
 
 @pytest.mark.parametrize(
     "labels, message",
-    [("Pneumonia|Covid", r"row 2 \(a\.png\): unknown finding 'Covid'"), ("No Finding|Mass", "together with"),
-     ("", "empty image name or finding labels")],
-)  # fmt: skip
+    [
+        ("Pneumonia|Covid", r"row 2 \(a\.png\): unknown finding 'Covid'"),
+        ("No Finding|Mass", "together with"),
+        ("", "empty image name or finding labels"),
+    ],
+)
 def test_bad_label_rows_name_the_file_and_row(tmp_path, labels, message):
     root = _nih_tree(tmp_path, [("a.png", labels, 1)], ["a.png"], [])
     with pytest.raises(ValueError, match=message) as err:
@@ -137,8 +142,15 @@ def test_missing_images_error_or_skip(tmp_path, caplog):
 def test_nih_download_folders_and_v2020_csv(tmp_path):
     rows = _patients(4)
     names = [r[0] for r in rows]
-    root = _nih_tree(tmp_path, rows, names[:6], names[6:], on_disk=names[:4], folder="images_001/images",
-                     csv_name="Data_Entry_2017_v2020.csv")  # fmt: skip
+    root = _nih_tree(
+        tmp_path,
+        rows,
+        names[:6],
+        names[6:],
+        on_disk=names[:4],
+        folder="images_001/images",
+        csv_name="Data_Entry_2017_v2020.csv",
+    )
     for n in names[4:]:
         _png(root / "images_002" / "images" / n)
     found = find_cxr14_images(root)
@@ -232,8 +244,12 @@ def test_real_datalist(shared_data):
 def test_real_images_all_load_to_one_grey_channel(shared_data):
     """Every real image, 8-bit grey and the 5 RGBA ones, 256^2 and 1024^2, loads to (1, W, H) float32 in [0, 1]."""
     root = shared_data("chestxray14")
-    load = Compose([LoadImaged("image", reader=CheckedPILReader, image_only=True, ensure_channel_first=True,
-                               dtype=None), ToGreyd("image")])  # fmt: skip
+    load = Compose(
+        [
+            LoadImaged("image", reader=CheckedPILReader, image_only=True, ensure_channel_first=True, dtype=None),
+            ToGreyd("image"),
+        ]
+    )
     modes, sizes = {}, set()
     for path in sorted((root / "images").glob("*.png")):
         img = load({"image": str(path)})["image"]
@@ -244,5 +260,8 @@ def test_real_images_all_load_to_one_grey_channel(shared_data):
     assert modes == {"PIL L": 465, "PIL RGBA": 5} and sizes == {(1, 256, 256), (1, 1024, 1024)}
     rgba = Image.open(root / "images" / "00005813_000.png")
     assert rgba.mode == "RGBA"
-    np.testing.assert_allclose(load({"image": str(rgba.filename)})["image"][0].numpy().T,
-                               np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0, atol=1 / 255)  # fmt: skip
+    np.testing.assert_allclose(
+        load({"image": str(rgba.filename)})["image"][0].numpy().T,
+        np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0,
+        atol=1 / 255,
+    )

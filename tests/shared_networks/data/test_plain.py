@@ -55,10 +55,12 @@ def test_cached_item_never_changed_and_batch_names_its_files(tmp_path):
         paths.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(paths[-1])
     in_place = Lambdad("image", lambda x: x.mul_(0.0).add_(5.0))  # changes its input in place
-    transform = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
-                         ComposeWithoutMeta([in_place])])  # fmt: skip
-    ds = CacheDataset([{"image": p} for p in paths], transform=transform, cache_rate=1.0, copy_cache=False,
-                      progress=False)  # fmt: skip
+    transform = Compose(
+        [LoadImaged("image", image_only=True), EnsureChannelFirstd("image"), ComposeWithoutMeta([in_place])]
+    )
+    ds = CacheDataset(
+        [{"image": p} for p in paths], transform=transform, cache_rate=1.0, copy_cache=False, progress=False
+    )
     for _ in range(2):
         batch = next(iter(DataLoader(ds, batch_size=3, shuffle=False)))
         assert torch.all(batch["image"] == 5.0)

@@ -114,8 +114,12 @@ def test_corrupt_png_error_names_the_file(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(good)
     bad = tmp_path / "00000001_000.png"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # header intact, image data cut off
-    pipeline = Compose([LoadImaged("image", reader=CheckedPILReader, image_only=True, ensure_channel_first=True,
-                                   dtype=None), ToGreyd("image")])  # fmt: skip
+    pipeline = Compose(
+        [
+            LoadImaged("image", reader=CheckedPILReader, image_only=True, ensure_channel_first=True, dtype=None),
+            ToGreyd("image"),
+        ]
+    )
     with pytest.raises(RuntimeError) as err:  # Compose wraps what a transform raises
         pipeline({"image": str(bad)})
     cause = err.value.__cause__

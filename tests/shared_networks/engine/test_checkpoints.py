@@ -47,14 +47,29 @@ def _trainer(net, opt, sched, record: list | None = None) -> Engine:
     return Engine(step)
 
 
-def _run(folder: Path, max_epochs: int, crash_after: int | None = None, resume: bool = False, seeder: bool = True,
-         load_path=None, seed: int = 0, record: list | None = None, num_workers: int = 0):  # fmt: skip
+def _run(
+    folder: Path,
+    max_epochs: int,
+    crash_after: int | None = None,
+    resume: bool = False,
+    seeder: bool = True,
+    load_path=None,
+    seed: int = 0,
+    record: list | None = None,
+    num_workers: int = 0,
+):
     loader, net, opt, sched = _parts(123 if resume else seed, num_workers)  # a resumed run starts from other weights
     engine = _trainer(net, opt, sched, record)
     if seeder:
         EpochSeeder(seed, loader.dataset).attach(engine)
-    saver = ResumableCheckpointSaver(folder, {"network": net, "optimizer": opt, "lr_scheduler": sched},
-                                     file_prefix="train", n_saved=2, resume=resume, load_path=load_path)  # fmt: skip
+    saver = ResumableCheckpointSaver(
+        folder,
+        {"network": net, "optimizer": opt, "lr_scheduler": sched},
+        file_prefix="train",
+        n_saved=2,
+        resume=resume,
+        load_path=load_path,
+    )
     saver.attach(engine)
     if crash_after is not None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(once=crash_after), lambda e: (_ for _ in ()).throw(Crash()))
@@ -190,8 +205,9 @@ def test_atomic_checkpoint_saver(tmp_path, umask):
     file group- and world-readable whatever the umask)."""
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)
-    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True,
-                          final_filename="model.pt").attach(engine)  # fmt: skip
+    AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="model.pt"
+    ).attach(engine)
     old = os.umask(umask)
     try:
         engine.run([0], max_epochs=1)

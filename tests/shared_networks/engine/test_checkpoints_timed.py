@@ -30,16 +30,24 @@ def _new_files(folder: Path, saved: list[int]):
     return lambda engine: saved.extend(sorted(set(_saved_epochs(folder)) - set(saved)))
 
 
-def _run(folder: Path, epoch_minutes: list[float], save_interval: int = 0, every_minutes: float = 10,
-         n_saved: int = 20) -> list[int]:  # fmt: skip
+def _run(
+    folder: Path, epoch_minutes: list[float], save_interval: int = 0, every_minutes: float = 10, n_saved: int = 20
+) -> list[int]:
     """One epoch per entry of ``epoch_minutes``, each taking that long on the fake clock; the epochs saved, in the
     order they were written."""
     clock = FakeClock()
     net = torch.nn.Linear(2, 1)
     engine = Engine(lambda e, b: 0.0)
     saved: list[int] = []
-    saver = ResumableCheckpointSaver(folder, {"network": net}, file_prefix="train", save_interval=save_interval,
-                                     n_saved=n_saved, save_every_minutes=every_minutes, clock=clock)  # fmt: skip
+    saver = ResumableCheckpointSaver(
+        folder,
+        {"network": net},
+        file_prefix="train",
+        save_interval=save_interval,
+        n_saved=n_saved,
+        save_every_minutes=every_minutes,
+        clock=clock,
+    )
 
     @engine.on(Events.EPOCH_STARTED)
     def _advance(e):

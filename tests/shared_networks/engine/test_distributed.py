@@ -125,8 +125,16 @@ def test_rank0_only_keeps_the_writers_on_rank_0(tmp_path):
         CheckpointSaver(save_dir=str(tmp_path / "ckpt"), save_dict={"net": net}, save_final=True),
         ReconstructionSaver(tmp_path / "png", patch_size=(2, 2)),
     ]
-    handlers = [everywhere[0], writers[0], everywhere[1], writers[1], everywhere[2], writers[2], writers[3],
-                everywhere[3]]  # fmt: skip
+    handlers = [
+        everywhere[0],
+        writers[0],
+        everywhere[1],
+        writers[1],
+        everywhere[2],
+        writers[2],
+        writers[3],
+        everywhere[3],
+    ]
     assert rank0_only(handlers, rank=0) == handlers
     assert rank0_only(None, rank=0) == [] and rank0_only(None, rank=1) == []
     assert len(list(tb_dir.glob("events.out.tfevents*"))) == 1

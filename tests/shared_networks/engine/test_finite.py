@@ -122,8 +122,9 @@ def test_other_errors_still_propagate_when_it_is_the_only_exception_handler():
 def test_a_stopped_run_writes_no_final_checkpoint_and_savers_refuse_non_finite_weights(tmp_path):
     data = _data([1.0, math.nan], ["/d/a.nii.gz", "/d/slab.nii.gz"])
     net = nn.Linear(4, 1)
-    final = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"mae": net}, save_final=True,
-                                  final_filename="mae.pt")  # fmt: skip
+    final = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"mae": net}, save_final=True, final_filename="mae.pt"
+    )
     # the saver first: its "save on exception" would run before any other EXCEPTION_RAISED handler
     for handlers in ([final, StopOnNonFinite()], [StopOnNonFinite(), final]):
         trainer, _ = _trainer(data, handlers, net=net)
@@ -141,8 +142,13 @@ def test_a_stopped_run_writes_no_final_checkpoint_and_savers_refuse_non_finite_w
 
 def test_the_best_model_saver_refuses_non_finite_weights_and_keeps_the_previous_file(tmp_path):
     net = nn.Linear(1, 1)
-    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True,
-                                  key_metric_name="dice", key_metric_filename="model.pt")  # fmt: skip
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path),
+        save_dict={"model": net},
+        save_key_metric=True,
+        key_metric_name="dice",
+        key_metric_filename="model.pt",
+    )
     scores = iter([0.5, 0.9])
     evaluator = Engine(lambda e, b: None)
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(dice=next(scores)))
@@ -161,8 +167,11 @@ def test_resume_refuses_a_checkpoint_with_non_finite_values(tmp_path):
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     engine = Engine(lambda e, b: None)
     engine.state.epoch, engine.state.iteration = 1, 1
-    bad = {"network": {**net.state_dict(), "weight": torch.full((1, 2), math.nan)}, "optimizer": opt.state_dict(),
-           "trainer": {"epoch": 1, "iteration": 1, "epoch_length": 1, "max_epochs": 3}}  # fmt: skip
+    bad = {
+        "network": {**net.state_dict(), "weight": torch.full((1, 2), math.nan)},
+        "optimizer": opt.state_dict(),
+        "trainer": {"epoch": 1, "iteration": 1, "epoch_length": 1, "max_epochs": 3},
+    }
     torch.save(bad, tmp_path / "train_checkpoint_epoch=1.pt")
     saver = ResumableCheckpointSaver(tmp_path, {"network": net, "optimizer": opt}, resume=True)
     saver.attach(engine)
@@ -181,8 +190,9 @@ def test_the_evaluation_loader_refuses_non_finite_weights_before_any_image(tmp_p
             device="cpu",
             val_data_loader=DataLoader(data, batch_size=1),
             network=net,
-            val_handlers=[FiniteCheckpointLoader(load_path=str(tmp_path / name), load_dict={"model": net},
-                                                 map_location="cpu")],  # fmt: skip
+            val_handlers=[
+                FiniteCheckpointLoader(load_path=str(tmp_path / name), load_dict={"model": net}, map_location="cpu")
+            ],
         )
         evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e, n=name: seen.append(n))
         if name == "good.pt":
@@ -235,8 +245,9 @@ ENC = dict(patch_size=(4, 4), hidden_size=12, num_layers=1, num_heads=2, mlp_dim
 
 @pytest.mark.parametrize("bad", BAD)
 def test_the_mae_hand_off_refuses_a_checkpoint_with_non_finite_values(tmp_path, bad):
-    mae = MaskedAutoencoderViT(1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
-                               decoder_num_heads=2, **ENC)  # fmt: skip
+    mae = MaskedAutoencoderViT(
+        1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1, decoder_num_heads=2, **ENC
+    )
     state = mae.state_dict()
     key = next(k for k in state if k.startswith("encoder.blocks.0"))
     state[key] = state[key].clone().fill_(BAD[bad])

@@ -46,8 +46,9 @@ def test_reconstruction_of_a_perfect_prediction_is_the_input(spatial_dims, tmp_p
 
 
 def test_reconstruction_saver_on_a_trainer(tmp_path):
-    mae = MaskedAutoencoderViT(1, (8, 8), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
-                               decoder_num_heads=2, **ENC)  # fmt: skip
+    mae = MaskedAutoencoderViT(
+        1, (8, 8), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1, decoder_num_heads=2, **ENC
+    )
     img = torch.rand(2, 1, 8, 8)
     engine = Engine(lambda e, b: {"image": img, "pred": mae(img)})
     ReconstructionSaver(tmp_path, (4, 4), interval=2).attach(engine)
@@ -56,8 +57,9 @@ def test_reconstruction_saver_on_a_trainer(tmp_path):
 
 
 def test_pretrained_encoder_loader(tmp_path, caplog):
-    mae = MaskedAutoencoderViT(1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
-                               decoder_num_heads=2, **ENC)  # fmt: skip
+    mae = MaskedAutoencoderViT(
+        1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1, decoder_num_heads=2, **ENC
+    )
     torch.save(mae.state_dict(), tmp_path / "mae.pt")
     net = UNETR(1, 3, (16, 16), spatial_dims=2, feature_size=4, **ENC)
     engine = Engine(lambda e, b: None)
@@ -93,8 +95,9 @@ def test_a_checkpoint_loaded_when_the_engine_starts_wins_over_the_mae_encoder(tm
     handler list: the fine-tuned weights must not be overwritten by the MAE encoder, whatever the order."""
     from monai.handlers import CheckpointLoader
 
-    mae = MaskedAutoencoderViT(1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
-                               decoder_num_heads=2, **ENC)  # fmt: skip
+    mae = MaskedAutoencoderViT(
+        1, (16, 16), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1, decoder_num_heads=2, **ENC
+    )
     torch.save(mae.state_dict(), tmp_path / "mae.pt")
     torch.manual_seed(1)
     tuned = UNETR(1, 3, (16, 16), spatial_dims=2, feature_size=4, **ENC)
@@ -117,8 +120,9 @@ def test_a_checkpoint_loaded_when_the_engine_starts_wins_over_the_mae_encoder(tm
 def test_pretrained_encoder_loader_reads_the_recorded_grid(tmp_path):
     """A non-square pre-training size (16 x 32, grid 4 x 8) fine-tuned at 32 x 16 (8 x 4, the same 32 tokens): the
     record in mae.pt decides the layout; without it the file is refused."""
-    mae = MaskedAutoencoderViT(1, (16, 32), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1,
-                               decoder_num_heads=2, **ENC)  # fmt: skip
+    mae = MaskedAutoencoderViT(
+        1, (16, 32), spatial_dims=2, decoder_hidden_size=8, decoder_num_layers=1, decoder_num_heads=2, **ENC
+    )
     torch.save(mae.state_dict(), tmp_path / "mae.pt")
     net = UNETR(1, 3, (32, 16), spatial_dims=2, feature_size=4, **ENC)
     loader = PretrainedEncoderLoader(net, tmp_path / "mae.pt")

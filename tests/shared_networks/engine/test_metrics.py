@@ -27,9 +27,15 @@ Y = torch.tensor(
     [[1, 0, 0, 1], [1, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0]], dtype=torch.float
 )
 P = torch.tensor(
-    [[0.9, 0.9, 0.1, 0.5], [0.8, 0.8, 0.2, 0.5], [0.7, 0.75, 0.3, 0.9], [0.3, 0.2, 0.4, 0.1], [0.2, 0.1, 0.5, 0.2],
-     [0.1, 0.7, 0.6, 0.5]]
-)  # fmt: skip
+    [
+        [0.9, 0.9, 0.1, 0.5],
+        [0.8, 0.8, 0.2, 0.5],
+        [0.7, 0.75, 0.3, 0.9],
+        [0.3, 0.2, 0.4, 0.1],
+        [0.2, 0.1, 0.5, 0.2],
+        [0.1, 0.7, 0.6, 0.5],
+    ]
+)
 # class 3: positives 0.5, 0.9, 0.2 vs negatives 0.5, 0.1, 0.5: pairs won (0.5: two ties + 1) + 3 + (0.2: 1) = 6 of 9
 EXPECTED = [1.0, 1 / 9, None, 6 / 9]
 
@@ -61,8 +67,10 @@ def _engine(batches: list[list[dict]], handler) -> Engine:
 def _items(names: list[str], probs: torch.Tensor, labels: torch.Tensor | None) -> list[dict]:
     items = []
     for i, name in enumerate(names):
-        item = {"image": MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": f"/data/images/{name}"}),
-                "pred": probs[i]}  # fmt: skip
+        item = {
+            "image": MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": f"/data/images/{name}"}),
+            "pred": probs[i],
+        }
         if labels is not None:
             item["label"] = labels[i]
         items.append(item)
@@ -148,8 +156,18 @@ def test_mean_roc_auc_gathers_all_ranks(tmp_path):
     assert all(o is None or abs(o - expected) > 0.05 for o in own)  # a metric that did not gather would differ
     script = tmp_path / "worker.py"
     script.write_text(RANK_WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           json.dumps(probs.tolist()), json.dumps(labels.tolist()), str(tmp_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        json.dumps(probs.tolist()),
+        json.dumps(labels.tolist()),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     values = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

@@ -57,8 +57,21 @@ def test_fused_adamw_takes_the_groups_and_matches_the_for_loop():
     torch.manual_seed(0)
     # no qkv bias: the key bias has an exactly-zero gradient in theory, and AdamW turns its rounding noise into full
     # steps of either sign, different between any two implementations
-    nets = [ViTClassifier(1, 3, (8, 8), patch_size=4, hidden_size=24, num_layers=2, num_heads=2, mlp_dim=48,
-                          qkv_bias=False, spatial_dims=2) for _ in range(2)]  # fmt: skip
+    nets = [
+        ViTClassifier(
+            1,
+            3,
+            (8, 8),
+            patch_size=4,
+            hidden_size=24,
+            num_layers=2,
+            num_heads=2,
+            mlp_dim=48,
+            qkv_bias=False,
+            spatial_dims=2,
+        )
+        for _ in range(2)
+    ]
     nets[1].load_state_dict(nets[0].state_dict())
     x = torch.randn(2, 1, 8, 8)
     opts = [

@@ -31,8 +31,16 @@ def test_facade_name():
 
 def test_has_id_nested_lists_and_separators():
     config = {"a": {"b": {"c": 1}}, "train": {"handlers": [{"interval": 2}, 3]}, "x": None}
-    for key in ["a", "a#b", "a#b#c", "a::b::c", "train#handlers#0#interval", "train#handlers#1", "train#handlers#-1",
-                "x"]:  # fmt: skip
+    for key in [
+        "a",
+        "a#b",
+        "a#b#c",
+        "a::b::c",
+        "train#handlers#0#interval",
+        "train#handlers#1",
+        "train#handlers#-1",
+        "x",
+    ]:
         assert has_id(config, key), key
     for key in ["b", "a#c", "a#b#c#d", "train#handlers#2", "train#handlers#first", "x#y", "train#handlers#0#intervals"]:
         assert not has_id(config, key), key
@@ -40,11 +48,34 @@ def test_has_id_nested_lists_and_separators():
 
 
 def test_cli_parses_like_fire():
-    argv = [MAIN, "run", "training", "--config_file", "['a.yaml','b.yaml']", "--lr", "-0.5", "--max-epochs=3",
-            "--train#trainer#max_epochs", "2", "-k", "v", "--noamp", "--flag", "--", "--help"]  # fmt: skip
-    assert cli_overrides(argv) == {"run_id": "training", "config_file": ["a.yaml", "b.yaml"], "lr": -0.5,
-                                   "max_epochs": 3, "train#trainer#max_epochs": 2, "k": "v", "amp": False,
-                                   "flag": True}  # fmt: skip
+    argv = [
+        MAIN,
+        "run",
+        "training",
+        "--config_file",
+        "['a.yaml','b.yaml']",
+        "--lr",
+        "-0.5",
+        "--max-epochs=3",
+        "--train#trainer#max_epochs",
+        "2",
+        "-k",
+        "v",
+        "--noamp",
+        "--flag",
+        "--",
+        "--help",
+    ]
+    assert cli_overrides(argv) == {
+        "run_id": "training",
+        "config_file": ["a.yaml", "b.yaml"],
+        "lr": -0.5,
+        "max_epochs": 3,
+        "train#trainer#max_epochs": 2,
+        "k": "v",
+        "amp": False,
+        "flag": True,
+    }
 
 
 @pytest.mark.parametrize("argv", [["pytest", "run", "--x", "1"], [MAIN, "verify_metadata", "--x", "1"], [MAIN], []])
@@ -54,16 +85,28 @@ def test_not_monai_bundle_run_is_a_no_op(argv):
 
 
 def test_existing_keys_pass():
-    overrides = {"mae_base_lr": 1, "max_epochs": 1, "train#trainer#max_epochs": 1, "train::trainer::max_epochs": 1,
-                 "train#handlers#0": 1, "+initialize": [], "mae_def#hidden_size": 96, "_meta_#version": "x",
-                 "dataset_dir": "d", "bundle_root": "b", "num_workers": 0, "device": "cpu"}  # fmt: skip
+    overrides = {
+        "mae_base_lr": 1,
+        "max_epochs": 1,
+        "train#trainer#max_epochs": 1,
+        "train::trainer::max_epochs": 1,
+        "train#handlers#0": 1,
+        "+initialize": [],
+        "mae_def#hidden_size": 96,
+        "_meta_#version": "x",
+        "dataset_dir": "d",
+        "bundle_root": "b",
+        "num_workers": 0,
+        "device": "cpu",
+    }
     report = find_unknown_overrides(overrides, str(CXR / "pretrain.yaml"))
     assert report.errors == [] and report.warnings == []
 
 
 def test_unknown_keys_name_the_closest():
-    report = find_unknown_overrides({"base_lr": 0.1, "max_epoch": 3, "train#trainer#max_epoch": 3, "zzz_qqq": 1},
-                                    str(CXR / "pretrain.yaml"))  # fmt: skip
+    report = find_unknown_overrides(
+        {"base_lr": 0.1, "max_epoch": 3, "train#trainer#max_epoch": 3, "zzz_qqq": 1}, str(CXR / "pretrain.yaml")
+    )
     base_lr, max_epoch, nested, nothing = report.errors
     assert base_lr.startswith("--base_lr:") and "--mae_base_lr" in base_lr and "train.yaml" in base_lr
     assert "did you mean --max_epochs" in max_epoch

@@ -106,8 +106,18 @@ def test_bf16_label_maps_agree_with_fp32(monkeypatch):
     fp32 at >= 97% of voxels, and the output is fp32 (the sliding window sums in fp32)."""
     monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda flags=None: True)
     torch.manual_seed(0)
-    net = UNETR(in_channels=1, out_channels=3, img_size=(32, 32, 32), patch_size=8, hidden_size=48, num_layers=4,
-                num_heads=4, mlp_dim=96, skip_indices=(1, 3), feature_size=8).eval()  # fmt: skip
+    net = UNETR(
+        in_channels=1,
+        out_channels=3,
+        img_size=(32, 32, 32),
+        patch_size=8,
+        hidden_size=48,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=96,
+        skip_indices=(1, 3),
+        feature_size=8,
+    ).eval()
     grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in (40, 36, 32)], indexing="ij"))
     x = ((grid**2).sum(0) < 0.5).float()[None, None] + 0.1 * torch.rand(1, 1, 40, 36, 32)
     inferer = SlidingWindowInferer((32, 32, 32), sw_batch_size=2, overlap=0.25, mode="gaussian")

@@ -130,14 +130,25 @@ def evaluate(cases: list[tuple[str, torch.Tensor, torch.Tensor]], tmp_path, hd95
         device=torch.device("cpu"),
         val_data_loader=DataLoader(data, batch_size=1),
         network=torch.nn.Identity(),
-        key_val_metric={"dice": IgniteMetricHandler(
-            metric_fn=DiceMetric(include_background=False, ignore_empty=False),
-            output_transform=from_engine(["pred", "label"]), save_details=True)},
-        additional_metrics={"hd95": hd95_handler or HausdorffDistanceMM(
-            include_background=False, percentile=95, penalty_mm="diagonal", save_details=True,
-            output_transform=from_engine(["pred", "label"]))},
+        key_val_metric={
+            "dice": IgniteMetricHandler(
+                metric_fn=DiceMetric(include_background=False, ignore_empty=False),
+                output_transform=from_engine(["pred", "label"]),
+                save_details=True,
+            )
+        },
+        additional_metrics={
+            "hd95": hd95_handler
+            or HausdorffDistanceMM(
+                include_background=False,
+                percentile=95,
+                penalty_mm="diagonal",
+                save_details=True,
+                output_transform=from_engine(["pred", "label"]),
+            )
+        },
         val_handlers=[MetricsReport(tmp_path, ["liver", "left kidney"], ["dice", "hd95"])],
-    )  # fmt: skip
+    )
     evaluator.run()
     return evaluator
 
@@ -164,18 +175,43 @@ def test_metrics_report_counts_and_penalties(tmp_path):
     assert summary["hd95"]["per_class"]["left kidney"] == {"mean": pytest.approx(kidney_hd), "n": 2, "n_excluded": 1}
     assert summary["hd95"]["mean"] == pytest.approx((liver_hd + kidney_hd) / 2)
     assert summary["structures"] == {
-        "per_class": {"liver": {"detected": 2, "missed": 1, "false_positives": 0, "both_empty": 0},
-                      "left kidney": {"detected": 1, "missed": 0, "false_positives": 1, "both_empty": 1}},
-        "detected": 3, "missed": 1, "false_positives": 1, "both_empty": 1,
-    }  # fmt: skip
+        "per_class": {
+            "liver": {"detected": 2, "missed": 1, "false_positives": 0, "both_empty": 0},
+            "left kidney": {"detected": 1, "missed": 0, "false_positives": 1, "both_empty": 1},
+        },
+        "detected": 3,
+        "missed": 1,
+        "false_positives": 1,
+        "both_empty": 1,
+    }
     assert "NaN" not in (tmp_path / "summary.json").read_text()
 
     rows = list(csv.reader((tmp_path / "per_case.csv").open()))
-    assert rows[0] == ["case", "dice_liver", "dice_left_kidney", "hd95_liver", "hd95_left_kidney", "status_liver",
-                       "status_left_kidney", "missed", "false_positives", "both_empty"]  # fmt: skip
+    assert rows[0] == [
+        "case",
+        "dice_liver",
+        "dice_left_kidney",
+        "hd95_liver",
+        "hd95_left_kidney",
+        "status_liver",
+        "status_left_kidney",
+        "missed",
+        "false_positives",
+        "both_empty",
+    ]
     assert rows[1] == ["perfect.nii.gz", "1", "1", "0", "nan", "detected", "both_empty", "0", "0", "1"]
-    assert rows[2] == ["missed.nii.gz", "0", "0", f"{DIAGONAL:.6g}", f"{DIAGONAL:.6g}", "missed", "false_positive",
-                       "1", "1", "0"]  # fmt: skip
+    assert rows[2] == [
+        "missed.nii.gz",
+        "0",
+        "0",
+        f"{DIAGONAL:.6g}",
+        f"{DIAGONAL:.6g}",
+        "missed",
+        "false_positive",
+        "1",
+        "1",
+        "0",
+    ]
     assert rows[3] == ["shifted.nii.gz", "0.5", "1", "5", "0", "detected", "detected", "0", "0", "0"]
 
 
@@ -183,8 +219,9 @@ def test_metrics_report_counts_and_penalties(tmp_path):
 def test_metrics_report_counts_and_logs_any_other_nan(tmp_path, caplog):
     """MONAI's HD95 handler (no penalty): the missed kidney's NaN is left out of the mean, but counted and logged."""
     label, pred = one_hot(cube(), cube((8, 6, 5), 2)), one_hot(cube(), torch.zeros(SHAPE))
-    plain = HausdorffDistance(include_background=False, percentile=95, save_details=True,
-                              output_transform=from_engine(["pred", "label"]))  # fmt: skip
+    plain = HausdorffDistance(
+        include_background=False, percentile=95, save_details=True, output_transform=from_engine(["pred", "label"])
+    )
     with caplog.at_level("WARNING", logger="shared_networks.engine.metrics"):
         evaluate([("a.nii.gz", pred, label)], tmp_path, hd95_handler=plain)
     summary = json.loads((tmp_path / "summary.json").read_text())

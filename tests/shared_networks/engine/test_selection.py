@@ -67,10 +67,12 @@ def test_validation_loss_is_the_loss_on_raw_outputs():
     labels = [torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])]
     loader = DataLoader([{"image": x, "label": y} for x, y in zip(images, labels, strict=True)], batch_size=1)
     evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=loader, network=torch.nn.Identity(),
+        device=torch.device("cpu"),
+        val_data_loader=loader,
+        network=torch.nn.Identity(),
         postprocessing=Activationsd(keys="pred", sigmoid=True),
         key_val_metric={"val_loss": ValidationLoss(torch.nn.BCEWithLogitsLoss())},
-    )  # fmt: skip
+    )
     evaluator.run()
 
     def bce(x: float, y: float) -> float:  # -[y log s(x) + (1 - y) log(1 - s(x))]
@@ -118,12 +120,21 @@ def test_coverage_of_a_split_with_a_missing_organ(caplog):
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "shared_networks.engine.selection"]
     assert messages == [
         ("INFO", "validation split: 2 case(s); no positive case for 1 of 3 classes: right kidney"),
-        ("WARNING", "validation split has 2 case(s), fewer than 3: model selection (select_on=metric) on it will be "
-                    "noisy; the kept model.pt may not be the best one."),  # fmt: skip
-        ("WARNING", "val_mean_dice at epoch 1 is undefined for 1 of 3 classes: right kidney (no positive case); it is "
-                    "the mean over the other 2."),  # fmt: skip
-        ("WARNING", "val_mean_dice at epoch 2 is undefined for 1 of 3 classes: right kidney (no positive case); it is "
-                    "the mean over the other 2."),  # fmt: skip
+        (
+            "WARNING",
+            "validation split has 2 case(s), fewer than 3: model selection (select_on=metric) on it will be "
+            "noisy; the kept model.pt may not be the best one.",
+        ),
+        (
+            "WARNING",
+            "val_mean_dice at epoch 1 is undefined for 1 of 3 classes: right kidney (no positive case); it is "
+            "the mean over the other 2.",
+        ),
+        (
+            "WARNING",
+            "val_mean_dice at epoch 2 is undefined for 1 of 3 classes: right kidney (no positive case); it is "
+            "the mean over the other 2.",
+        ),
     ]
 
 
@@ -143,6 +154,7 @@ def test_undefined_auc_warning_names_classes_without_positives_or_negatives(capl
         "validation split: 23 case(s); no positive case for 1 of 4 classes: Hernia; no negative case for: Atelectasis"
     )
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]  # 23 cases: not fewer than 20
-    defined = ValidationCoverage(Engine(lambda e, b: None), [{"label": [0.0]}, {"label": [1.0]}], ["Mass"],
-                                 "channels", "auc", min_cases=0)  # fmt: skip
+    defined = ValidationCoverage(
+        Engine(lambda e, b: None), [{"label": [0.0]}, {"label": [1.0]}], ["Mass"], "channels", "auc", min_cases=0
+    )
     assert defined.warn_undefined() is None  # both labels present: AUC defined, no warning

@@ -14,9 +14,12 @@ def _former_mlflow_transform(out):  # the lambda configs/mlflow.yaml held
 
 @pytest.mark.parametrize(
     "output",
-    [{"loss": torch.tensor(0.25, requires_grad=True)}, [{"loss": torch.tensor(1.5)}, {"loss": torch.tensor(1.5)}],
-     {"loss": 2.0}],
-)  # fmt: skip
+    [
+        {"loss": torch.tensor(0.25, requires_grad=True)},
+        [{"loss": torch.tensor(1.5)}, {"loss": torch.tensor(1.5)}],
+        {"loss": 2.0},
+    ],
+)
 def test_iteration_loss_from_a_dict_or_a_decollated_list(output):
     value = iteration_loss(output)
     assert isinstance(value, float) and value == _former_mlflow_transform(output)

@@ -61,8 +61,12 @@ def test_mae_checkpoint_records_its_geometry(tmp_path):
     state = torch.load(tmp_path / "mae.pt", weights_only=True)  # stock loader, weights only
     assert state["geometry.img_size"].tolist() == [16, 16, 32] and state["geometry.patch_size"].tolist() == [4, 4, 4]
     assert state["geometry.grid_size"].tolist() == [4, 4, 8] and int(state["geometry.spatial_dims"]) == 3
-    assert read_geometry(state) == {"img_size": (16, 16, 32), "patch_size": (4, 4, 4), "grid_size": (4, 4, 8),
-                                    "spatial_dims": 3}  # fmt: skip
+    assert read_geometry(state) == {
+        "img_size": (16, 16, 32),
+        "patch_size": (4, 4, 4),
+        "grid_size": (4, 4, 8),
+        "spatial_dims": 3,
+    }
     assert read_geometry(_legacy(state)) is None
     _mae(3, (16, 16, 32)).load_state_dict(state, strict=True)
     _mae(3, (16, 16, 32)).load_state_dict(_legacy(state), strict=True)  # files written before the record still load

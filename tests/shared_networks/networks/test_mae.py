@@ -6,9 +6,15 @@ import torch
 from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, patchify, random_masking, unpatchify
 
 SMALL = dict(
-    patch_size=4, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=96,
-    decoder_hidden_size=24, decoder_num_layers=2, decoder_num_heads=2,
-)  # fmt: skip
+    patch_size=4,
+    hidden_size=48,
+    num_layers=2,
+    num_heads=4,
+    mlp_dim=96,
+    decoder_hidden_size=24,
+    decoder_num_layers=2,
+    decoder_num_heads=2,
+)
 IMG = {2: (16, 8), 3: (8, 12, 16)}
 
 

@@ -56,8 +56,16 @@ def test_cross_validated_study_pools_the_folds_and_never_passes_the_test_split(t
 def test_cross_validation_takes_each_folds_own_mae(tmp_path, fake_bundle, fold_runner):
     bundle = fake_bundle(tmp_path / "bundle")
     with pytest.raises(ValueError, match="{fold}"):  # one checkpoint would have seen held-out patients
-        run_folds(bundle, "/d", tmp_path / "a", 2, runner=fold_runner(), seeds=0, fractions=1,
-                  mae_ckpt=str(tmp_path / "mae.pt"))  # fmt: skip
+        run_folds(
+            bundle,
+            "/d",
+            tmp_path / "a",
+            2,
+            runner=fold_runner(),
+            seeds=0,
+            fractions=1,
+            mae_ckpt=str(tmp_path / "mae.pt"),
+        )
     with pytest.raises(ValueError, match="not both"):
         run_folds(bundle, "/d", tmp_path / "b", 2, runner=fold_runner(), seeds=0, fractions=1, tune_fraction=0.3)
     with pytest.raises(ValueError, match="at least 2"):
@@ -66,7 +74,16 @@ def test_cross_validation_takes_each_folds_own_mae(tmp_path, fake_bundle, fold_r
     for k in range(2):
         (tmp_path / f"mae{k}.pt").write_text("given")
     runner = fold_runner()
-    run_folds(bundle, "/d", tmp_path / "c", 2, runner=runner, seeds=0, fractions=1, n_resamples=20,
-              mae_ckpt=str(tmp_path / "mae{fold}.pt"))  # fmt: skip
+    run_folds(
+        bundle,
+        "/d",
+        tmp_path / "c",
+        2,
+        runner=runner,
+        seeds=0,
+        fractions=1,
+        n_resamples=20,
+        mae_ckpt=str(tmp_path / "mae{fold}.pt"),
+    )
     used = [c[c.index("--pretrained_ckpt") + 1] for c in runner.calls if "--pretrained_ckpt" in c]
     assert used == [str(tmp_path / "mae0.pt"), "none", str(tmp_path / "mae1.pt"), "none"]  # no pre-training run

@@ -87,8 +87,9 @@ def test_arms_are_checked_against_the_bundle(tmp_path, fake_bundle, fake_runner)
 def test_study_with_tune_fraction_never_passes_the_test_split(tmp_path, fake_bundle, fake_runner):
     bundle = fake_bundle(tmp_path / "bundle")
     out = tmp_path / "study"
-    summary = run_study(bundle, "/d", out, runner=fake_runner(), fractions=1, seeds=0, n_resamples=20,
-                        tune_fraction=0.25)  # fmt: skip
+    summary = run_study(
+        bundle, "/d", out, runner=fake_runner(), fractions=1, seeds=0, n_resamples=20, tune_fraction=0.25
+    )
     for name in ("fraction1.json", "full.json"):
         datalist = json.loads((out / "datalists" / name).read_text())
         images = [i["image"] for k in datalist for i in datalist[k]]
@@ -106,7 +107,16 @@ def test_one_study_runs_one_fold_and_leaves_every_fold_to_the_driver(tmp_path, f
     with pytest.raises(ValueError, match="run_folds"):  # no call back up to the cross-validation driver
         run_study(bundle, "/d", tmp_path / "a", runner=fold_runner(), seeds=0, fractions=1, tune_folds=3)
     assert not (tmp_path / "a").exists()
-    summary = run_study(bundle, "/d", tmp_path / "b", runner=fold_runner(), seeds=0, fractions=1, n_resamples=20,
-                        tune_folds=3, tune_fold=1)  # fmt: skip
+    summary = run_study(
+        bundle,
+        "/d",
+        tmp_path / "b",
+        runner=fold_runner(),
+        seeds=0,
+        fractions=1,
+        n_resamples=20,
+        tune_folds=3,
+        tune_fold=1,
+    )
     assert summary["tune_folds"] == 3 and summary["tune_fold"] == 1
     assert "fold 1 of 3" in (tmp_path / "b" / "study.md").read_text()

@@ -9,8 +9,11 @@ from shared_networks.study.runs import parse_overrides, subprocess_runner
 
 def test_overrides():
     assert parse_overrides("--max_epochs 2 --train#trainer#max_epochs 3") == [
-        "--max_epochs", "2", "--train#trainer#max_epochs", "3",
-    ]  # fmt: skip
+        "--max_epochs",
+        "2",
+        "--train#trainer#max_epochs",
+        "3",
+    ]
     with pytest.raises(ValueError, match="pairs"):
         parse_overrides("--max_epochs")
 

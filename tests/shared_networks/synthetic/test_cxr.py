@@ -60,11 +60,17 @@ def test_write_cxr14_dataset_in_the_nih_layout(tmp_path: Path) -> None:
     from shared_networks.data.cxr14 import cxr14_datalist, read_cxr14_labels
 
     root = write_cxr14_phantom_dataset(tmp_path / "cxr", num_patients=12, size=48, seed=4)
-    assert sorted(p.name for p in root.iterdir()) == ["Data_Entry_2017.csv", "images", "test_list.txt",
-                                                      "train_val_list.txt"]  # fmt: skip
+    assert sorted(p.name for p in root.iterdir()) == [
+        "Data_Entry_2017.csv",
+        "images",
+        "test_list.txt",
+        "train_val_list.txt",
+    ]
     header = (root / "Data_Entry_2017.csv").read_text().splitlines()[0]
-    assert header == ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-                      "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")  # fmt: skip
+    assert header == (
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+    )
     labels = read_cxr14_labels(root / "Data_Entry_2017.csv")
     images = sorted((root / "images").glob("*.png"))
     assert sorted(labels) == [p.name for p in images] and len(images) >= 12
@@ -79,8 +85,9 @@ def test_write_cxr14_dataset_in_the_nih_layout(tmp_path: Path) -> None:
     assert len(datalist["training"]) + len(datalist["validation"]) == len(train_val)
     again = write_cxr14_phantom_dataset(tmp_path / "again", num_patients=12, size=48, seed=4)
     assert (again / "Data_Entry_2017.csv").read_text() == (root / "Data_Entry_2017.csv").read_text()
-    np.testing.assert_array_equal(np.asarray(Image.open(again / "images" / images[0].name)),
-                                  np.asarray(Image.open(images[0])))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(again / "images" / images[0].name)), np.asarray(Image.open(images[0]))
+    )
 
 
 def test_write_cxr14_dataset_checks_arguments(tmp_path: Path) -> None:

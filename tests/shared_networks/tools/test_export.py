@@ -113,10 +113,14 @@ def test_zip_holds_the_bundle_its_weights_and_the_package(weighted, tmp_path):
 
     entries = yaml.safe_load(members[root + "large_files.yml"])["large_files"]
     assert entries == [
-        {"path": f"models/{w}", "url": f"{URL}/{stem}_{w}", "hash_val": sha256((bundle / "models" / w).read_bytes()),
-         "hash_type": "sha256"}
+        {
+            "path": f"models/{w}",
+            "url": f"{URL}/{stem}_{w}",
+            "hash_val": sha256((bundle / "models" / w).read_bytes()),
+            "hash_type": "sha256",
+        }
         for w in ("model.pt", "mae.pt")
-    ]  # fmt: skip
+    ]
     for w in ("model.pt", "mae.pt"):
         assert members[root + f"models/{w}"] == (bundle / "models" / w).read_bytes()
         assert Path(out[f"weights:models/{w}"]).read_bytes() == (bundle / "models" / w).read_bytes()
@@ -225,9 +229,13 @@ def test_light_zip_and_update_bundle(weighted, tmp_path):
     with pytest.raises(ValueError, match="need --base_url"):
         export_bundle(str(bundle), str(tmp_path / "dist"), weights_in_zip=False, config_overrides=QUICK)
     out = export_bundle(
-        str(bundle), str(tmp_path / "dist"), base_url=URL, weights_in_zip=False, update_bundle=True,
+        str(bundle),
+        str(tmp_path / "dist"),
+        base_url=URL,
+        weights_in_zip=False,
+        update_bundle=True,
         config_overrides=QUICK,
-    )  # fmt: skip
+    )
     with zipfile.ZipFile(out["zip"]) as zf:
         assert not [n for n in zf.namelist() if "/models/" in n]
         packed = zf.read("cxr14_mae_classification/large_files.yml").decode()
@@ -240,10 +248,24 @@ def test_light_zip_and_update_bundle(weighted, tmp_path):
 def test_command_line(weighted, tmp_path):
     bundle = weighted("cxr14_mae_classification", which=("model.pt",))
     run = subprocess.run(
-        [sys.executable, "-m", "shared_networks.cli.export", "--bundle", str(bundle), "--out", str(tmp_path / "dist"),
-         "--base_url", URL, "--config_overrides", "quick"],
-        capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "shared_networks.cli.export",
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(tmp_path / "dist"),
+            "--base_url",
+            URL,
+            "--config_overrides",
+            "quick",
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "dist" / f"cxr14_mae_classification_v{CXR_VERSION}.zip").is_file()
     assert f"cxr14_mae_classification_v{CXR_VERSION}_model.pt" in run.stdout
@@ -265,8 +287,11 @@ def test_every_checkpoint_load_is_weights_only():
     ``weights_only=True`` (MONAI's CheckpointLoader, ignite's Checkpoint and monai.bundle's exports already do)."""
     assert _unsafe_loads("torch.load(p)\ntorch.load(p, weights_only=False)\ntorch.load(p, weights_only=True)") == [1, 2]
     found = {}
-    code = [p for d in ("shared_networks", "tests", "scripts", "benchmarks", "monailabel_app", "bundles")
-            for p in (REPO / d).glob("**/*.py")]  # fmt: skip  # the project's code, not the environments beside it
+    code = [
+        p
+        for d in ("shared_networks", "tests", "scripts", "benchmarks", "monailabel_app", "bundles")
+        for p in (REPO / d).glob("**/*.py")
+    ]  # the project's code, not the environments beside it
     for path in sorted(code):
         if lines := _unsafe_loads(path.read_text(encoding="utf-8")):
             found[str(path.relative_to(REPO))] = lines

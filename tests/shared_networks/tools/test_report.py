@@ -42,8 +42,10 @@ def seg_summary(
         "hd95": {"mean": None, "per_class": {c: {"mean": v, "n": 4} for c, v in hd95.items()}},
     }
     if counts is not None:
-        per_class = {c: {"detected": 4 - m - f, "missed": m, "false_positives": f, "both_empty": 0}
-                     for c, (m, f) in counts.items()}  # fmt: skip
+        per_class = {
+            c: {"detected": 4 - m - f, "missed": m, "false_positives": f, "both_empty": 0}
+            for c, (m, f) in counts.items()
+        }
         totals = {k: sum(v[k] for v in per_class.values()) for k in ("detected", "missed", "false_positives")}
         summary["structures"] = {"per_class": per_class, **totals, "both_empty": 0}
     return summary
@@ -65,11 +67,23 @@ def segmentation_runs(tmp_path: Path) -> ReportSection:
         Image.fromarray(np.full((8, 20), 40 * epoch, np.uint8)).save(pre / f"reconstruction_epoch{epoch}.png")
     runs = []
     for name, folder, val, dice, hd, counts in (
-        ("MAE encoder", "train", {5: 0.4, 10: 0.6}, {"liver": 0.9, "a<b & c": 0.5}, {"liver": 3.0, "a<b & c": 9.0},
-         {"liver": (0, 0), "a<b & c": (1, 0)}),
-        ("from scratch", "train_scratch", {5: 0.2, 10: 0.3}, {"liver": 0.8, "a<b & c": None},
-         {"liver": 4.5, "a<b & c": None}, {"liver": (0, 1), "a<b & c": (2, 0)}),
-    ):  # fmt: skip
+        (
+            "MAE encoder",
+            "train",
+            {5: 0.4, 10: 0.6},
+            {"liver": 0.9, "a<b & c": 0.5},
+            {"liver": 3.0, "a<b & c": 9.0},
+            {"liver": (0, 0), "a<b & c": (1, 0)},
+        ),
+        (
+            "from scratch",
+            "train_scratch",
+            {5: 0.2, 10: 0.3},
+            {"liver": 0.8, "a<b & c": None},
+            {"liver": 4.5, "a<b & c": None},
+            {"liver": (0, 1), "a<b & c": (2, 0)},
+        ),
+    ):
         d = tmp_path / "runs" / folder
         write_scalars(d, "val_mean_dice", val)  # validation and training write separate files into one folder
         write_scalars(d, "train_loss", {i: 1.0 / i for i in range(1, 21)})
@@ -125,41 +139,66 @@ def test_svg_chart_without_points_says_so():
 
 
 def test_summary_table_segmentation_side_by_side():
-    header, rows, best = summary_table({
-        "MAE": seg_summary({"liver": 0.9, "kidney": None}, {"liver": 3.0, "kidney": None}),
-        "scratch": seg_summary({"liver": 0.8, "kidney": 0.1}, {"liver": 4.25, "kidney": 20.0}),
-    })  # fmt: skip
+    header, rows, best = summary_table(
+        {
+            "MAE": seg_summary({"liver": 0.9, "kidney": None}, {"liver": 3.0, "kidney": None}),
+            "scratch": seg_summary({"liver": 0.8, "kidney": 0.1}, {"liver": 4.25, "kidney": 20.0}),
+        }
+    )
     assert header == ["class", "Dice (MAE)", "Dice (scratch)", "HD95 mm (MAE)", "HD95 mm (scratch)"]
-    assert rows == [["liver", "0.900", "0.800", "3.0", "4.2"], ["kidney", "n/a", "0.100", "n/a", "20.0"],
-                    ["mean", "0.900", "0.450", "n/a", "n/a"]]  # fmt: skip
+    assert rows == [
+        ["liver", "0.900", "0.800", "3.0", "4.2"],
+        ["kidney", "n/a", "0.100", "n/a", "20.0"],
+        ["mean", "0.900", "0.450", "n/a", "n/a"],
+    ]
     # best: higher Dice, lower HD95; no winner where only one run has a value
     assert best == [[False, True, False, True, False], [False] * 5, [False, True, False, False, False]]
 
 
 def test_summary_table_segmentation_with_missed_and_false_positive_counts():
-    header, rows, best = summary_table({
-        "MAE": seg_summary({"liver": 0.9, "kidney": 0.5}, {"liver": 3.0, "kidney": 40.0}, {"liver": (0, 0),
-                           "kidney": (1, 2)}),
-        "scratch": seg_summary({"liver": 0.8, "kidney": 0.1}, {"liver": 4.25, "kidney": 20.0}, {"liver": (1, 0),
-                               "kidney": (0, 0)}),
-    })  # fmt: skip
-    assert header == ["class", "Dice (MAE)", "Dice (scratch)", "HD95 mm (MAE)", "HD95 mm (scratch)", "missed (MAE)",
-                      "missed (scratch)", "FP (MAE)", "FP (scratch)"]  # fmt: skip
-    assert rows == [["liver", "0.900", "0.800", "3.0", "4.2", "0", "1", "0", "0"],
-                    ["kidney", "0.500", "0.100", "40.0", "20.0", "1", "0", "2", "0"],
-                    ["mean / total", "0.700", "0.450", "n/a", "n/a", "1", "1", "2", "0"]]  # fmt: skip
+    header, rows, best = summary_table(
+        {
+            "MAE": seg_summary(
+                {"liver": 0.9, "kidney": 0.5}, {"liver": 3.0, "kidney": 40.0}, {"liver": (0, 0), "kidney": (1, 2)}
+            ),
+            "scratch": seg_summary(
+                {"liver": 0.8, "kidney": 0.1}, {"liver": 4.25, "kidney": 20.0}, {"liver": (1, 0), "kidney": (0, 0)}
+            ),
+        }
+    )
+    assert header == [
+        "class",
+        "Dice (MAE)",
+        "Dice (scratch)",
+        "HD95 mm (MAE)",
+        "HD95 mm (scratch)",
+        "missed (MAE)",
+        "missed (scratch)",
+        "FP (MAE)",
+        "FP (scratch)",
+    ]
+    assert rows == [
+        ["liver", "0.900", "0.800", "3.0", "4.2", "0", "1", "0", "0"],
+        ["kidney", "0.500", "0.100", "40.0", "20.0", "1", "0", "2", "0"],
+        ["mean / total", "0.700", "0.450", "n/a", "n/a", "1", "1", "2", "0"],
+    ]
     # fewer missed structures and false positives are better; a tie marks both
     assert best[0] == [False, True, False, True, False, True, False, True, True]
     assert best[1] == [False, True, False, False, True, False, True, False, True]
     # a summary written before the counts: n/a there
-    _, rows, _ = summary_table({"new": seg_summary({"liver": 0.9}, {"liver": 3.0}, {"liver": (1, 2)}),
-                                "old": seg_summary({"liver": 0.8}, {"liver": 4.0})})  # fmt: skip
+    _, rows, _ = summary_table(
+        {
+            "new": seg_summary({"liver": 0.9}, {"liver": 3.0}, {"liver": (1, 2)}),
+            "old": seg_summary({"liver": 0.8}, {"liver": 4.0}),
+        }
+    )
     assert rows[0] == ["liver", "0.900", "0.800", "3.0", "4.0", "1", "n/a", "2", "n/a"]
 
 
 def test_summary_table_classification_and_mixed_kinds():
-    header, rows, best = summary_table({"MAE": cls_summary({"Edema": 0.75, "Mass": None}),
-                                        "scratch": cls_summary({"Edema": 0.5, "Mass": None})})  # fmt: skip
+    header, rows, best = summary_table(
+        {"MAE": cls_summary({"Edema": 0.75, "Mass": None}), "scratch": cls_summary({"Edema": 0.5, "Mass": None})}
+    )
     assert header == ["class", "AUC (MAE)", "AUC (scratch)"]
     assert rows == [["Edema", "0.750", "0.500"], ["Mass", "n/a", "n/a"], ["mean", "0.750", "0.500"]]
     assert best[0] == [False, True, False] and best[1] == [False, False, False]
@@ -177,8 +216,10 @@ def test_build_report_writes_html_and_images(segmentation_runs, tmp_path):
     assert not re.search(r'(src|href)="(https?:)?//', page) and "<script" not in page
     # both reconstruction images copied beside the page and referenced relatively, oldest first
     srcs = re.findall(r'<img src="([^"]+)"', page)
-    assert [Path(s).name for s in srcs] == ["ct_organs_more_reconstruction_epoch2.png",
-                                            "ct_organs_more_reconstruction_epoch4.png"]  # fmt: skip
+    assert [Path(s).name for s in srcs] == [
+        "ct_organs_more_reconstruction_epoch2.png",
+        "ct_organs_more_reconstruction_epoch4.png",
+    ]
     for s, epoch in zip(srcs, (2, 4), strict=True):
         assert (out.parent / s).is_file() and np.asarray(Image.open(out.parent / s)).max() == 40 * epoch
     # three charts: pre-training loss (4 points), validation Dice of both runs (2 points each), training losses
@@ -190,12 +231,46 @@ def test_build_report_writes_html_and_images(segmentation_runs, tmp_path):
     assert series[2] == [("MAE encoder", 20), ("from scratch", 20)]
     # the per-class table, the better value in bold
     cells = [html.unescape(re.sub("<[^>]+>", "", c)) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", page)]
-    assert cells[:9] == ["class", "Dice (MAE encoder)", "Dice (from scratch)", "HD95 mm (MAE encoder)",
-                         "HD95 mm (from scratch)", "missed (MAE encoder)", "missed (from scratch)", "FP (MAE encoder)",
-                         "FP (from scratch)"]  # fmt: skip
-    assert cells[9:] == ["liver", "0.900", "0.800", "3.0", "4.5", "0", "0", "0", "1",
-                         "a<b & c", "0.500", "n/a", "9.0", "n/a", "1", "2", "0", "0",
-                         "mean / total", "0.700", "0.800", "n/a", "n/a", "1", "2", "0", "1"]  # fmt: skip
+    assert cells[:9] == [
+        "class",
+        "Dice (MAE encoder)",
+        "Dice (from scratch)",
+        "HD95 mm (MAE encoder)",
+        "HD95 mm (from scratch)",
+        "missed (MAE encoder)",
+        "missed (from scratch)",
+        "FP (MAE encoder)",
+        "FP (from scratch)",
+    ]
+    assert cells[9:] == [
+        "liver",
+        "0.900",
+        "0.800",
+        "3.0",
+        "4.5",
+        "0",
+        "0",
+        "0",
+        "1",
+        "a<b & c",
+        "0.500",
+        "n/a",
+        "9.0",
+        "n/a",
+        "1",
+        "2",
+        "0",
+        "0",
+        "mean / total",
+        "0.700",
+        "0.800",
+        "n/a",
+        "n/a",
+        "1",
+        "2",
+        "0",
+        "1",
+    ]
     assert "hd95_penalty_mm" in page  # the conventions under the table
     assert "<td><b>0.900</b></td>" in page and "<td><b>3.0</b></td>" in page and "<td><b>0.800</b></td>" in page
 
@@ -222,8 +297,20 @@ def test_command_line(segmentation_runs, tmp_path, capsys):
 
     runs = {r.name: [str(r.train_dir), str(r.summary)] for r in segmentation_runs.runs}
     out = tmp_path / "cli" / "report.html"
-    main(["--output", str(out), "--pretrain_dir", str(segmentation_runs.pretrain_dir), "--runs", json.dumps(runs),
-          "--section", "CT", "--title", "Demo"])  # fmt: skip
+    main(
+        [
+            "--output",
+            str(out),
+            "--pretrain_dir",
+            str(segmentation_runs.pretrain_dir),
+            "--runs",
+            json.dumps(runs),
+            "--section",
+            "CT",
+            "--title",
+            "Demo",
+        ]
+    )
     assert str(out) in capsys.readouterr().out
     page = out.read_text()
     assert "<title>Demo</title>" in page and "MAE encoder" in page and "from scratch" in page

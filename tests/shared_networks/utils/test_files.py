@@ -83,8 +83,9 @@ def test_every_written_file_has_the_mode_of_the_umask(tmp_path, umask):
     written.append(tmp_path / "img.nii.gz")
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)
-    AtomicCheckpointSaver(save_dir=str(tmp_path / "models"), save_dict={"model": net}, save_final=True,
-                          final_filename="mae.pt").attach(engine)  # fmt: skip
+    AtomicCheckpointSaver(
+        save_dir=str(tmp_path / "models"), save_dict={"model": net}, save_final=True, final_filename="mae.pt"
+    ).attach(engine)
     ResumableCheckpointSaver(tmp_path / "models", {"network": net}, file_prefix="pretrain").attach(engine)
     engine.run([0], max_epochs=1)
     written += [tmp_path / "models" / "mae.pt", tmp_path / "models" / "pretrain_checkpoint_epoch=1.pt"]

@@ -11,11 +11,25 @@ from shared_networks.utils.flags import as_bool
 @pytest.mark.parametrize(
     "value, expected",
     [
-        (True, True), (False, False), (np.bool_(True), True), (1, True), (0, False), (np.int64(1), True),
-        ("true", True), ("True", True), (" TRUE ", True), ("yes", True), ("Yes", True), ("1", True),
-        ("false", False), ("FALSE", False), ("no", False), ("NO", False), ("0", False),
+        (True, True),
+        (False, False),
+        (np.bool_(True), True),
+        (1, True),
+        (0, False),
+        (np.int64(1), True),
+        ("true", True),
+        ("True", True),
+        (" TRUE ", True),
+        ("yes", True),
+        ("Yes", True),
+        ("1", True),
+        ("false", False),
+        ("FALSE", False),
+        ("no", False),
+        ("NO", False),
+        ("0", False),
     ],
-)  # fmt: skip
+)
 def test_accepted_words(value: object, expected: bool) -> None:
     assert as_bool(value, "resume") is expected
 

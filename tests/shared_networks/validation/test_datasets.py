@@ -201,12 +201,17 @@ def test_msd_every_problem_is_reported(shared_data, msd_parts, tmp_path):
     report = validate_brats(root)
     text = report.format()
     assert not _problems(report, "BRATS_001.nii.gz"), text
-    assert any("has 3 channels on its last axis" in m and "4 are needed" in m
-               for m in _problems(report, "BRATS_002.nii.gz")), text  # fmt: skip
-    assert any("is 3-D" in m and "must be 4-D with 4 channels (FLAIR, T1w, T1gd, T2w)" in m
-               for m in _problems(report, "BRATS_003.nii.gz")), text  # fmt: skip
-    assert any("label values 4 are outside the msd brain tumour set [0, 1, 2, 3]" in m
-               for m in _problems(report, "BRATS_004.nii.gz")), text  # fmt: skip
+    assert any(
+        "has 3 channels on its last axis" in m and "4 are needed" in m for m in _problems(report, "BRATS_002.nii.gz")
+    ), text
+    assert any(
+        "is 3-D" in m and "must be 4-D with 4 channels (FLAIR, T1w, T1gd, T2w)" in m
+        for m in _problems(report, "BRATS_003.nii.gz")
+    ), text
+    assert any(
+        "label values 4 are outside the msd brain tumour set [0, 1, 2, 3]" in m
+        for m in _problems(report, "BRATS_004.nii.gz")
+    ), text
     assert any("channel 2 (T1gd) is constant" in m for m in _problems(report, "BRATS_005.nii.gz")), text
     assert any("(0 NaN, 1 inf)" in m for m in _problems(report, "BRATS_006.nii.gz")), text
     assert any("truncated or corrupt" in m for m in _problems(report, "BRATS_007.nii.gz")), text
@@ -237,8 +242,10 @@ def test_brats2021_every_problem_is_reported(msd_parts, tmp_path):
     assert not [p for p in report.problems if "BraTS2021_00000" in p.path], text
     assert any("lacks BraTS2021_00001_t1ce.nii.gz" in p.message for p in report.errors), text
     assert any("has affine" in m for m in _problems(report, "BraTS2021_00002_t2.nii.gz")), text
-    assert any("label values 3 are outside the brats2021 brain tumour set [0, 1, 2, 4]" in m
-               for m in _problems(report, "BraTS2021_00003_seg.nii.gz")), text  # fmt: skip
+    assert any(
+        "label values 3 are outside the brats2021 brain tumour set [0, 1, 2, 4]" in m
+        for m in _problems(report, "BraTS2021_00003_seg.nii.gz")
+    ), text
     assert len(report.errors) == 3, text
 
 
@@ -248,8 +255,12 @@ def test_brats_datalist_file_is_checked(msd_parts, tmp_path):
     _save(seg, label, tmp_path / "labelsTr" / "BRATS_001.nii.gz")
     _save(mri[..., :2], image, tmp_path / "other" / "two.nii.gz")
     _save(seg[:-1], label, tmp_path / "other" / "short.nii.gz")
-    datalist = {"training": [{"image": "imagesTr/BRATS_001.nii.gz", "label": "labelsTr/BRATS_001.nii.gz"},
-                             {"image": "other/two.nii.gz", "label": "other/short.nii.gz"}]}  # fmt: skip
+    datalist = {
+        "training": [
+            {"image": "imagesTr/BRATS_001.nii.gz", "label": "labelsTr/BRATS_001.nii.gz"},
+            {"image": "other/two.nii.gz", "label": "other/short.nii.gz"},
+        ]
+    }
     (tmp_path / "mine.json").write_text(json.dumps(datalist))
     report = validate_brats(tmp_path, datalist_file=tmp_path / "mine.json")
     assert len(report.errors) == 1 and "has 2 channels" in report.errors[0].message, report.format()

@@ -99,8 +99,10 @@ def test_fifo_folder_and_broken_link_are_named(tmp_path: Path) -> None:
     (tmp_path / "d.png").symlink_to(fifo)
     assert _within(10, lambda: file_problem(fifo)) == "is a FIFO, not a regular file"
     assert file_problem(tmp_path / "b.nii.gz") == "is a folder, not a regular file"
-    assert file_problem(tmp_path / "c.nii.gz") == f"missing file: a symbolic link to '{tmp_path / 'nowhere.nii.gz'}'" \
-        ", which does not exist"  # fmt: skip
+    assert (
+        file_problem(tmp_path / "c.nii.gz") == f"missing file: a symbolic link to '{tmp_path / 'nowhere.nii.gz'}'"
+        ", which does not exist"
+    )
     assert file_problem(tmp_path / "d.png") == f"is a FIFO, not a regular file (a symbolic link to '{fifo}')"
     assert file_problem(tmp_path / "absent.png") == "missing file"
     assert file_problem(_png(tmp_path / "e.png")) is None
@@ -192,8 +194,10 @@ def test_fifo_split_files_and_datalist_items_are_named(tmp_path: Path) -> None:
     fifo = tmp_path / "in.nii.gz"
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match=re.escape(f"{fifo}: is a FIFO, not a regular file")):
-        _within(60, lambda: check_split([{"image": str(fifo), "label": str(root / "labelsTr" / "label0001.nii.gz")}],
-                                        "btcv"))  # fmt: skip
+        _within(
+            60,
+            lambda: check_split([{"image": str(fifo), "label": str(root / "labelsTr" / "label0001.nii.gz")}], "btcv"),
+        )
 
 
 @needs_dev_zero

@@ -197,8 +197,9 @@ def test_text_files_with_bom_are_accepted_and_latin1_is_named(cxr: Path) -> None
     csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
     split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
     assert validate_cxr14(cxr).ok
-    csv_path.write_bytes(csv_path.read_bytes().replace(b"\xef\xbb\xbf", b"") + "x.png,Mass,0,9,1,M,PA,1,1,1,1,é\n"
-                         .encode("latin-1"))  # fmt: skip
+    csv_path.write_bytes(
+        csv_path.read_bytes().replace(b"\xef\xbb\xbf", b"") + "x.png,Mass,0,9,1,M,PA,1,1,1,1,é\n".encode("latin-1")
+    )
     split.write_text("\n".join(_names(cxr)[:4]), encoding="utf-16")
     report = validate_cxr14(cxr)
     assert any("not UTF-8" in m and "line" in m for m in _messages(report, "Data_Entry_2017.csv")), report.format()

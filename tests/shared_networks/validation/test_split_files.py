@@ -95,9 +95,12 @@ _BTCV_SPLITS = {
     "no validation": ({"training": [_entry(1), _entry(2), _entry(3)]}, "the 'validation' list", _EMPTY),
     "empty training": ({"training": [], "validation": [_entry(3)]}, "the 'training' list", _EMPTY),
     "overlap": ({"training": [_entry(1), _entry(2)], "validation": [_entry(2)]}, "'training' list", "share images"),
-    "test overlap": ({"training": [_entry(1)], "validation": [_entry(3)], "test": ["imagesTr/img0003.nii.gz"]},
-                     "'validation' list", "share images"),
-}  # fmt: skip
+    "test overlap": (
+        {"training": [_entry(1)], "validation": [_entry(3)], "test": ["imagesTr/img0003.nii.gz"]},
+        "'validation' list",
+        "share images",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(_BTCV_SPLITS))
@@ -158,8 +161,9 @@ def test_dataset_json_entries_outside_the_folder_are_refused(
     assert not output.exists()
     with pytest.raises(ValueError, match="dataset_0.json': entry 1 of 'training' names the image"):
         write_btcv_datalist(root, output, split="dataset_json")  # unchecked: the datalist builder refuses too
-    err = _refused(capsys, ["btcv", "--dataset_dir", str(root), "--split", "dataset_json", "--validate", "false"],
-                   output)  # fmt: skip
+    err = _refused(
+        capsys, ["btcv", "--dataset_dir", str(root), "--split", "dataset_json", "--validate", "false"], output
+    )
     assert "outside the data set folder" in err and "Traceback" not in err
 
 
@@ -189,10 +193,24 @@ def test_command_line_refusal_has_no_traceback(tmp_path: Path) -> None:
     output = tmp_path / "d.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     result = subprocess.run(
-        [sys.executable, "-m", "shared_networks.cli.prepare", "btcv", "--dataset_dir", str(root), "--output_json",
-         str(output), "--split", "dataset_json"],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "shared_networks.cli.prepare",
+            "btcv",
+            "--dataset_dir",
+            str(root),
+            "--output_json",
+            str(output),
+            "--split",
+            "dataset_json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "dataset_0.json" in result.stderr and "outside the data set folder" in result.stderr
     assert not output.exists()
@@ -205,12 +223,19 @@ def test_command_line_refusal_has_no_traceback(tmp_path: Path) -> None:
     ("content", "expected"),
     [
         ({"training": [], "test": []}, "the 'training' list of"),
-        ({"training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}],
-          "test": ["./imagesTr/BRATS_001.nii.gz"]}, "share images"),
-        ({"training": [{"image": "../../etc/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}]},
-         "outside the data set folder"),
+        (
+            {
+                "training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}],
+                "test": ["./imagesTr/BRATS_001.nii.gz"],
+            },
+            "share images",
+        ),
+        (
+            {"training": [{"image": "../../etc/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}]},
+            "outside the data set folder",
+        ),
     ],
-)  # fmt: skip
+)
 def test_msd_dataset_json_lists(content: dict, expected: str, tmp_path: Path, capsys) -> None:
     root = _msd(tmp_path / "msd", content)
     report = validate_brats(root)

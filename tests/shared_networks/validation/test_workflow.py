@@ -112,11 +112,21 @@ def test_pretraining_stops_before_any_epoch_on_a_truncated_image(shared_data, tm
     _truncate(image)
     bundle = REPO / "bundles" / "btcv_mae_segmentation"
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", f"['{bundle}/configs/pretrain.yaml','{bundle}/configs/quick.yaml']",
-        "--bundle_root", str(bundle), "--dataset_dir", str(data),
-        "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "runs"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['{bundle}/configs/pretrain.yaml','{bundle}/configs/quick.yaml']",
+        "--bundle_root",
+        str(bundle),
+        "--dataset_dir",
+        str(data),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "runs"),
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     out = result.stdout + result.stderr
