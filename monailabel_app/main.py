@@ -209,7 +209,8 @@ def baked_bundle(bundle: str | os.PathLike, overrides: Sequence[str], out: str |
     """A copy of ``bundle`` at ``out`` whose ``configs/`` hold the values of ``configs/<o>.yaml`` for each override.
 
     ``out/models`` is a link to ``bundle/models`` (created if absent): the served weights are the bundle's own, and
-    weights trained through MONAI Label are written there. An earlier copy at ``out`` is replaced.
+    weights trained through MONAI Label are written there. An earlier copy's ``configs`` are replaced; what its runs
+    wrote beside them (``runs/``: training logs) stays (MONAI Label rebuilds the app on ``POST /reload``).
 
     Raises:
         FileNotFoundError: naming the first override file the bundle does not have.
@@ -219,12 +220,15 @@ def baked_bundle(bundle: str | os.PathLike, overrides: Sequence[str], out: str |
     for f in files:
         if not os.path.isfile(f):
             raise FileNotFoundError(f"--conf configs: bundle '{bundle}' has no override file '{f}'.")
-    if os.path.lexists(out):
-        shutil.rmtree(out)
-    bake_bundle_configs(os.path.join(bundle, "configs"), files, os.path.join(out, "configs"))
-    models = os.path.join(bundle, "models")
+    configs, link, models = os.path.join(out, "configs"), os.path.join(out, "models"), os.path.join(bundle, "models")
+    if os.path.lexists(configs):
+        shutil.rmtree(configs)
+    bake_bundle_configs(os.path.join(bundle, "configs"), files, configs)
     os.makedirs(models, exist_ok=True)
-    os.symlink(models, os.path.join(out, "models"), target_is_directory=True)
+    if os.path.lexists(link) and not (os.path.islink(link) and os.path.realpath(link) == models):
+        raise FileExistsError(f"{link} exists and is not a link to {models}; remove it.")
+    if not os.path.lexists(link):
+        os.symlink(models, link, target_is_directory=True)
     return out
 
 

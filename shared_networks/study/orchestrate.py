@@ -180,6 +180,15 @@ def _finish(
     render_study(summary, out)
 
 
+def _check_one_fold(tune_fraction: float, tune_folds: int, tune_fold: int | None) -> None:
+    check_held_out(tune_fraction, tune_folds)
+    if int(tune_folds) and tune_fold is None:
+        raise ValueError(
+            f"tune_folds {tune_folds!r} without tune_fold: run_study runs one fold; run_folds (the cross-validation "
+            "driver, python -m shared_networks.cli.study --tune_folds) runs them all."
+        )
+
+
 def run_study(
     bundle_root: str | os.PathLike,
     dataset_dir: str | os.PathLike,
@@ -230,25 +239,13 @@ def run_study(
         RuntimeError: a command failed (the message names its log file); finished runs stay recorded.
         ValueError, FileNotFoundError: bad arguments, naming the value or file.
     """
-    check_held_out(tune_fraction, tune_folds)
-    if int(tune_folds) and tune_fold is None:
-        raise ValueError(
-            f"tune_folds {tune_folds!r} without tune_fold: run_study runs one fold; run_folds (the cross-validation "
-            "driver, python -m shared_networks.cli.study --tune_folds) runs them all."
-        )
+    _check_one_fold(tune_fraction, tune_folds, tune_fold)
     started = time.monotonic()
     runner = runner or subprocess_runner
     held_out = (tune_fraction, tune_folds, tune_fold)
+    overrides = (extra, pretrain_extra, train_extra)
     study, fractions, seeds, chosen = _set_up(
-        bundle_root,
-        dataset_dir,
-        output_dir,
-        fractions,
-        seeds,
-        config_overrides,
-        (extra, pretrain_extra, train_extra),
-        arms,
-        n_resamples,
+        bundle_root, dataset_dir, output_dir, fractions, seeds, config_overrides, overrides, arms, n_resamples
     )
     out = study.output_dir
     settings = _record_settings(study, mae_ckpt, subset_seed, held_out)
@@ -259,11 +256,8 @@ def run_study(
     new = run_plan(study, out, plan, subsets, datalists, mae, runner)
     summary = summarise(out, plan, subsets, int(n_resamples), int(bootstrap_seed), bundle=study.bundle_root.name)
     _finish(summary, out, new, held_out, started)
+    minutes = summary["wall_s_this_call"] / 60
     logger.info(
-        "study finished: %d runs (%d new in this call) in %.1f min; %s",
-        len(plan),
-        new,
-        summary["wall_s_this_call"] / 60,
-        out / "summary.json",
+        f"study finished: {len(plan)} runs ({new} new in this call) in {minutes:.1f} min; {out / 'summary.json'}"
     )
     return summary

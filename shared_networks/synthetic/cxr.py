@@ -35,18 +35,9 @@ logger = logging.getLogger(__name__)
 
 
 CXR_MIN_SIZE = 32  # smallest image side
-CXR_CSV_COLUMNS: tuple[str, ...] = (
-    "Image Index",
-    "Finding Labels",
-    "Follow-up #",
-    "Patient ID",
-    "Patient Age",
-    "Patient Gender",
-    "View Position",
-    "OriginalImage[Width",
-    "Height]",
-    "OriginalImagePixelSpacing[x",
-    "y]",
+_NIH_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+CXR_CSV_COLUMNS: tuple[str, ...] = tuple(
+    (_NIH_HEADER + "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]").split(",")
 )
 """Header fields of the NIH ``Data_Entry_2017.csv`` (its two bracketed pairs hold a comma, hence 11 fields)."""
 

@@ -170,7 +170,9 @@ def test_baked_bundle_for_configs_quick(tmp_path):
         out = os.path.join("app", "model", "baked-quick", "btcv_mae_segmentation")
         first = app.baked_bundle({str(bundle)!r}, ["quick"], out)
         open(os.path.join(first, "configs", "stale.yaml"), "w").close()
-        again = app.baked_bundle({str(bundle)!r}, ["quick"], out)  # replaces the earlier copy
+        os.makedirs(os.path.join(first, "runs", "train"))
+        open(os.path.join(first, "runs", "train", "events.out"), "w").close()  # a training run's log
+        again = app.baked_bundle({str(bundle)!r}, ["quick"], out)  # replaces the earlier copy's configs
         for f in ("mae.pt", "model.pt", "train_checkpoint_epoch=10.pt"):  # names only: nothing is loaded here
             open(os.path.join(again, "models", f), "w").close()
         infer = app.infer_task("btcv_mae_segmentation", again, {{}})
@@ -186,6 +188,7 @@ def test_baked_bundle_for_configs_quick(tmp_path):
         print(json.dumps({{
             "path": again,
             "files": sorted(os.listdir(os.path.join(again, "configs"))),
+            "runs_kept": os.path.isfile(os.path.join(again, "runs", "train", "events.out")),
             "models": os.path.realpath(os.path.join(again, "models")),
             "roi_size": p["roi_size"], "hidden_size": p["hidden_size"],
             "missing": missing,
@@ -197,6 +200,7 @@ def test_baked_bundle_for_configs_quick(tmp_path):
     )
     assert result["path"] == str((tmp_path / "app/model/baked-quick/btcv_mae_segmentation").resolve())
     assert "quick.yaml" not in result["files"] and "stale.yaml" not in result["files"]
+    assert result["runs_kept"]  # what a training run wrote beside the configs stays (POST /reload rebuilds the app)
     assert {"inference.yaml", "train.yaml", "metadata.json", "logging.conf"} <= set(result["files"])
     assert result["models"] == str((bundle / "models").resolve())  # created, and linked: trained weights land there
     assert (bundle / "models").is_dir()
