@@ -172,7 +172,8 @@ def _panel(
     ax.set_xlabel("fraction of labelled training patients")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", color="#eeeeee")
-    ax.legend(fontsize=8, loc="best")
+    if series:
+        ax.legend(fontsize=8, loc="best")
 
 
 def write_png(summary: Mapping[str, Any], path: Path) -> Path:
