@@ -57,11 +57,10 @@ class MonaiLabelView:
         return self.has_image(image_id) and tag in app_instance().datastore().get_labels_by_image_id(image_id)
 
     def facts(self, model: str) -> TaskFacts:
-        app = app_instance()
-        task = app._infers.get(model) if model in self.models() else None  # noqa: SLF001 (read only)
-        bundle = getattr(app._trainers.get(model), "bundle_path", None) or getattr(task, "bundle_path", "")  # noqa: SLF001
+        """What a request's fields are checked against. ``bundle_path`` (MONAI Label's public ``bundle_path``: a
+        trainer's folder) matters only to the tasks: the guard refuses the field from clients."""
         return TaskFacts(
-            bundle_path=bundle,
+            bundle_path=app_instance().bundle_path(model) or "",
             model_files=(MODEL_FILE,),
             devices=[*device_list(), *device_map()],
             tracking_uri=settings.MONAI_LABEL_TRACKING_URI,
