@@ -12,10 +12,24 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["run_fire"]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to ``sys.stderr`` as it is when a record is emitted: a command run again in the same process
+    after ``sys.stderr`` was replaced (and the old stream closed) still logs, instead of failing on the closed one."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
 
 
 def run_fire(
@@ -31,5 +45,5 @@ def run_fire(
     """
     import fire
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=[_StderrHandler()])
     fire.Fire(component, name=name, command=None if argv is None else list(argv), serialize=serialize)
