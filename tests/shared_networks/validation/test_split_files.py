@@ -5,6 +5,7 @@ stops with the same message, writing nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -77,6 +78,19 @@ def _cxr14(root: Path, train_val: list[int], test: list[int]) -> Path:
 
 def _errors(report: ValidationReport, name: str) -> list[str]:
     return [p.message for p in report.errors if Path(p.path).name == name]
+
+
+@pytest.fixture(autouse=True)
+def no_closed_log_streams():
+    """Root-logger handlers left by earlier tests on a captured stream that is closed now (a bundle's logging.conf
+    run under capture) are set aside for the test, so that their 'Logging error' does not enter the stderr read here."""
+    root = logging.getLogger()
+    stale = [h for h in root.handlers if getattr(getattr(h, "stream", None), "closed", False)]
+    for h in stale:
+        root.removeHandler(h)
+    yield
+    for h in stale:
+        root.addHandler(h)
 
 
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], output: Path) -> str:
