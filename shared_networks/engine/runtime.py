@@ -209,7 +209,7 @@ class AutocastInferer(Inferer):
         super().__init__()
         self.inferer = inferer
         self.bf16 = resolve_cpu_bf16(cpu_bf16, device)
-        logger.info(f"inference precision: {'bf16 autocast' if self.bf16 else 'fp32'} (cpu_bf16={cpu_bf16})")
+        logger.info(f"network precision: {'bf16 autocast' if self.bf16 else 'fp32'} (cpu_bf16={cpu_bf16})")
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.bf16:
