@@ -123,14 +123,21 @@ class UNETR(nn.Module):
         The decoder convolutions follow the layout of their input, and oneDNN runs them faster channels-last.
         """
         b, _, d = tokens.shape
-        return tokens.reshape(b, *self.encoder.grid_size, d).movedim(-1, 1)  # (B, h, w[, z], D) -> (B, D, h, w[, z])
+        grid = list(self.encoder.grid_size)
+        return tokens.reshape([b] + grid + [d]).movedim(-1, 1)  # (B, h, w[, z], D) -> (B, D, h, w[, z])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        final, hidden = self.encoder.forward_intermediates(x, self.skip_indices)
-        feats = [self.stem(x)] + [blk(self.tokens_to_map(h)) for blk, h in zip(self.skips, hidden, strict=True)]
+        indices: list[int] = []  # the tuple as a list, typed even when empty (patch 2: no skip) for TorchScript
+        for i in self.skip_indices:
+            indices.append(i)
+        final, hidden = self.encoder.forward_intermediates(x, indices)
+        # indexed loops over the ModuleLists: TorchScript has no zip(strict=) and no reversed()
+        feats = [self.stem(x)]  # full resolution, then 1/2, 1/4, ... from the skips
+        for k, blk in enumerate(self.skips):
+            feats.append(blk(self.tokens_to_map(hidden[k])))
         y = self.tokens_to_map(final[:, self.encoder.num_prefix_tokens :])  # (B, D, *S/patch)
-        for dec, skip in zip(self.decoders, reversed(feats), strict=True):
-            y = dec(y, skip)
+        for k, dec in enumerate(self.decoders):
+            y = dec(y, feats[len(feats) - 1 - k])  # deep to shallow
         return self.out(y)  # (B, out_channels, *S)
 
 

@@ -2,6 +2,9 @@
 
 Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021 (https://arxiv.org/abs/2010.11929).
 Shape alphabet: B batch, C channels, L tokens, D width, H/W/Z spatial.
+
+The forward passes compile with ``torch.jit.script`` (model-zoo's TorchScript check scripts ``network_def``): sizes
+are ``list[int]`` arguments, reshapes take lists, and no set, ``math.prod``, starred argument or ``zip(strict=)``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import Conv, DropPath
+from monai.networks.layers import Conv
+from monai.networks.layers import DropPath as MonaiDropPath
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
@@ -20,11 +24,13 @@ __all__ = [
     "Attention",
     "attention_matmul",
     "Block",
+    "DropPath",
     "ViTEncoder",
     "GeometryRecord",
     "sincos_pos_embed",
     "check_image_size",
     "patchify",
+    "size_repr",
 ]
 
 
@@ -39,6 +45,12 @@ def check_image_size(img_size: Sequence[int] | int, patch_size: Sequence[int] | 
             raise ValueError(f"img_size {img} must be a positive multiple of patch_size {patch} in every dimension.")
     grid = tuple(i // p for i, p in zip(img, patch, strict=True))
     return tuple(img), tuple(patch), grid
+
+
+def size_repr(sizes: list[int]) -> str:
+    """``repr(tuple(sizes))``, also in TorchScript (which cannot make a tuple of a list): ``(48, 48)``, ``(16,)``."""
+    inner = ", ".join([str(s) for s in sizes])
+    return f"({inner},)" if len(sizes) == 1 else f"({inner})"
 
 
 class GeometryRecord(nn.Module):
@@ -191,6 +203,20 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
+class DropPath(MonaiDropPath):
+    """MONAI's stochastic depth (same arguments, checks and random draws) with a forward TorchScript compiles: MONAI
+    builds the mask shape as ``(1,) * (x.ndim - 1)``, a tuple of a length known only at run time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1 - self.drop_prob
+        mask = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep_prob)  # (B, 1, ...)
+        if keep_prob > 0.0 and self.scale_by_keep:
+            mask.div_(keep_prob)
+        return x * mask
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
 
@@ -271,6 +297,7 @@ class ViTEncoder(nn.Module):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_prefix_tokens = 1 if cls_token else 0
+        self.num_patches = math.prod(self.grid_size)  # L
         self.patch_embed = PatchEmbed(in_channels, self.patch_size, hidden_size, spatial_dims)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if cls_token else None
         self.pos_embed = nn.Parameter(
@@ -285,14 +312,14 @@ class ViTEncoder(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
 
-    @property
-    def num_patches(self) -> int:
-        return math.prod(self.grid_size)
+    def check_input_size(self, x: torch.Tensor) -> None:
+        """``ValueError`` naming both sizes unless x is (B, C, *img_size)."""
+        if list(x.shape[2:]) != list(self.img_size):
+            raise ValueError(f"expected input of spatial size {self.img_size}, got {size_repr(x.shape[2:])}.")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, L, D) patch tokens with position embedding, no class token."""
-        if tuple(x.shape[2:]) != self.img_size:
-            raise ValueError(f"expected input of spatial size {self.img_size}, got {tuple(x.shape[2:])}.")
+        self.check_input_size(x)
         return self.patch_embed(x) + self.pos_embed
 
     def embed_subset(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -301,8 +328,7 @@ class ViTEncoder(nn.Module):
         Equal to ``gather(embed(x), ids)`` but costs N patches instead of L: the image is cut into patches
         (:func:`patchify`, one copy of the image), the N wanted ones are gathered and multiplied by the conv kernel.
         """
-        if tuple(x.shape[2:]) != self.img_size:
-            raise ValueError(f"expected input of spatial size {self.img_size}, got {tuple(x.shape[2:])}.")
+        self.check_input_size(x)
         patches = patchify(x, self.patch_size)  # (B, L, P * C)
         patches = torch.gather(patches, 1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))  # (B, N, P * C)
         pos = self.pos_embed.expand(x.shape[0], -1, -1)  # (B, L, D)
@@ -326,12 +352,12 @@ class ViTEncoder(nn.Module):
         """(B, C, *S) -> (B, P + L, D) tokens after the final norm (the last block's output without one)."""
         return self.forward_tokens(self.embed(x))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final tokens and the outputs of the blocks at ``indices`` (0-based, prefix tokens removed).
 
         Args:
             x: (B, C, *S) image.
-            indices: block indices whose outputs are returned, in the order given.
+            indices: block indices whose outputs are returned, in the order given (a list or a tuple in eager mode).
 
         Returns:
             (B, P + L, D) normalised final tokens, and a list of (B, L, D) block outputs.
@@ -339,12 +365,11 @@ class ViTEncoder(nn.Module):
         for i in indices:
             if not 0 <= i < self.num_layers:
                 raise ValueError(f"block index {i} out of range for {self.num_layers} blocks.")
-        wanted = set(indices)
         x = self.prepend_prefix(self.embed(x))
         found: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
             x = blk(x)
-            if i in wanted:
+            if i in indices:
                 found[i] = x[:, self.num_prefix_tokens :]
         return self.norm(x), [found[i] for i in indices]
 

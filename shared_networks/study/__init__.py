@@ -29,6 +29,8 @@ One concern per module, each importing only those above it in this list:
 * :mod:`~shared_networks.study.render`: ``study.md``, ``study.html``, ``label_efficiency.png``.
 * :mod:`~shared_networks.study.orchestrate`: one study, :func:`run_study`.
 * :mod:`~shared_networks.study.crossval`: K-fold cross-validation, :func:`run_folds` (calls :func:`run_study`).
+* :mod:`~shared_networks.study.levers`: settings of several studies against a reference on the same held-out images
+  (a recipe search's lever table).
 """
 
 from __future__ import annotations
