@@ -37,6 +37,7 @@ __all__ = [
     "read_runs",
     "run_plan",
     "subprocess_runner",
+    "time_left",
     "write_datalist",
     "write_runs",
 ]
@@ -411,6 +412,33 @@ def run_plan(
         write_runs(runs_csv, records.values())
         new += 1
         main = next(iter(metrics))
-        logger.info("%s done in %.0f s: %s %s", what, wall, main, cell(metrics[main]))
+        left = [r for r in plan[number:] if records.get(r.key, {}).get("status") != "finished"]
+        eta = time_left(records.values(), [(r.arm, len(subsets[r.fraction])) for r in left])
+        logger.info(
+            "%s done in %.0f s: %s %s; %d run(s) left%s",
+            what,
+            wall,
+            main,
+            cell(metrics[main]),
+            len(left),
+            "" if eta is None else f", about {eta / 60:.0f} min",
+        )
     write_runs(runs_csv, records.values())
     return new
+
+
+def time_left(finished: Iterable[Mapping[str, Any]], left: Sequence[tuple[str, int]]) -> float | None:
+    """Seconds the runs ``left`` ((arm, training items) each) should take, from the finished runs' rows of
+    ``runs.csv``: per arm its seconds per training item (any arm's where that arm has no finished run yet);
+    ``None`` before any run finished."""
+    seconds: dict[str, float] = {}
+    items: dict[str, int] = {}
+    for row in finished:
+        if row.get("status") == "finished" and row.get("wall_s") and row.get("n_train"):
+            arm = str(row["arm"])
+            seconds[arm] = seconds.get(arm, 0.0) + float(row["wall_s"])
+            items[arm] = items.get(arm, 0) + int(row["n_train"])
+    if not items:
+        return None
+    overall = sum(seconds.values()) / max(sum(items.values()), 1)
+    return sum(n * (seconds[a] / max(items[a], 1) if a in items else overall) for a, n in left)
