@@ -68,7 +68,7 @@ def random_mask_ids(
     batch: int,
     length: int,
     mask_ratio: float,
-    device: torch.device | str | None = None,
+    device: torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw MAE's random mask: keep ``int(length * (1 - mask_ratio))`` tokens per sample (argsort of uniform noise).
@@ -81,7 +81,7 @@ def random_mask_ids(
     noise = torch.rand(batch, length, device=device)
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    mask = (ids_restore >= len_keep).to(dtype or torch.get_default_dtype())  # (B, L) in the original token order
+    mask = (ids_restore >= len_keep).to(noise.dtype if dtype is None else dtype)  # (B, L), original token order
     return ids_shuffle[:, :len_keep], mask, ids_restore
 
 
@@ -125,6 +125,8 @@ class MaskedAutoencoderViT(nn.Module):
         cls_token: give the encoder a class token (used by the classification fine-tuning).
         spatial_dims: 2 or 3.
     """
+
+    __jit_unused_properties__ = ["mask_ratio", "patch_size", "img_size"]  # not compiled by torch.jit.script
 
     def __init__(
         self,

@@ -126,23 +126,24 @@ def sincos_pos_embed(grid_size: Sequence[int], embed_dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1).float().unsqueeze(0)  # (1, L, D)
 
 
-def patchify(imgs: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
+def patchify(imgs: torch.Tensor, patch_size: list[int]) -> torch.Tensor:
     """(B, C, H, W[, Z]) -> (B, L, P * C), tokens in ``PatchEmbed`` order, each patch laid out (voxels, channel).
 
     The flattening matches a convolution with kernel = stride = patch: token l covers the patch at grid position
     ``unravel(l, grid)``, and ``patchify(x) @ w.permute(0, 2, ..., 1).reshape(D, -1).T`` equals the conv embedding.
+    ``patch_size`` has one int per spatial axis (a list, or a tuple in eager mode).
     """
-    b, c, *spatial = imgs.shape
-    n = len(spatial)
-    grid = [s // p for s, p in zip(spatial, patch_size, strict=True)]
-    shape = [b, c]
-    for g, p in zip(grid, patch_size, strict=True):
-        shape += [g, p]
+    n = imgs.dim() - 2
+    if len(patch_size) != n:
+        raise ValueError(f"patch_size {patch_size} must have one int per spatial axis of the {n}D image.")
+    shape = [imgs.shape[0], imgs.shape[1]]
+    for i in range(n):
+        shape += [imgs.shape[2 + i] // patch_size[i], patch_size[i]]
     x = imgs.reshape(shape)  # (B, C, h, p, w, p[, z, p])
     grid_axes = [2 + 2 * i for i in range(n)]
     patch_axes = [3 + 2 * i for i in range(n)]
-    x = x.permute(0, *grid_axes, *patch_axes, 1)  # (B, h, w[, z], p, p[, p], C)
-    return x.reshape(b, math.prod(grid), math.prod(patch_size) * c)
+    x = x.permute([0] + grid_axes + patch_axes + [1])  # (B, h, w[, z], p, p[, p], C)
+    return x.flatten(1, n).flatten(2)  # (B, L, P * C)
 
 
 class PatchEmbed(nn.Module):
@@ -329,7 +330,7 @@ class ViTEncoder(nn.Module):
         (:func:`patchify`, one copy of the image), the N wanted ones are gathered and multiplied by the conv kernel.
         """
         self.check_input_size(x)
-        patches = patchify(x, self.patch_size)  # (B, L, P * C)
+        patches = patchify(x, list(self.patch_size))  # (B, L, P * C)
         patches = torch.gather(patches, 1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))  # (B, N, P * C)
         pos = self.pos_embed.expand(x.shape[0], -1, -1)  # (B, L, D)
         pos = torch.gather(pos, 1, ids.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))  # (B, N, D)

@@ -18,8 +18,7 @@ verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone, with th
   ``eval_metrics`` holds numbers only.
 - data shape: ``verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone.
 - TorchScript, when ``models/model.pt`` is present: ``ckpt_export`` of the same network and weights into a temporary
-  file, which is then loaded. One difference from model-zoo: the export traces (``use_trace=True``, the input shape
-  from the metadata), because MONAI's ViT code cannot be scripted (``math.prod``); model-zoo's default scripts.
+  file, which is then loaded; scripted (``torch.jit.script``, no input shape), as model-zoo's default.
 
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation --net_in_out false   # no network built
@@ -413,7 +412,7 @@ def check_net_in_out(
 def check_torchscript(bundle: str | os.PathLike, net_id: str = "network_def") -> list[str]:
     """Model-zoo's TorchScript check: ``monai.bundle.ckpt_export`` of ``net_id`` of ``configs/inference.*`` alone
     with ``models/model.pt`` (MONAI loads it strictly), into a temporary file that is then loaded and must hold the
-    checkpoint's tensors; a ``models/model.ts`` already in the bundle must load too. Traced (see the module docs)."""
+    checkpoint's tensors; a ``models/model.ts`` already in the bundle must load too. Scripted, as model-zoo does."""
     import tempfile
 
     import torch
@@ -434,7 +433,6 @@ def check_torchscript(bundle: str | os.PathLike, net_id: str = "network_def") ->
                 config_file=str(config),
                 meta_file=str(bundle / "configs" / "metadata.json"),
                 bundle_root=str(bundle),
-                use_trace=True,
             )
             exported = torch.jit.load(str(ts_path), map_location="cpu").state_dict()
         except Exception as e:

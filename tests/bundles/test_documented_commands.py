@@ -298,8 +298,8 @@ def plan_run(bundle: str, argv: list[str], config_dir: Path, released: bool = Fa
 
 
 def plan_export(bundle: str, argv: list[str]) -> list[str]:
-    """``ckpt_export`` / ``onnx_export`` as documented: they trace the network at ``network_data_format``'s input
-    shape of ``configs/metadata.json``, so they run in the downloaded release, whose metadata and configs have the
+    """``ckpt_export`` (scripted) / ``onnx_export`` (traced at ``network_data_format``'s input shape of
+    ``configs/metadata.json``) as documented: they run in the downloaded release, whose metadata and configs have the
     quick network's values baked in (the quick weights fit no full-size config)."""
     assert option(argv, "--input_shape") is None, f"{bundle}: the shape comes from metadata.json: {argv}"
     assert option(argv, "--config_file") == "configs/inference.yaml", f"{bundle}: {argv}"

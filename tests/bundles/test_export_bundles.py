@@ -174,7 +174,7 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
         seg = nib.load(out / "img0001_seg.nii.gz")
         assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
 
-    # the TorchScript export of the docs (model-zoo's ckpt_export; traced: the ViT code cannot be scripted)
+    # the TorchScript export of the docs (model-zoo's ckpt_export, scripted) with the packed shared_networks' sources
     run = isolated(
         [
             "-m",
@@ -189,14 +189,13 @@ def test_downloaded_bundle_runs_on_its_own(release, tmp_path):
             "configs/metadata.json",
             "--config_file",
             "configs/inference.yaml",
-            "--use_trace",
-            "true",
         ],
         cwd=bundle,
         tmp=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     ts = torch.jit.load(bundle / "models" / "model.ts")
+    assert hasattr(ts.encoder, "forward_intermediates")  # scripted: the methods are kept, not one traced graph
     weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(ts.state_dict()[k], v) for k, v in weights.items())
     (bundle / "models" / "model.ts").unlink()
@@ -360,14 +359,15 @@ def test_torchscript_and_onnx_exports_match_eager(name, tmp_path):
     import onnxruntime
 
     bundle, x, y, args = _eager_and_inputs(name, tmp_path)
-    ts_path = bundle / "models" / "model.ts"
-    ckpt_export(filepath=str(ts_path), use_trace=True, **args)  # scripting fails on the ViT code (math.prod, ...)
-    ts, meta, extra = load_net_with_metadata(str(ts_path), more_extra_files=["inference.json"])
     version = json.loads((REPO / "bundles" / name / "configs" / "metadata.json").read_text())["version"]
-    assert meta["version"] == version and "network_def" in extra["inference.json"].decode()
-    assert "evaluator" in extra["inference.json"].decode()  # the configs travel inside the TorchScript file
-    with torch.no_grad():
-        torch.testing.assert_close(ts(x), y, rtol=1e-4, atol=1e-5)
+    for use_trace in (False, True):  # scripted (model-zoo's default) and traced
+        ts_path = bundle / "models" / f"model_{'traced' if use_trace else 'scripted'}.ts"
+        ckpt_export(filepath=str(ts_path), use_trace=use_trace, **args)
+        ts, meta, extra = load_net_with_metadata(str(ts_path), more_extra_files=["inference.json"])
+        assert meta["version"] == version and "network_def" in extra["inference.json"].decode()
+        assert "evaluator" in extra["inference.json"].decode()  # the configs travel inside the TorchScript file
+        with torch.no_grad():
+            torch.testing.assert_close(ts(x), y, rtol=1e-4, atol=1e-5)
 
     onnx_path = bundle / "models" / "model.onnx"
     onnx_export(filepath=str(onnx_path), converter_kwargs=copy.deepcopy(ONNX_NAMES), **args)  # MONAI adds to it
@@ -398,7 +398,8 @@ def test_export_command_lines_refuse_non_finite_weights(name, tmp_path):
 
 @pytest.mark.slow
 def test_export_command_lines(tmp_path):
-    """The commands of the bundles' docs, run from the bundle folder: the ChestX-ray14 classifier's exports."""
+    """The commands of the bundles' docs, run from the bundle folder: the ChestX-ray14 classifier's exports (the
+    TorchScript one scripted, as documented, and traced)."""
     name = "cxr14_mae_classification"
     bundle, x, y, _ = _eager_and_inputs(name, tmp_path)
     common = [
@@ -413,7 +414,8 @@ def test_export_command_lines(tmp_path):
         "[1, 1, 64, 64]",
     ]
     for command, out, extra in (
-        ("ckpt_export", "models/model.ts", ["--use_trace", "true"]),
+        ("ckpt_export", "models/model.ts", []),
+        ("ckpt_export", "models/model_traced.ts", ["--use_trace", "true"]),
         ("onnx_export", "models/model.onnx", ["--converter_kwargs", str(ONNX_NAMES)]),
     ):
         run = subprocess.run(
@@ -425,7 +427,8 @@ def test_export_command_lines(tmp_path):
         )
         assert run.returncode == 0, run.stderr[-3000:]
     with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(bundle / "models" / "model.ts")(x), y, rtol=1e-4, atol=1e-5)
+        for ts in ("model.ts", "model_traced.ts"):
+            torch.testing.assert_close(torch.jit.load(bundle / "models" / ts)(x), y, rtol=1e-4, atol=1e-5)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"])

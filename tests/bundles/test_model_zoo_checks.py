@@ -1,6 +1,7 @@
 """The model-zoo checks (shared_networks.tools.bundle_checks) on the three bundles as committed, each config read
-alone as model-zoo's CI reads it, and on broken copies of them: every check can fail. TorchScript runs on a copy with
-quick weights and configs/quick.yaml baked into its configs (a full-size network is too slow to trace here)."""
+alone as model-zoo's CI reads it, and on broken copies of them: every check can fail. The TorchScript check scripts
+``network_def``, as model-zoo's does; it runs on a copy with quick weights and configs/quick.yaml baked into its
+configs (full-size weights are too slow to write and export here); each full-size network_def is scripted alone."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 import functools
 import hashlib
 import http.server
+import io
 import json
 import locale
 import shutil
@@ -17,6 +19,8 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
+from monai.bundle import ConfigParser
 
 from shared_networks.tools.bundle_checks import (
     BundleCheckError,
@@ -25,6 +29,7 @@ from shared_networks.tools.bundle_checks import (
     check_metadata,
     check_net_in_out,
     check_required_files,
+    check_torchscript,
     check_version,
 )
 
@@ -358,3 +363,54 @@ def test_net_in_out_reports_a_network_returning_a_tuple(bundle_copy):
     assert check_net_in_out(bundle, **quick, **small) == []  # the bundle's own network at that size passes
     problems = check_net_in_out(bundle, **quick, num_classes=13, **small)  # 13 outputs, metadata says 14
     assert "output channel number `13` doesn't match: `14`" in problems[0]
+
+
+def _network_def(name: str, quick: bool) -> torch.nn.Module:
+    """``network_def`` of the bundle's inference.yaml (with configs/quick.yaml merged when ``quick``), in eval mode."""
+    configs = REPO / "bundles" / name / "configs"
+    p = ConfigParser()
+    p.read_config([str(configs / "inference.yaml")] + ([str(configs / "quick.yaml")] if quick else []))
+    p["bundle_root"] = str(REPO / "bundles" / name)
+    torch.manual_seed(0)
+    return p.get_parsed_content("network_def").eval()
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_quick_network_def_scripts_to_the_eager_network(name):
+    """What model-zoo's TorchScript check does to network_def (``torch.jit.script``), at quick size: the scripted
+    network gives the eager output and survives torch.jit.save / load."""
+    net = _network_def(name, quick=True)
+    x = torch.rand(2, net.encoder.in_channels, *net.encoder.img_size)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(net), buffer)
+    buffer.seek(0)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(buffer)(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_full_size_network_def_scripts(name):
+    """network_def of inference.yaml alone, as model-zoo builds it for the TorchScript check (drop path included)."""
+    scripted = torch.jit.script(_network_def(name, quick=False))
+    assert "encoder" in dict(scripted.named_children())
+
+
+def test_torchscript_check_scripts_the_network(bundle_copy, tmp_path, monkeypatch):
+    """As model-zoo's default, the check scripts network_def: a network that traces but that TorchScript cannot compile
+    (``math.prod``, the construct it first stopped at in the ViT code) fails it."""
+    bundle = _quick_bundle(bundle_copy, "cxr14_mae_classification")
+    assert check_torchscript(bundle) == []
+    (tmp_path / "prod_net.py").write_text(
+        "import math\n\nfrom shared_networks import ViTClassifier\n\n\nclass ProdClassifier(ViTClassifier):\n"
+        "    def forward(self, x):\n"
+        "        return self.forward_head(self.encoder.forward_features(x)) * math.prod([1])\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    inference = bundle / "configs/inference.yaml"
+    text = inference.read_text(encoding="utf-8")
+    assert "_target_: shared_networks.ViTClassifier" in text
+    inference.write_text(text.replace("_target_: shared_networks.ViTClassifier", "_target_: prod_net.ProdClassifier"))
+    problems = check_torchscript(bundle)
+    assert len(problems) == 1 and "ckpt_export of network_def with model.pt failed" in problems[0], problems
+    assert "prod" in problems[0] and "not supported in Torchscript" in problems[0], problems
