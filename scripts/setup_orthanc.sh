@@ -51,6 +51,9 @@ if pgrep -x Orthanc -u orthanc > /dev/null 2>&1; then
     elif [ -x /etc/init.d/orthanc ]; then
         "${as_root[@]}" /etc/init.d/orthanc stop || true
     fi
+    if pgrep -x Orthanc -u orthanc > /dev/null 2>&1; then
+        echo "setup_orthanc.sh: warning: the system orthanc service still runs (ports 8042/4242 by default)" >&2
+    fi
 fi
 
 binary="$(command -v Orthanc || true)"

@@ -5,9 +5,9 @@ config stays valid whatever the package's internal layout. Sub-packages, importe
 above its own): ``utils`` (files, flags, paths), ``networks`` (ViT, MAE, UNETR, classifier, weight hand-off),
 ``engine`` (optimiser groups, checkpoints, seeding, ignite handlers, metrics, distributed, command-line override
 check), ``data`` (datalists, readers, transforms), ``validation`` (data-set checks), ``synthetic`` (demo phantoms),
-``tools`` (export, model-zoo checks, report) and ``cli`` (the command lines). Importing this package loads the runtime
-layers only (utils, networks, engine, data, validation): what a bundle runs (training workflows check their split
-with ``check_split`` first), and what a release packs.
+``dicom`` (DICOM writers and STOW-RS upload, for a PACS), ``tools`` (export, model-zoo checks, report) and ``cli`` (the
+command lines). Importing this package loads the runtime layers only (utils, networks, engine, data, validation): what
+a bundle runs (training workflows check their split with ``check_split`` first), and what a release packs.
 """
 
 from shared_networks.data.batch import BatchAugment2d

@@ -7,6 +7,8 @@
 * ``python -m shared_networks.cli.bundle_checks``: model-zoo's checks of a bundle.
 * ``python -m shared_networks.cli.report``: the HTML report of a pre-training run and its fine-tuning arms.
 * ``python -m shared_networks.cli.study``: MAE against scratch on nested label fractions, with bootstrap CIs.
+* ``python -m shared_networks.cli.to_dicom ct|radiograph``: NIfTI CT / PNG radiograph to DICOM, optionally uploaded to a
+  PACS (STOW-RS).
 """
 
 from __future__ import annotations

@@ -18,13 +18,14 @@ import shared_networks
 PACKAGE = Path(shared_networks.__file__).resolve().parent
 NAME = PACKAGE.name
 # study imports only utils (numpy, MONAI's ConfigParser, PIL at call time): above the runtime layers, not released,
-# below the tools (which may read it) and the command lines (which call it)
-LAYERS = ("utils", "networks", "engine", "data", "validation", "synthetic", "study", "tools", "cli")
+# below the tools (which may read it) and the command lines (which call it); dicom (DICOM writers, STOW-RS for a
+# PACS) imports only utils, is not released, and is called by the command lines
+LAYERS = ("utils", "networks", "engine", "data", "validation", "synthetic", "dicom", "study", "tools", "cli")
 RANK = {layer: i for i, layer in enumerate(LAYERS)}
 FACADE_RANK = RANK["validation"]  # the root __init__ may import utils..validation
-EXCLUDED = ("synthetic", "study", "tools", "cli")  # not loaded by `import shared_networks`, not released
+EXCLUDED = ("synthetic", "dicom", "study", "tools", "cli")  # not loaded by `import shared_networks`, not released
 # the study's modules, each importing only those before it: the cross-validation driver calls the single study
-STUDY_STEPS = ("subsets", "bootstrap", "evaluations", "runs", "summary", "render", "orchestrate", "crossval")
+STUDY_STEPS = ("subsets", "bootstrap", "evaluations", "runs", "summary", "render", "orchestrate", "crossval", "levers")
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 
