@@ -14,6 +14,7 @@ from shared_networks.data.batch import BatchAugment2d
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
+from shared_networks.data.dicom_display import DicomRadiographReader
 from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
 from shared_networks.data.options import (
     drop_last_batch,
@@ -149,6 +150,7 @@ __all__ = [
     "CheckedLoadImaged",
     "CheckedPILReader",
     "ComposeWithoutMeta",
+    "DicomRadiographReader",
     "ImageReadError",
     "LabelToRegionsd",
     "RegionsToLabeld",

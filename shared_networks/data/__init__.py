@@ -6,7 +6,8 @@ transforms and tumour-region conversions.
   :mod:`~shared_networks.data.brats_layouts`, BTCV's splits in :mod:`~shared_networks.data.btcv_splits`.
 * :mod:`~shared_networks.data.files`: NIfTI and JSON helpers of the datalist builders.
 * :mod:`~shared_networks.data.readers`: inference inputs (NIfTI, DICOM series) and datalist split checks.
-* :mod:`~shared_networks.data.radiographs`: radiographs read as one grey channel;
+* :mod:`~shared_networks.data.radiographs`: radiographs read as one grey channel (DICOM as displayed:
+  :mod:`~shared_networks.data.dicom_display`);
   :mod:`~shared_networks.data.regions`: tumour-region transforms.
 
 Command line (validate, then write a datalist): ``python -m shared_networks.cli.prepare btcv|brats|cxr14 ...``.

@@ -1,21 +1,25 @@
 """Loading of grey-scale radiographs: PNG/JPEG of any PIL mode and single-file DICOM to one float channel in [0, 1].
 
-Use after ``LoadImaged(keys, reader=CheckedPILReader, ensure_channel_first=True, image_only=True, dtype=None)``
-(``dtype=None`` keeps the stored integer type, which is what tells 8-bit from 16-bit images)::
+Use after ``LoadImaged(keys, reader=..., ensure_channel_first=True, image_only=True, dtype=None)`` (``dtype=None``
+keeps the stored integer type, which is what tells 8-bit from 16-bit images)::
 
-    LoadImaged("image", reader=CheckedPILReader, ensure_channel_first=True, image_only=True, dtype=None)
-    ToGreyd("image")  # (C, W, H) uint8/int32 -> (1, W, H) float32 in [0, 1]
+    LoadImaged("image", reader=[DicomRadiographReader, CheckedPILReader], ensure_channel_first=True, image_only=True,
+               dtype=None)
+    ToGreyd("image")  # (C, W, H) uint8/int32, or a DICOM's (1, W, H) displayed picture -> (1, W, H) float32 in [0, 1]
 
 What ``monai.data.PILReader`` returns per PIL mode (with ``ensure_channel_first=True``, ``dtype=None``): ``"L"`` and
 ``"P"`` (1, W, H) uint8; ``"I;16"`` (1, W, H) int32 holding 0..65535; ``"I"`` (1, W, H) int32; ``"1"`` (1, W, H)
 bool; ``"LA"`` (2, W, H), ``"RGB"`` (3, W, H), ``"RGBA"`` (4, W, H) uint8. The PIL mode is kept in the metadata
 (``meta["mode"]``), which :class:`ToGrey` reads, since a 16-bit image arrives as int32 like a 32-bit one.
-ITK reads a single-file 2D DICOM as (1, W, H, 1) with its tags in the metadata (``"0028|0004"`` ...).
+
+A DICOM radiograph is read by :class:`~shared_networks.data.dicom_display.DicomRadiographReader` as a viewer displays
+it (modality LUT, then the VOI LUT or window, else min..max, then MONOCHROME1 inverted; the reasons are in
+:mod:`shared_networks.data.dicom_display`): a PNG of the displayed picture and the DICOM give the same input. DICOM read
+by ``ITKReader`` is refused: ITK's GDCM inverts MONOCHROME1 by itself and ignores the VOI LUT Sequence.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -25,6 +29,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, PILReader
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple
+
+from shared_networks.data.dicom_display import DISPLAY_KEY
 
 __all__ = ["LUMA_WEIGHTS", "PIL_MODE_MAX", "CheckedPILReader", "ToGrey", "ToGreyd"]
 
@@ -46,9 +52,7 @@ PIL_MODE_MAX: dict[str, int] = {
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 """ITU-R 601-2 luma weights of R, G, B (as PIL's ``convert("L")``); they sum to 1, so a grey RGB stays the same."""
 
-_DICOM_PHOTOMETRIC = "0028|0004"
-_DICOM_WINDOW_CENTER = "0028|1050"
-_DICOM_WINDOW_WIDTH = "0028|1051"
+_ITK_DICOM_PHOTOMETRIC = "0028|0004"  # how ITKReader's metadata tells a DICOM
 
 
 class CheckedPILReader(PILReader):
@@ -78,22 +82,6 @@ def _file_name(img: torch.Tensor) -> str:
     return str(meta.get("filename_or_obj", "<image without file name>"))
 
 
-def _dicom_tag(meta: Mapping, key: str) -> str | None:
-    value = meta.get(key)
-    return None if value is None else str(value).strip()
-
-
-def _dicom_first_number(value: str | None) -> float | None:
-    """First value of a (possibly multi-valued, backslash-separated) DICOM decimal string, or None."""
-    if not value:
-        return None
-    try:
-        number = float(value.split("\\")[0])
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 class ToGrey(Transform):
     """A loaded radiograph (C, *S) -> one float32 channel (1, *S) in [0, 1].
 
@@ -101,36 +89,37 @@ class ToGrey(Transform):
       (:data:`PIL_MODE_MAX`: 255 for 8-bit, 65535 for 16-bit, 1 for bilevel); RGB(A) becomes luminance
       (:data:`LUMA_WEIGHTS`), the alpha channel of LA/RGBA is ignored. So one picture stored as 8-bit grey,
       16-bit grey, LA or RGBA gives the same result.
-    * DICOM (tags in the metadata, as ``ITKReader`` gives them): for MONOCHROME2 the VOI window of the file
-      (Window Center/Width, DICOM PS3.3 C.11.2.1.2, first value) when present, else the image's own min..max,
-      maps to [0, 1]. MONOCHROME1 pixel data arrive already inverted by ITK's GDCM reader (bone bright): they are
-      scaled by min..max (the file's window refers to the stored, uninverted values). A trailing singleton axis
-      (ITK reads a single-file 2D DICOM as one slice of a volume) is removed.
+    * DICOM read by :class:`~shared_networks.data.dicom_display.DicomRadiographReader` (``meta["dicom_display"]``):
+      the picture as a viewer displays it, already in [0, 1] (0 black, MONOCHROME1 inverted), kept as it is.
 
     The output's metadata is the same set of keys for every input (file name, affine, spatial shape, and
-    ``source``, e.g. ``"PIL RGBA"`` or ``"DICOM MONOCHROME2"``), so PNG and DICOM images batch together.
+    ``source``, e.g. ``"PIL RGBA"`` or ``"DICOM MONOCHROME1 window"``), so PNG and DICOM images batch together.
 
     Raises ``ValueError`` naming the file for palette ("P") or other unsupported PIL modes, values beyond the
-    mode's range, colour or multi-frame DICOM, and images that are neither PIL nor DICOM.
+    mode's range, DICOM read by ``ITKReader``, and images that are neither PIL nor DICOM. (The DICOM reader refuses
+    colour, multi-frame and pixel-less files, naming them.)
     """
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         meta = dict(getattr(img, "meta", {}) or {})
         name = _file_name(img)
+        if _ITK_DICOM_PHOTOMETRIC in meta and DISPLAY_KEY not in meta:
+            raise ValueError(
+                f"{name}: a DICOM read by ITKReader, whose GDCM inverts MONOCHROME1 and ignores the VOI LUT; read "
+                "DICOM with shared_networks.DicomRadiographReader, which gives the picture as a DICOM viewer shows it."
+            )
         x = torch.as_tensor(img).detach()
-        if x.ndim == 4 and x.shape[-1] == 1:  # (C, W, H, 1): one DICOM frame read as a volume
-            x = x[..., 0]
         if x.ndim != 3:
             raise ValueError(f"{name}: expected a 2D image (channel, W, H), got shape {tuple(x.shape)}.")
         mode = meta.get("mode")
         if isinstance(mode, str):
             grey, source = self._from_pil(x, mode, name), f"PIL {mode}"
-        elif _DICOM_PHOTOMETRIC in meta:
-            grey, source = self._from_dicom(x, meta, name), f"DICOM {_dicom_tag(meta, _DICOM_PHOTOMETRIC)}"
+        elif DISPLAY_KEY in meta:
+            grey, source = self._from_dicom(x, name), f"DICOM {meta[DISPLAY_KEY]}"
         else:
             raise ValueError(
-                f"{name}: neither a PIL image (no 'mode' in its metadata) nor a DICOM file (no photometric "
-                "interpretation): load PNG/JPEG with PILReader and DICOM with ITKReader."
+                f"{name}: neither a PIL image (no 'mode' in its metadata) nor a DICOM radiograph (no "
+                f"'{DISPLAY_KEY}'): load PNG/JPEG with CheckedPILReader and DICOM with DicomRadiographReader."
             )
         grey = grey.clamp_(0.0, 1.0).to(torch.float32)
         if not isinstance(img, MetaTensor):
@@ -166,21 +155,12 @@ class ToGrey(Transform):
             raise ValueError(f"{name}: values {float(x.min())}..{float(x.max())} outside 0..{full} of mode {mode!r}.")
         return self._luminance(x / full, name)
 
-    def _from_dicom(self, x: torch.Tensor, meta: Mapping, name: str) -> torch.Tensor:
-        photometric = _dicom_tag(meta, _DICOM_PHOTOMETRIC) or ""
-        if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-            raise ValueError(f"{name}: DICOM photometric interpretation {photometric!r}; expected a MONOCHROME image.")
+    @staticmethod
+    def _from_dicom(x: torch.Tensor, name: str) -> torch.Tensor:
+        """The displayed picture of :class:`DicomRadiographReader`, (1, W, H) in [0, 1]: kept as it is."""
         if x.shape[0] != 1:
             raise ValueError(f"{name}: DICOM with {x.shape[0]} channels/frames; expected one grey frame.")
-        x = x.to(torch.float64)
-        center = _dicom_first_number(_dicom_tag(meta, _DICOM_WINDOW_CENTER))
-        width = _dicom_first_number(_dicom_tag(meta, _DICOM_WINDOW_WIDTH))
-        # ITK's GDCM reader already inverts MONOCHROME1 pixel data (bone bright), so the file's window, which refers
-        # to the stored values, no longer applies: min..max instead, and no second inversion
-        if photometric == "MONOCHROME2" and center is not None and width is not None and width >= 1:
-            return ((x - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5).clamp(0.0, 1.0)
-        lo, hi = float(x.min()), float(x.max())
-        return (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+        return x.to(torch.float64)
 
 
 class ToGreyd(MapTransform):

@@ -246,6 +246,102 @@ def test_inference_on_a_dicom_and_a_corrupt_png(phantoms, tmp_path):
     assert any("broken.png cannot be decoded" in m for m in chain), chain
 
 
+def _signed_rescaled_copy(dicom: Path, out: Path) -> Path:
+    """The MONOCHROME2 8-bit picture ``v`` of ``dicom`` as signed 16-bit values ``s = 8 v - 20000`` with Rescale Slope
+    0.5 and Intercept 100 (modality values ``4 v - 9900``) and the window that displays them as ``v / 255``."""
+    import pydicom
+
+    ds = pydicom.dcmread(dicom)
+    v = ds.pixel_array.astype(np.int64)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = (8 * v - 20000).astype("<i2").tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = 0.5, 100
+    ds.WindowCenter, ds.WindowWidth = -9389.5, 1021  # (x - (c - 0.5)) / (w - 1) + 0.5 = v / 255 for x = 4 v - 9900
+    ds.save_as(out)
+    return out
+
+
+def test_inference_gives_a_dicom_the_probabilities_of_the_png_of_its_displayed_picture(phantoms, tmp_path):
+    """inference.yaml on DICOMs whose display (modality LUT, VOI, MONOCHROME1 inversion) is one 8-bit picture ``p``
+    and on the PNG of ``p``: the same probabilities (1e-4), whatever the photometric, window, VOI LUT, bit depth or
+    signedness."""
+    from PIL import Image
+
+    from shared_networks.dicom import write_radiograph
+
+    p = np.asarray(Image.open(sorted((phantoms / "images").glob("*.png"))[0]).convert("L")).copy()
+    p[0, 0], p[-1, -1] = 0, 255  # the full 8-bit range: what min..max (no VOI in the file) stretches to
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(p).save(inputs / "picture.png")
+    Image.fromarray(255 - p).save(inputs / "inverted.png")  # what MONOCHROME1 read as MONOCHROME2 would show
+    p16 = p.astype(np.uint16)
+    # 12-bit stored values 4 p + 1000, and darker/brighter values where p is 0/255 (the window clips them)
+    rng = np.random.default_rng(0)
+    v12 = 4 * p16 + 1000
+    v12[p == 0] = rng.integers(0, 1000, int((p == 0).sum()))
+    v12[p == 255] = rng.integers(4 * 255 + 1000, 4096, int((p == 255).sum()))
+    lut = 257 * np.clip(np.rint((np.arange(4096) - 7) / 16), 0, 255).astype(np.int64)  # a staircase: 16 p + 7 -> p
+    cases = {
+        "m2_full_window.dcm": (p, {}),  # DX default: the window of the full 8-bit range
+        "m1_full_window.dcm": (p, {"photometric": "MONOCHROME1"}),
+        "m2_window_12bit.dcm": (v12, {"bits_stored": 12, "window": (1510.5, 1021)}),
+        "m1_window_12bit.dcm": (v12, {"bits_stored": 12, "window": (1510.5, 1021), "photometric": "MONOCHROME1"}),
+        "m2_voi_lut_12bit.dcm": (16 * p16 + 7, {"bits_stored": 12, "voi_lut": lut}),
+        "m1_voi_lut_12bit.dcm": (16 * p16 + 7, {"bits_stored": 12, "voi_lut": lut, "photometric": "MONOCHROME1"}),
+        "cr_no_voi_10bit.dcm": (3 * p16 + 50, {"bits_stored": 10, "modality": "CR"}),  # min..max
+    }
+    for name, (values, kwargs) in cases.items():
+        write_radiograph(values, inputs / name, patient_id="P", **kwargs)
+    _signed_rescaled_copy(inputs / "m2_full_window.dcm", inputs / "m2_signed_rescaled.dcm")
+    _random_model(tmp_path)
+    wf = workflow("inference", "infer", dataset_dir=str(inputs), ckpt_dir=str(tmp_path), output_dir=str(tmp_path / "o"))
+    wf.run()
+    wf.finalize()
+    with open(tmp_path / "o" / "probabilities.csv", newline="") as f:
+        rows = {r["image"]: np.array([float(r[c]) for c in CXR14_FINDINGS]) for r in csv.DictReader(f)}
+    assert sorted(rows) == sorted([*cases, "m2_signed_rescaled.dcm", "picture.png", "inverted.png"])
+    png = rows.pop("picture.png")
+    assert png.std() > 0.01 and np.abs(rows.pop("inverted.png") - png).max() > 1e-3  # the comparison has teeth
+    for name, probabilities in rows.items():
+        np.testing.assert_allclose(probabilities, png, rtol=0, atol=1e-4, err_msg=name)
+
+
+def _bad_dicoms(folder: Path) -> dict[str, str]:
+    """DICOM files inference refuses, and the error each gives."""
+    import pydicom
+
+    from shared_networks.dicom import write_radiograph
+
+    good = write_radiograph(np.full((8, 6), 100, np.uint8), folder / "good.dcm", patient_id="P")
+    no_pixels = pydicom.dcmread(good)
+    del no_pixels.PixelData
+    no_pixels.save_as(folder / "no_pixels.dcm")
+    colour = pydicom.dcmread(good)
+    colour.PhotometricInterpretation, colour.SamplesPerPixel, colour.PlanarConfiguration = "RGB", 3, 0
+    colour.PixelData = np.zeros((8, 6, 3), np.uint8).tobytes()
+    colour.save_as(folder / "colour.dcm")
+    frames = pydicom.dcmread(good)
+    frames.NumberOfFrames = 2
+    frames.PixelData = np.zeros((2, 8, 6), np.uint8).tobytes()
+    frames.save_as(folder / "frames.dcm")
+    return {
+        "no_pixels.dcm": "a DICOM object without pixel data",
+        "colour.dcm": "a colour DICOM image (photometric interpretation 'RGB', 3 samples per pixel)",
+        "frames.dcm": "a multi-frame DICOM image (2 frames)",
+    }
+
+
+def test_inference_refuses_a_dicom_without_pixels_in_colour_or_of_several_frames_by_name(tmp_path):
+    preprocessing = parser("inference").get_parsed_content("preprocessing")  # inference.yaml's loading
+    for name, message in _bad_dicoms(tmp_path).items():
+        path = tmp_path / name
+        with pytest.raises(RuntimeError) as err:  # Compose wraps what a transform raises
+            preprocessing({"image": str(path)})
+        cause = err.value.__cause__
+        assert f"cannot read '{path}' (key 'image'): ValueError: {path}: {message}" in str(cause), str(cause)
+
+
 # ---- real chest X-rays (../shared/data/chestxray14) ----
 
 

@@ -2,14 +2,16 @@
 tags (read back with pydicom), bad input refused by name; and what the project's chest X-ray loading (the readers of
 ``bundles/cxr14_mae_classification/configs/inference.yaml``, then ``ToGrey``) makes of the written files.
 
-Observed with ``ToGrey`` as it is (``shared_networks/data/radiographs.py``):
+The loading reads DICOM with ``DicomRadiographReader`` as a viewer displays it (``shared_networks.data.dicom_display``):
 
-* MONOCHROME2 DX with the default full-range window: exactly the PNG path's image (``v / (2**b - 1)``).
-* MONOCHROME1: ITK (GDCM) returns the picture's values (it undoes the inversion: ``2**b - 1 - stored``), and
-  ``ToGrey`` scales them by their own min..max, ignoring the window: the PNG path's image only when the picture
-  spans the full range, else the same picture linearly stretched.
-* MONOCHROME2 with a narrower window: ``ToGrey`` applies the window (clipped), so not the PNG path's image.
-* A VOI LUT Sequence is ignored by ``ToGrey``, as is a CR without window (min..max).
+* MONOCHROME2 and MONOCHROME1, with the writer's default full-range window: exactly the PNG path's image
+  (``v / (2**b - 1)``), whatever the picture's range.
+* A narrower window or a VOI LUT Sequence is applied (for MONOCHROME1 to the stored values, then inverted), so the
+  image is the windowed or looked-up picture, for both photometrics alike.
+* A CR without window or VOI LUT: the picture's min..max maps to [0, 1].
+
+(Before, with ITK's reader: MONOCHROME1 came inverted by GDCM and was stretched by min..max with its window ignored,
+and the VOI LUT Sequence was ignored.)
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.data import ITKReader
 from monai.transforms import LoadImage
 from PIL import Image
 
+from shared_networks.data.dicom_display import DicomRadiographReader
 from shared_networks.data.radiographs import CheckedPILReader, ToGrey
 from shared_networks.dicom import write_radiograph
 
-READERS = [ITKReader, CheckedPILReader]  # the chest X-ray bundle's image_reader: PIL for PNG/JPEG, ITK for DICOM
+READERS = [DicomRadiographReader, CheckedPILReader]  # the chest X-ray bundle's image_reader
 
 
 def to_grey(path: Path) -> torch.Tensor:
@@ -37,7 +39,7 @@ def to_grey(path: Path) -> torch.Tensor:
 
 
 def loaded_values(path: Path) -> np.ndarray:
-    """The values ITK/PIL return, (W, H)."""
+    """A PNG's values as PIL returns them, (W, H)."""
     image = LoadImage(reader=READERS, image_only=True, ensure_channel_first=True, dtype=None)(str(path))
     return np.asarray(image).reshape(image.shape[1], image.shape[2]).astype(np.int64)
 
@@ -136,50 +138,57 @@ def test_to_grey_of_a_monochrome2_dicom_equals_the_png_path(real_pngs, tmp_path:
     for png in pngs:
         dicom = write_radiograph(png, tmp_path / f"{png.stem}.dcm", patient_id=png.stem)  # DX, full-range window
         from_png, from_dicom = to_grey(png), to_grey(dicom)
-        assert from_dicom.meta["source"] == "DICOM MONOCHROME2" and from_png.meta["source"] == "PIL L"
+        assert from_dicom.meta["source"] == "DICOM MONOCHROME2 window" and from_png.meta["source"] == "PIL L"
         assert from_dicom.shape == from_png.shape
         np.testing.assert_allclose(from_dicom.numpy(), from_png.numpy(), rtol=0, atol=1e-6)
 
 
-def test_to_grey_of_a_16_bit_monochrome2_dicom_equals_the_png_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_to_grey_of_a_16_bit_dicom_equals_the_png_path(tmp_path: Path, photometric: str) -> None:
     values = picture(16, lo=0, hi=60000)
     png = tmp_path / "x16.png"
     Image.fromarray(values).save(png)
-    dicom = write_radiograph(png, tmp_path / "x16.dcm", patient_id="P")
+    dicom = write_radiograph(png, tmp_path / "x16.dcm", patient_id="P", photometric=photometric)
     assert pydicom.dcmread(dicom).BitsStored == 16
     np.testing.assert_allclose(to_grey(dicom).numpy(), to_grey(png).numpy(), rtol=0, atol=1e-6)
 
 
-def test_monochrome1_itk_undoes_the_inversion_and_to_grey_stretches_min_max(real_pngs, tmp_path: Path) -> None:
-    outcomes = set()
-    for png in real_pngs(256)[:3]:  # the first spans 0..255, the next two stop below 255
-        for window in (None, (100, 150)):
-            dicom = write_radiograph(png, tmp_path / "m1.dcm", patient_id="P", photometric="MONOCHROME1", window=window)
-            raw = loaded_values(png)
-            np.testing.assert_array_equal(loaded_values(dicom), raw)  # the picture's values, not the stored ones
-            lo, hi = raw.min(), raw.max()
-            grey = to_grey(dicom).numpy()[0]
-            np.testing.assert_allclose(grey, (raw - lo) / (hi - lo), rtol=0, atol=1e-6)  # window ignored
-            same_as_png = np.allclose(grey, to_grey(png).numpy()[0], rtol=0, atol=1e-6)
-            assert same_as_png == (lo == 0 and hi == 255)
-            outcomes.add(same_as_png)
-    assert outcomes == {True, False}
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_to_grey_of_a_dicom_equals_the_png_path_whatever_the_pictures_range(real_pngs, tmp_path, photometric):
+    pngs = real_pngs(256)[:3]  # the first spans 0..255, the next two stop below 255
+    assert len(pngs) == 3 and len({(loaded_values(p).min(), loaded_values(p).max()) for p in pngs}) > 1
+    for png in pngs:
+        dicom = write_radiograph(png, tmp_path / "x.dcm", patient_id="P", photometric=photometric)
+        grey = to_grey(dicom)
+        assert grey.meta["source"] == f"DICOM {photometric} window"
+        np.testing.assert_allclose(grey.numpy(), to_grey(png).numpy(), rtol=0, atol=1e-6)
 
 
-def test_to_grey_applies_a_monochrome2_window(real_pngs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_to_grey_applies_the_window(real_pngs, tmp_path, photometric):
     png = real_pngs(256)[0]
-    dicom = write_radiograph(png, tmp_path / "w.dcm", patient_id="P", window=(100, 150))
+    dicom = write_radiograph(png, tmp_path / "w.dcm", patient_id="P", window=(100, 150), photometric=photometric)
     raw = loaded_values(png).astype(np.float64)
-    expected = np.clip((raw - 99.5) / 149 + 0.5, 0, 1)  # PS3.3 C.11.2.1.2 linear window
+    expected = np.clip((raw - 99.5) / 149 + 0.5, 0, 1)  # PS3.3 C.11.2.1.2.1 linear window of the picture
     np.testing.assert_allclose(to_grey(dicom).numpy()[0], expected, rtol=0, atol=1e-6)
     assert not np.allclose(to_grey(dicom).numpy(), to_grey(png).numpy(), atol=1e-3)
 
 
-@pytest.mark.parametrize("kwargs", [{"modality": "CR"}, {"voi_lut": np.arange(256)[::-1] * 257}])
-def test_to_grey_without_a_window_stretches_min_max(tmp_path: Path, kwargs: dict) -> None:
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_to_grey_applies_the_voi_lut_sequence(tmp_path, photometric):
     values = picture(lo=20, hi=180)
-    dicom = write_radiograph(values, tmp_path / "x.dcm", patient_id="P", **kwargs)
+    lut = (np.arange(256) ** 2 * 65535) // 255**2  # a curve: output v**2 / 255**2 of the full 16 bits
+    dicom = write_radiograph(values, tmp_path / "x.dcm", patient_id="P", voi_lut=lut, photometric=photometric)
+    grey = to_grey(dicom)
+    assert grey.meta["source"] == f"DICOM {photometric} VOI LUT"
+    np.testing.assert_allclose(grey.numpy()[0], lut[values.T] / 65535, rtol=0, atol=1e-6)
+
+
+def test_to_grey_of_a_cr_without_window_stretches_min_max(tmp_path):
+    values = picture(lo=20, hi=180)
+    dicom = write_radiograph(values, tmp_path / "x.dcm", patient_id="P", modality="CR")
     raw = values.T.astype(np.float64)  # (W, H) as loaded
+    assert to_grey(dicom).meta["source"] == "DICOM MONOCHROME2 min..max"
     np.testing.assert_allclose(to_grey(dicom).numpy()[0], (raw - 20) / 160, rtol=0, atol=1e-6)
 
 

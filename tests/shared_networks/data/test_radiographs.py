@@ -11,6 +11,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
+from shared_networks.data.dicom_display import DicomRadiographReader
 from shared_networks.data.radiographs import CheckedPILReader, ToGrey, ToGreyd
 
 
@@ -148,26 +149,34 @@ def _write_dicom(path: Path, pixels: np.ndarray, tags: dict[str, str]) -> Path:
 
 
 def test_dicom_matches_the_png_of_the_same_picture(grey, tmp_path):
-    """ITK reads a 2D DICOM as (1, W, H, 1); after ToGrey it is laid out like the PNG read by PIL."""
+    """DicomRadiographReader gives the displayed picture (W, H) as PIL lays out a PNG; ToGrey keeps it."""
     Image.fromarray(grey).save(tmp_path / "a.png")
     dcm = _write_dicom(tmp_path / "a.dcm", grey.astype(np.uint16) * 16, {"0028|0004": "MONOCHROME2"})
-    out = _load(dcm, reader="ITKReader")
+    out = _load(dcm, reader=DicomRadiographReader)
     assert out.shape == (1, 12, 10) and out.dtype == torch.float32
-    torch.testing.assert_close(out.as_tensor(), _load(tmp_path / "a.png").as_tensor(), atol=1e-6, rtol=0)  # min-max
+    assert out.meta["source"] == "DICOM MONOCHROME2 min..max"  # ITK wrote no window: min..max of 0..4080
+    torch.testing.assert_close(out.as_tensor(), _load(tmp_path / "a.png").as_tensor(), atol=1e-6, rtol=0)
 
 
 def test_dicom_window_and_monochrome1(grey, tmp_path):
     pixels = grey.astype(np.uint16) * 16  # 12-bit values 0..4080
     window = {"0028|1050": "2048\\1000", "0028|1051": "2048\\500"}  # multi-valued: the first window is used
     dcm = _write_dicom(tmp_path / "w.dcm", pixels, {"0028|0004": "MONOCHROME2", **window})
-    out = _load(dcm, reader="ITKReader")[0].numpy().T  # back to (H, W)
-    np.testing.assert_allclose(out, np.clip((pixels - 2047.5) / 2047.0 + 0.5, 0, 1), atol=1e-5)
-    # ITK writes MONOCHROME2 only; the same tag value of the same length patched in gives a MONOCHROME1 file, whose
-    # pixels GDCM inverts on reading: the picture comes out inverted (bone bright), scaled by min..max
+    out = _load(dcm, reader=DicomRadiographReader)[0].numpy().T  # back to (H, W)
+    windowed = np.clip((pixels - 2047.5) / 2047.0 + 0.5, 0, 1)
+    np.testing.assert_allclose(out, windowed, atol=1e-6)
+    # ITK writes MONOCHROME2 only; the same tag value of the same length patched in gives a MONOCHROME1 file: the
+    # window applies to its stored values and the result is inverted, as a viewer shows it (before, ITK's reader
+    # inverted the pixels itself and ToGrey stretched them by min..max, ignoring the window)
     m1 = tmp_path / "m1.dcm"
     m1.write_bytes(dcm.read_bytes().replace(b"MONOCHROME2", b"MONOCHROME1"))
-    out = _load(m1, reader="ITKReader")
-    assert out.meta["source"] == "DICOM MONOCHROME1"
-    np.testing.assert_allclose(out[0].numpy().T, 1.0 - pixels / 4080.0, atol=1e-5)
-    with pytest.raises(ValueError, match=r"rgb\.dcm: DICOM photometric interpretation 'RGB'"):
-        ToGrey()(MetaTensor(torch.zeros(3, 2, 2), meta={"0028|0004": "RGB", "filename_or_obj": "rgb.dcm"}))
+    out = _load(m1, reader=DicomRadiographReader)
+    assert out.meta["source"] == "DICOM MONOCHROME1 window"
+    np.testing.assert_allclose(out[0].numpy().T, 1.0 - windowed, atol=1e-6)
+
+
+def test_dicom_read_by_itk_is_refused(grey, tmp_path):
+    """ITK's GDCM inverts MONOCHROME1 itself and ignores the VOI LUT: ToGrey asks for DicomRadiographReader."""
+    dcm = _write_dicom(tmp_path / "a.dcm", grey, {"0028|0004": "MONOCHROME2"})
+    with pytest.raises(ValueError, match=r"a\.dcm: a DICOM read by ITKReader.*DicomRadiographReader"):
+        _load(dcm, reader="ITKReader")
