@@ -16,15 +16,18 @@ What is served (models, trainers, datastore ids) is read from the running app at
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 
+import requests
 from monailabel.app import app as monailabel_server
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import device_list, device_map
 from request_checks import TaskFacts
-from server_guard import Guard, Policy
+from server_guard import Guard, Policy, Refusal
 
 MODEL_FILE = "model.pt"
 
@@ -51,10 +54,19 @@ class MonaiLabelView:
         return list(self._info().get("scoring", {}))
 
     def has_image(self, image_id: str) -> bool:
-        return image_id in set(app_instance().datastore().list_images())
+        try:  # a PACS datastore lists its series with QIDO-RS (cached by MONAI Label)
+            return image_id in set(app_instance().datastore().list_images())
+        except requests.RequestException as e:
+            raise Refusal(503, f"The PACS does not answer: {type(e).__name__}.") from None
 
     def has_label(self, image_id: str, tag: str) -> bool:
         return self.has_image(image_id) and tag in app_instance().datastore().get_labels_by_image_id(image_id)
+
+    def dicomweb(self) -> bool:
+        return isinstance(app_instance().datastore(), DICOMWebDatastore)
+
+    def dicom_seg_writer(self) -> bool:
+        return shutil.which("itkimage2segimage") is not None
 
     def facts(self, model: str) -> TaskFacts:
         """What a request's fields are checked against. ``bundle_path`` (MONAI Label's public ``bundle_path``: a

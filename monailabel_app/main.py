@@ -21,6 +21,11 @@ route, before MONAI Label sees it; docs/monailabel.md.)
 
 A bundle is served once its ``models/model.pt`` exists (MONAI Label skips it, with a warning, before).
 
+``--studies`` is a folder, or a PACS's DICOMweb URL: then ``init_remote_datastore`` (a public method of MONAI Label's
+app) builds :class:`pacs_datastore.PacsDatastore` (MONAI Label's ``DICOMWebDatastore`` with its login read from a
+file, UIDs checked, and ``final`` labels stored in the PACS as DICOM SEGs written by ``dicom_seg.py``; the public
+methods it overrides are in :data:`PUBLIC_OVERRIDES`).
+
 Every bundle is served by MONAI Label's own :class:`~monailabel.tasks.train.bundle.BundleTrainTask` and
 :class:`~monailabel.tasks.infer.bundle.BundleInferTask`, built with public constructor arguments only. Two public
 methods of each are overridden (:data:`PUBLIC_OVERRIDES`), where MONAI Label 0.8.5 cannot serve these bundles as they
@@ -78,6 +83,7 @@ import monailabel
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -86,6 +92,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map, strtobool
+from pacs_datastore import pacs_datastore
 from request_checks import RequestRefused, TaskFacts, check_infer_request, check_train_request
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS
@@ -166,6 +173,7 @@ TRAIN_TASK = BundleTrainTaskOnModelPt
 PUBLIC_OVERRIDES = {  # tests/monailabel/test_public_api.py
     "BundleInferTaskKeepingPaths": ("__call__", "run_pre_transforms"),
     "BundleTrainTaskOnModelPt": ("__call__", "config"),
+    "PacsDatastore": ("__init__", "get_image_uri", "get_label_uri", "save_label"),  # pacs_datastore.py
 }
 _MSD = LABEL_CONVENTIONS["msd"]
 _LABEL_MAP = MappingProxyType({"config": {"result_dtype": "uint8"}})
@@ -286,3 +294,13 @@ class MAEBundlesApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"random": Random(), "first": First()}
+
+    def init_remote_datastore(self) -> Datastore:
+        """``--studies`` is a DICOMweb URL: the PACS as :class:`pacs_datastore.PacsDatastore` (checked URL, login
+        from a file, UIDs checked, DICOM SEGs written without dcmqi)."""
+        return pacs_datastore(self.studies, self.served_labels)
+
+    def served_labels(self, model: str) -> Mapping[str, int]:
+        """The labels (name -> value) of the served model ``model``; empty for another name."""
+        labels = self.info().get("models", {}).get(model, {}).get("labels")
+        return labels if isinstance(labels, Mapping) else {}

@@ -12,7 +12,9 @@ Every request is checked here by the task's ``__call__`` (``main.py``) before MO
 * any string value starting with ``$``, ``@`` or ``%``, also nested in lists and dicts (and dict keys), is refused;
 * each accepted field is typed and range-checked; true/false fields are parsed with
   :func:`shared_networks.utils.flags.as_bool` (the string ``"false"`` is false) and passed on as ``bool``;
-* ``model_filename`` names a file of the bundle's ``models/`` folder among those offered (``model.pt``), nothing else.
+* ``model_filename`` names a file of the bundle's ``models/`` folder among those offered (``model.pt``), nothing else;
+* ``label_info`` (a DICOM SEG's segments, :func:`check_label_info`) is a list of plain objects, not MONAI Label's
+  ``segmentAttribute`` templates.
 
 A refusal raises :class:`RequestRefused` (a ``ValueError``) naming the field. This module needs neither MONAI Label
 nor MONAI: what it checks against (allowed devices, the server's tracking URI, the bundle's folder) is passed in.
@@ -36,6 +38,7 @@ __all__ = [
     "RequestRefused",
     "TaskFacts",
     "check_infer_request",
+    "check_label_info",
     "check_train_request",
     "refuse_config_syntax",
 ]
@@ -254,10 +257,59 @@ def _mapping(value: Any, name: str, facts: TaskFacts) -> Any:
     return value
 
 
-def _json(value: Any, name: str, facts: TaskFacts) -> Any:
-    if not isinstance(value, (Mapping, list)):
-        raise _refuse(name, "a JSON object or list", value)
+MAX_SEGMENTS = 255
+_SEGMENT_TEXT = 64  # DICOM LO: at most 64 characters, no backslash or control character
+
+
+def _segment_text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > _SEGMENT_TEXT or any(c == "\\" or ord(c) < 32 for c in value):
+        raise _refuse(name, f"a text of at most {_SEGMENT_TEXT} characters without '\\' or control characters", value)
     return value
+
+
+def _segment_int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _refuse(name, f"an integer in [{low}, {high}]", value)
+    return value
+
+
+_SEGMENT_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "name": _segment_text,
+    "description": _segment_text,
+    "model_name": _segment_text,
+    "idx": lambda v, n: _segment_int(v, n, 1, 65535),
+}
+
+
+def check_label_info(value: Any, name: str = "label_info") -> list[dict[str, Any]]:
+    """``label_info``: the segments of a label map as a client names them for a DICOM SEG (3D Slicer sends
+    ``{"name", "idx"}`` per segment): a list of at most 255 objects with ``name``, ``description``, ``model_name``
+    (DICOM texts), ``idx`` (the label value) and ``color`` (RGB, 0..255). MONAI Label would also take a
+    ``segmentAttribute`` object written as it is into the SEG's template: refused, like any other key.
+
+    Raises:
+        RequestRefused: naming the entry and field.
+    """
+    if not isinstance(value, list) or len(value) > MAX_SEGMENTS:
+        raise _refuse(name, f"a list of at most {MAX_SEGMENTS} segments", value)
+    for i, entry in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _refuse(where, "an object {name, idx, color, description, model_name}", entry)
+        for key, item in entry.items():
+            if key == "color":
+                ok = isinstance(item, list) and len(item) == 3
+                if not ok or not all(not isinstance(c, bool) and isinstance(c, int) and 0 <= c <= 255 for c in item):
+                    raise _refuse(f"{where}.color", "three integers in [0, 255] (RGB)", item)
+            elif key in _SEGMENT_FIELDS:
+                _SEGMENT_FIELDS[key](item, f"{where}.{key}")
+            else:
+                raise _refuse(f"{where} key {str(key)[:40]!r}", f"one of {sorted([*_SEGMENT_FIELDS, 'color'])}", key)
+    return value
+
+
+def _label_info(value: Any, name: str, facts: TaskFacts) -> list[dict[str, Any]]:
+    return check_label_info(value, name)
 
 
 # fields MONAI Label 0.8.5 puts in a train request: its client/3D Slicer/OHIF (the train task's config() options and
@@ -297,7 +349,7 @@ INFER_FIELDS: dict[str, Check] = {
     "label_tag": _name(),
     "timeout": _number(0, 86_400),
     "client_id": _text,
-    "label_info": _json,
+    "label_info": _label_info,
     "device": _device,
     "model_filename": _model_file,
     "result_extension": _choice(RESULT_EXTENSIONS, allow_none=True),

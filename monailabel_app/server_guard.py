@@ -16,13 +16,17 @@
    removed) and whole-slide inference;
 4. every query parameter is known to its route and checked: image ids and label tags of the datastore exist
    (:meth:`ServerView.has_image`), new image ids and tags come from :data:`NAME` (letters, digits, ``_``, ``.``, ``-``;
-   no path), enumerations and numbers are in range, duplicates are refused;
+   no path), enumerations and numbers are in range, duplicates are refused. When the datastore is a PACS
+   (:meth:`ServerView.dicomweb`), image ids are Series Instance UIDs (digits and dots, at most 64 characters), images
+   are neither uploaded nor deleted here (403: the PACS holds them), and ``output=dicom_seg`` is served (MONAI Label
+   converts with dcmqi: only where dcmqi is installed, :meth:`ServerView.dicom_seg_writer`; a folder datastore 422);
 5. its body fits :attr:`Policy.max_upload` (file uploads) or :data:`MAX_FORM` (anything else), else 413; JSON bodies
    and the ``params``/``info`` form fields are JSON objects (else 422) whose fields pass the task checks of
    ``request_checks.py`` (train and inference) or the route's list; a body ``model`` must be the route's, and the fields
    MONAI Label fills in itself (``bundle_path``, which it puts on the training process's ``PYTHONPATH``, ``image``,
    ``label``, ``session``, ...) are refused; ``/infer`` takes datastore ids only (no file upload: upload the image to
-   the datastore first);
+   the datastore first); ``label_info`` (a DICOM SEG's segment names, in infer and save-label ``params``) is a list of
+   checked objects (``request_checks.check_label_info``);
 6. an uploaded image or label is a file the bundles read, by its bytes (``uploads.py``; 415 otherwise).
 
 Each request that passes is served with its own temporary folder (``tempfile.gettempdir()`` in the threads that serve
@@ -49,7 +53,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from request_checks import RequestRefused, TaskFacts, check_infer_request, check_train_request, refuse_config_syntax
+from dicomweb_access import MAX_UID, is_uid
+from request_checks import (
+    RequestRefused,
+    TaskFacts,
+    check_infer_request,
+    check_label_info,
+    check_train_request,
+    refuse_config_syntax,
+)
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -84,6 +96,8 @@ class ServerView(Protocol):
     def has_image(self, image_id: str) -> bool: ...
     def has_label(self, image_id: str, tag: str) -> bool: ...
     def facts(self, model: str) -> TaskFacts: ...
+    def dicomweb(self) -> bool: ...  # the datastore is a PACS (DICOMweb): image ids are Series Instance UIDs
+    def dicom_seg_writer(self) -> bool: ...  # dcmqi's itkimage2segimage is there (MONAI Label's output=dicom_seg)
 
 
 @dataclass
@@ -148,6 +162,12 @@ def _new_name(value: Any, name: str) -> str:
 
 def _image(ctx: Ctx, value: str, name: str) -> str:
     _text(value, name)
+    if ctx.view.dicomweb() and not is_uid(value):
+        raise Refusal(
+            422,
+            f"Field '{name}' must be a Series Instance UID (digits and dots, at most {MAX_UID} characters) on this "
+            f"server (its datastore is a PACS); got {value[:80]!r}.",
+        )
     if not ctx.view.has_image(value):
         raise Refusal(404, f"Field '{name}': no image '{value[:80]}' in the datastore (ids, not paths).")
     return value
@@ -326,14 +346,34 @@ async def _model_download(ctx: Ctx) -> None:
     _no_body(ctx)
 
 
+_NO_DICOM_SEG_WRITER = (
+    "output=dicom_seg: MONAI Label writes it with dcmqi's itkimage2segimage, which this server does not have; save "
+    "the label instead (PUT /datastore/label?image=<id>&tag=final stores it in the PACS as a DICOM SEG)."
+)
+
+
+def _dicom_seg_output(ctx: Ctx, params: dict[str, Any]) -> None:
+    """``output=dicom_seg``: MONAI Label converts the result to a DICOM SEG of the image's series (its datastore must
+    be DICOMweb, else 500) with dcmqi, naming the segments from ``params.label_info`` (absent: 404)."""
+    if not ctx.view.dicomweb():
+        raise Refusal(422, "output=dicom_seg needs a DICOMweb datastore; this server's datastore is a folder.")
+    if not ctx.view.dicom_seg_writer():
+        raise Refusal(422, _NO_DICOM_SEG_WRITER)
+    if not params.get("label_info"):
+        raise Refusal(422, "output=dicom_seg needs params.label_info: the segments, [{'name': ..., 'idx': ...}].")
+
+
 async def _infer(ctx: Ctx) -> None:
     model = _known(ctx.path["model"], ctx.view.models(), "model")
-    # no session_id: this server keeps no sessions; no dicom_seg: its datastore is a folder, not DICOMweb; no image
-    # from a classifier (MONAI Label answers 500: there is no result image)
-    outputs = ("json", "all") if model in set(ctx.view.classifiers()) else ("image", "json", "all")
+    # no session_id: this server keeps no sessions; no image from a classifier (MONAI Label answers 500: there is no
+    # result image); dicom_seg only from a DICOMweb datastore (_dicom_seg_output)
+    outputs = ("json", "all") if model in set(ctx.view.classifiers()) else ("image", "json", "all", "dicom_seg")
     _check_query(ctx, {"image": _image, "output": _q(_enum(*outputs))}, required=("image",))
     form = await _form_fields(ctx, {"params": "json"}, {})
-    _task_fields(ctx, form.get("params", {}), model, check_infer_request, "inference")
+    params = form.get("params", {})
+    _task_fields(ctx, params, model, check_infer_request, "inference")
+    if ctx.query.get("output") == "dicom_seg":
+        _dicom_seg_output(ctx, params)
 
 
 async def _batch_infer(ctx: Ctx) -> None:
@@ -391,7 +431,12 @@ async def _datastore(ctx: Ctx) -> None:
     _no_body(ctx)
 
 
+_PACS_IMAGES = "This server's images are the series of its PACS (DICOMweb): store or delete them there."
+
+
 async def _add_image(ctx: Ctx) -> None:
+    if ctx.view.dicomweb():
+        raise Refusal(403, _PACS_IMAGES)
     _check_query(ctx, {"image": _q(_new_name)})
     form = await _form_fields(ctx, {"params": "json"}, {"file": IMAGE_EXTENSIONS})
     image = ctx.query.get("image")
@@ -423,6 +468,8 @@ async def _image_info(ctx: Ctx) -> None:
 
 
 async def _image_remove(ctx: Ctx) -> None:
+    if ctx.view.dicomweb():
+        raise Refusal(403, _PACS_IMAGES)
     _check_query(ctx, _image_query("id"), required=("id",))
     _no_body(ctx)
 
@@ -434,7 +481,15 @@ async def _image_info_put(ctx: Ctx) -> None:
 
 async def _save_label(ctx: Ctx) -> None:
     _check_query(ctx, {"image": _image, "tag": _q(_new_name)}, required=("image",))
-    await _form_fields(ctx, {"params": "json"}, {"label": LABEL_EXTENSIONS})
+    form = await _form_fields(ctx, {"params": "json"}, {"label": LABEL_EXTENSIONS})
+    params = form.get("params", {})
+    if "label_info" in params:  # the segments' names of a DICOM SEG (a PACS datastore)
+        try:
+            check_label_info(params["label_info"], "params.label_info")
+        except RequestRefused as e:
+            raise Refusal(422, str(e)) from None
+    if "model" in params:  # the model whose labels name the segments
+        _known(_text(params["model"], "params.model"), ctx.view.models(), "model")
 
 
 def _label(ctx: Ctx, id_field: str) -> None:

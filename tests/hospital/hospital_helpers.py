@@ -126,13 +126,14 @@ def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
 
 
 @contextlib.contextmanager
-def running_orthanc(storage: Path) -> Iterator[Pacs]:
-    """Start Orthanc with ``scripts/orthanc.sh`` on free ports in ``storage``; always stop it afterwards (and kill
-    it, should the script fail to)."""
+def running_orthanc(storage: Path, dicom_port: int | None = None) -> Iterator[Pacs]:
+    """Start Orthanc with ``scripts/orthanc.sh`` on free ports in ``storage`` (``dicom_port`` 0: no DICOM port);
+    always stop it afterwards (and kill it, should the script fail to)."""
     reason = orthanc_missing()
     if reason:
         pytest.skip(reason)
-    http_port, dicom_port = free_port(), free_port()
+    http_port = free_port()
+    dicom_port = free_port() if dicom_port is None else dicom_port
     try:
         orthanc_sh("start", "--storage", str(storage), "--http_port", str(http_port), "--dicom_port", str(dicom_port))
         user, _, password = (storage / "credentials").read_text().strip().partition(":")

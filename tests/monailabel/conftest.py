@@ -2,27 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import locale
-
 import pytest
-from live_server import SHARED_DATA, Server, start_server
-
-
-@contextlib.contextmanager
-def utf8_ctype():
-    """Reads the bundle configs as UTF-8 (the BraTS ones hold non-ASCII characters), as a fresh process does.
-
-    MONAI opens config files with the locale's encoding; in a full test run an earlier test leaves the process's
-    LC_CTYPE at an ASCII locale, and reading configs/inference.yaml then fails. The locale is restored afterwards.
-    """
-    saved = locale.setlocale(locale.LC_CTYPE)
-    if locale.getpreferredencoding(False).upper().replace("-", "") != "UTF8":
-        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, saved)
+from live_server import SHARED_DATA, Server, start_server, utf8_ctype
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,9 @@ from copies whose configs have configs/quick.yaml baked in. One server is starte
 
 from __future__ import annotations
 
+import contextlib
 import json
+import locale
 import os
 import shutil
 import signal
@@ -59,8 +61,9 @@ class Server:
         self.log = root / "server.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        cmd = [
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        return [
             "bash",
             str(REPO / "scripts" / "serve_monailabel.sh"),
             "--studies",
@@ -77,6 +80,9 @@ class Server:
             str(MAX_UPLOAD_MB),
             *self.args,
         ]
+
+    def start(self) -> None:
+        cmd = self.command()
         self.tmpdir.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(self.tmpdir)}
         with open(self.log, "wb") as log:
@@ -147,7 +153,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fresh_weights(bundle: Path, name: str) -> None:
+def fresh_weights(bundle: Path, name: str) -> None:
     """A freshly initialised quick-size network as ``bundle/models/model.pt``."""
     torch.manual_seed(0)
     network = BundleConfigs(name).parser("inference").get_parsed_content("network_def")
@@ -173,14 +179,33 @@ def start_server(tmp_path_factory) -> Server:
         shutil.copy(f, srv.studies)
     for name in (BTCV, BRATS, CXR):
         shutil.copytree(REPO / "bundles" / name / "configs", srv.bundles / name / "configs")
-        _fresh_weights(srv.bundles / name, name)
+        fresh_weights(srv.bundles / name, name)
         if name != CXR:  # the fine-tuning config's MAE encoder (the fine-tuned model.pt loads over it)
             write_quick_weights(srv.bundles / name, ("mae.pt",))
-    # a copy of the app: the server writes logs/ and model/ into its app folder
-    ignore = shutil.ignore_patterns("__pycache__", "logs", "model", "bin")
-    shutil.copytree(REPO / "monailabel_app", srv.app, ignore=ignore)
+    copy_app(srv.app)
     srv.start()
     return srv
+
+
+def copy_app(app: Path) -> None:
+    """A copy of the app at ``app``: the server writes logs/ and model/ into its app folder."""
+    shutil.copytree(REPO / "monailabel_app", app, ignore=shutil.ignore_patterns("__pycache__", "logs", "model", "bin"))
+
+
+@contextlib.contextmanager
+def utf8_ctype():
+    """Reads the bundle configs as UTF-8 (the BraTS ones hold non-ASCII characters), as a fresh process does.
+
+    MONAI opens config files with the locale's encoding; in a full test run an earlier test leaves the process's
+    LC_CTYPE at an ASCII locale, and reading configs/inference.yaml then fails. The locale is restored afterwards.
+    """
+    saved = locale.setlocale(locale.LC_CTYPE)
+    if locale.getpreferredencoding(False).upper().replace("-", "") != "UTF8":
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)
 
 
 def form(**fields: str) -> tuple[bytes, dict]:
@@ -195,7 +220,6 @@ def second_server(root: Path, source: Server, model: str, args: tuple[str, ...],
     srv = Server(root, free_port(), args, headers)
     srv.studies.mkdir(parents=True)
     shutil.copytree(source.bundles / model, srv.bundles / model)
-    ignore = shutil.ignore_patterns("__pycache__", "logs", "model", "bin")
-    shutil.copytree(REPO / "monailabel_app", srv.app, ignore=ignore)
+    copy_app(srv.app)
     srv.start()
     return srv

@@ -89,10 +89,12 @@ def _run(script: str, tmp_path: Path) -> dict:
 def test_no_class_of_the_app_overrides_a_private_method_of_monailabel(tmp_path):
     result = _run(
         """
+        from monailabel.datastore.dicom import DICOMWebDatastore
         from monailabel.tasks.infer.bundle import BundleInferTask
         from monailabel.tasks.train.bundle import BundleTrainTask
+        from pacs_datastore import PacsDatastore
 
-        classes = {app.INFER_TASK, app.TRAIN_TASK}
+        classes = {app.INFER_TASK, app.TRAIN_TASK, PacsDatastore}
         classes |= {c for c in vars(app).values() if inspect.isclass(c) and c.__module__ == app.__name__}
 
         class OldStyle(BundleTrainTask):  # the checker itself finds what the app used to do
@@ -104,24 +106,28 @@ def test_no_class_of_the_app_overrides_a_private_method_of_monailabel(tmp_path):
                       app.TRAIN_TASK.__module__ + "." + app.TRAIN_TASK.__name__],
             "checked": sorted(c.__qualname__ for c in classes),
             "overrides": {c.__qualname__: private_overrides(c) for c in classes if private_overrides(c)},
-            "public": {k: v for c in (app.INFER_TASK, app.TRAIN_TASK) for k, v in public_overrides(c).items()},
+            "public": {
+                k: v for c in (app.INFER_TASK, app.TRAIN_TASK, PacsDatastore) for k, v in public_overrides(c).items()
+            },
             "declared": {k: list(v) for k, v in app.PUBLIC_OVERRIDES.items()},
             "old_style": private_overrides(OldStyle),
             "app_is_monailabel": issubclass(app.MAEBundlesApp, app.MONAILabelApp),
             "infer_subclass": issubclass(app.INFER_TASK, BundleInferTask),
             "train_subclass": issubclass(app.TRAIN_TASK, BundleTrainTask),
+            "datastore_subclass": issubclass(PacsDatastore, DICOMWebDatastore),
         }))
         """,
         tmp_path,
     )
     assert result["overrides"] == {}, f"the app overrides private methods of MONAI Label: {result['overrides']}"
     assert result["old_style"] == ["OldStyle._fetch_datalist"]
-    assert "MAEBundlesApp" in result["checked"] and result["app_is_monailabel"]
-    assert result["infer_subclass"] and result["train_subclass"]
+    assert {"MAEBundlesApp", "PacsDatastore"} <= set(result["checked"]) and result["app_is_monailabel"]
+    assert result["infer_subclass"] and result["train_subclass"] and result["datastore_subclass"]
     # the public methods overridden are the ones declared (and documented in the app's docstring), no more
     expected = {
         "BundleInferTaskKeepingPaths": ["__call__", "run_pre_transforms"],
         "BundleTrainTaskOnModelPt": ["__call__", "config"],
+        "PacsDatastore": ["__init__", "get_image_uri", "get_label_uri", "save_label"],
     }
     assert result["public"] == result["declared"] == expected
 

@@ -236,9 +236,49 @@ def test_failed_inference_leaves_no_temporary_files(server):
     assert _settled(private[0]) == before
 
 
-def _serve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _serve(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = ["bash", str(REPO / "scripts" / "serve_monailabel.sh"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+
+
+def test_the_script_refuses_unsafe_dicomweb_starts(tmp_path):
+    """A PACS as the datastore: the login only from a private file, no password in the URL, no plain http to
+    another machine unless asked for. Each start is refused before anything runs (no server is needed)."""
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "monailabel_app", app, ignore=shutil.ignore_patterns("__pycache__"))
+    common = ("--app", str(app), "--bundles", str(REPO / "bundles"), "--port", "1")
+    pacs = "http://127.0.0.1:1/dicom-web"
+    credentials = tmp_path / "credentials"
+    credentials.write_text("orthanc:Sup3rSecret\n")
+    for mode in (0o644, 0o640, 0o604):
+        credentials.chmod(mode)
+        run = _serve("--studies", pacs, "--dicomweb_credentials", str(credentials), *common)
+        assert run.returncode == 2 and "mode 0600" in run.stderr, (oct(mode), run.stderr)
+    credentials.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(credentials)
+    run = _serve("--studies", pacs, "--dicomweb_credentials", str(link), *common)
+    assert run.returncode == 2 and "--dicomweb_credentials" in run.stderr
+    run = _serve("--studies", pacs, "--dicomweb_credentials", str(tmp_path / "absent"), *common)
+    assert run.returncode == 2 and "--dicomweb_credentials" in run.stderr
+    for url, words in [
+        ("http://orthanc:Sup3rSecret@127.0.0.1:1/dicom-web", "no user or password"),
+        ("ftp://127.0.0.1/dicom-web", "http(s)"),
+        ("file:///etc/passwd", "http(s)"),
+        ("dicomweb://127.0.0.1/dicom-web", "http(s)"),
+        ("http://10.1.2.3:8042/dicom-web", "--allow_insecure_dicomweb"),
+        ("http://pacs.example/dicom-web", "in clear"),
+        ("http://127.0.0.1:1/dicom-web?x=1", "query"),
+    ]:
+        run = _serve("--studies", url, *common)
+        assert run.returncode == 2 and words in run.stderr, (url, run.stderr)
+        assert "Sup3rSecret" not in run.stdout + run.stderr
+    run = _serve("--studies", str(tmp_path / "studies"), "--dicomweb_credentials", str(credentials), *common)
+    assert run.returncode == 2 and "go with --studies <DICOMweb URL>" in run.stderr
+    for var in ("MONAI_LABEL_DICOMWEB_PASSWORD", "MONAI_LABEL_DATASTORE_PASSWORD", "MONAI_LABEL_DATASTORE"):
+        run = _serve("--studies", pacs, *common, env={**os.environ, var: "x"})
+        assert run.returncode == 2 and var in run.stderr and "--dicomweb_credentials" in run.stderr
+    assert not (tmp_path / "studies").exists() and not list(app.glob("logs/*"))  # nothing started
 
 
 def test_the_script_refuses_unsafe_starts(server, tmp_path):

@@ -12,8 +12,10 @@ import gzip
 import importlib.util
 import io
 import json
+import re
 import sys
 import tempfile
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -25,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "monailabel_app"
 sys.path.insert(0, str(APP))  # the guard imports its siblings as MONAI Label's app folder does
 try:
-    for name in ("request_checks", "uploads", "server_guard"):
+    for name in ("request_checks", "uploads", "dicomweb_access", "server_guard"):
         spec = importlib.util.spec_from_file_location(name, APP / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -36,13 +38,22 @@ sg = sys.modules["server_guard"]
 rc = sys.modules["request_checks"]
 
 MODEL, TRAINER = "btcv_mae_segmentation", "btcv_mae_segmentation"
+SERIES = "1.2.826.0.1.3680043.8.498.12345678901234567890"  # a Series Instance UID in a PACS datastore
 TOKEN = "t" * 40
 
 
 class FakeView:
-    def __init__(self) -> None:
-        self.images = {"img0001", "00000211_000"}
-        self.labels = {("img0001", "final")}
+    def __init__(self, pacs: bool = False, dcmqi: bool = False) -> None:
+        self.images = {SERIES, "1.2.3"} if pacs else {"img0001", "00000211_000"}
+        self.labels = {(SERIES, "final")} if pacs else {("img0001", "final")}
+        self.pacs, self.dcmqi = pacs, dcmqi
+        self.asked: list[str] = []  # the image ids looked up in the datastore
+
+    def dicomweb(self):
+        return self.pacs
+
+    def dicom_seg_writer(self):
+        return self.dcmqi
 
     def models(self):
         return [MODEL, "cxr14_mae_classification"]
@@ -60,6 +71,7 @@ class FakeView:
         return []
 
     def has_image(self, image_id):
+        self.asked.append(image_id)
         return image_id in self.images
 
     def has_label(self, image_id, tag):
@@ -337,6 +349,199 @@ def test_other_monai_label_routes(server):
     body, headers = multipart(fields={"info": "[]"})
     assert call(guard, "PUT", "/datastore/image/info", "image=img0001", headers, body)[0] == 422
     assert len(inner.seen) == 5, inner.seen
+
+
+def _pacs_guard(dcmqi: bool = False) -> tuple:
+    inner = Recorder()
+    return sg.Guard(inner, FakeView(pacs=True, dcmqi=dcmqi), sg.Policy(max_upload=1 << 20)), inner
+
+
+NOT_UIDS = [
+    "img0001",
+    "../1.2.3",
+    "1.2.3/../../etc/passwd",
+    "/etc/passwd",
+    "1..2",
+    ".1.2",
+    "1.2.",
+    "1" * 65,
+    "1.2.3\n",
+    "1.2.3 ",
+    "%2e%2e%2f1.2",
+    "\uff11.\uff12",  # fullwidth digits: not DICOM's
+    "1.2.3;rm",
+    "",
+]
+
+
+def test_a_pacs_datastore_takes_series_uids_only():
+    """On a DICOMweb datastore an image id is a Series Instance UID: anything else is refused before the datastore
+    (MONAI Label joins it to its cache folder) is asked."""
+    guard, inner = _pacs_guard()
+    label = nifti_gz()
+    for bad in NOT_UIDS:
+        q = urllib.parse.quote(bad, safe="")
+        body, headers = multipart(files={"label": ("l.nii.gz", label)})
+        for method, path, query, extra in [
+            ("POST", f"/infer/{MODEL}", f"image={q}", {}),
+            ("GET", "/datastore/image", f"image={q}", {}),
+            ("GET", "/datastore/image/info", f"image={q}", {}),
+            ("GET", "/datastore/label", f"label={q}&tag=final", {}),
+            ("DELETE", "/datastore/label", f"id={q}&tag=final", {}),
+            ("PUT", "/datastore/label", f"image={q}&tag=final", headers),
+        ]:
+            status, answer = call(guard, method, path, query, extra, body if method == "PUT" else b"")
+            assert status == 422, (bad, method, path, status, answer)
+    assert guard.view.asked == [] and inner.seen == []
+    assert call(guard, "POST", f"/infer/{MODEL}", "image=1.2.4")[0] == 404  # a UID, not in the PACS
+    assert call(guard, "POST", f"/infer/{MODEL}", f"image={SERIES}&output=image")[0] == 200
+    assert call(guard, "GET", "/datastore/label", f"label={SERIES}&tag=final")[0] == 200
+    assert call(guard, "POST", f"/infer/{MODEL}", f"image={'1' * 64}")[0] == 404  # 64 characters: a UID
+    # images come from the PACS: neither uploaded nor deleted here
+    body, headers = multipart(files={"file": ("1.2.5.nii.gz", nifti_gz())})
+    assert call(guard, "PUT", "/datastore/image", "image=1.2.5", headers, body)[0] == 403
+    assert call(guard, "PUT", "/datastore/", "", headers, body)[0] == 403
+    assert call(guard, "DELETE", "/datastore/image", f"id={SERIES}")[0] == 403
+    assert call(guard, "DELETE", "/datastore/", f"id={SERIES}")[0] == 403
+    # the DICOMweb proxy stays off
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        assert call(guard, method, f"/proxy/dicom/wado/studies/{SERIES}/series/{SERIES}/metadata")[0] == 403
+    assert call(guard, "GET", "/proxy/dicom/qido/studies")[0] == 403
+    assert len(inner.seen) == 2
+
+
+def _infer_params(params: dict) -> tuple[bytes, dict]:
+    return multipart(fields={"params": json.dumps(params)})
+
+
+LABEL_INFO = [{"name": "spleen", "idx": 1, "color": [157, 108, 162]}, {"name": "liver", "idx": 6}]
+BAD_LABEL_INFO = [
+    ({"x": 1}, "list"),
+    ([{"name": "spleen", "segmentAttribute": {"SegmentLabel": "x"}}], "segmentAttribute"),
+    ([{"name": "a\\b"}], "name"),
+    ([{"name": "x" * 65}], "name"),
+    ([{"name": "a\nb"}], "name"),
+    ([{"name": 1}], "name"),
+    ([{"name": "$__import__('os')"}], "config syntax"),
+    ([{"idx": 0}], "idx"),
+    ([{"idx": True}], "idx"),
+    ([{"idx": 1.5}], "idx"),
+    ([{"color": [256, 0, 0]}], "color"),
+    ([{"color": [1, 2]}], "color"),
+    ([{"color": "red"}], "color"),
+    (["spleen"], "object"),
+    ([{"name": "s"}] * 256, "list"),
+]
+
+
+def test_dicom_seg_output_only_from_a_pacs_with_dcmqi(server):
+    folder_guard, folder_inner = server
+    body, headers = _infer_params({"label_info": LABEL_INFO})
+    status, answer = call(folder_guard, "POST", f"/infer/{MODEL}", "image=img0001&output=dicom_seg", headers, body)
+    assert status == 422 and "folder" in answer["detail"]
+    query = "image=00000211_000&output=dicom_seg"
+    assert call(folder_guard, "POST", "/infer/cxr14_mae_classification", query)[0] == 422
+    assert folder_inner.seen == []
+
+    guard, inner = _pacs_guard(dcmqi=False)
+    status, answer = call(guard, "POST", f"/infer/{MODEL}", f"image={SERIES}&output=dicom_seg", headers, body)
+    assert status == 422 and "itkimage2segimage" in answer["detail"] and "PUT /datastore/label" in answer["detail"]
+    assert inner.seen == []
+
+    guard, inner = _pacs_guard(dcmqi=True)
+    status, answer = call(guard, "POST", f"/infer/{MODEL}", f"image={SERIES}&output=dicom_seg")
+    assert status == 422 and "label_info" in answer["detail"]
+    for label_info, words in BAD_LABEL_INFO:
+        bad, bad_headers = _infer_params({"label_info": label_info})
+        status, answer = call(guard, "POST", f"/infer/{MODEL}", f"image={SERIES}&output=dicom_seg", bad_headers, bad)
+        assert status == 422 and words in answer["detail"], (label_info, answer)
+    assert inner.seen == []
+    assert call(guard, "POST", f"/infer/{MODEL}", f"image={SERIES}&output=dicom_seg", headers, body)[0] == 200
+    assert len(inner.seen) == 1
+
+
+def test_saved_label_info_is_checked():
+    """``params.label_info`` of a saved label names the segments of the DICOM SEG written to the PACS."""
+    guard, inner = _pacs_guard()
+    label = ("l.nii.gz", nifti_gz())
+    for label_info, words in BAD_LABEL_INFO:
+        body, headers = multipart(fields={"params": json.dumps({"label_info": label_info})}, files={"label": label})
+        status, answer = call(guard, "PUT", "/datastore/label", f"image={SERIES}&tag=final", headers, body)
+        assert status == 422 and words in answer["detail"], (label_info, answer)
+    for params, status in [({"model": "nope"}, 404), ({"model": 1}, 422), ({"model": "../x"}, 404)]:
+        body, headers = multipart(fields={"params": json.dumps(params)}, files={"label": label})
+        assert call(guard, "PUT", "/datastore/label", f"image={SERIES}&tag=final", headers, body)[0] == status, params
+    assert inner.seen == []
+    params = {"label_info": LABEL_INFO, "model": MODEL}
+    body, headers = multipart(fields={"params": json.dumps(params)}, files={"label": label})
+    assert call(guard, "PUT", "/datastore/label", f"image={SERIES}&tag=final", headers, body)[0] == 200
+    assert len(inner.seen) == 1
+
+
+def test_dicomweb_urls_and_credentials(tmp_path, capsys):
+    """What ``serve_monailabel.sh --studies <URL> --dicomweb_credentials <file>`` accepts (``dicomweb_access.py``)."""
+    access = sys.modules["dicomweb_access"]
+    for url in [
+        "http://127.0.0.1:8042/dicom-web",
+        "http://localhost:8042/dicom-web/",
+        "http://[::1]:8042/dicom-web",
+        "http://127.0.0.2/dicom-web",
+        "https://pacs.hospital.org/dicom-web",
+        "https://pacs.hospital.org/dcm4chee-arc/aets/DCM4CHEE/rs",
+    ]:
+        assert access.check_dicomweb_url(url) == url.rstrip("/")
+    assert access.check_dicomweb_url("http://10.0.0.5/dicom-web", allow_insecure=True) == "http://10.0.0.5/dicom-web"
+    for url, words in [
+        ("http://10.0.0.5/dicom-web", "--allow_insecure_dicomweb"),
+        ("http://pacs.hospital.org/dicom-web", "in clear"),
+        ("http://127.0.0.1.evil.example/dicom-web", "in clear"),
+        ("http://user:secret@127.0.0.1:8042/dicom-web", "no user or password"),
+        ("https://user@pacs/dicom-web", "no user or password"),
+        ("ftp://127.0.0.1/dicom-web", "http"),
+        ("ftp://user:secret@127.0.0.1/dicom-web", "no user or password"),
+        ("file:///etc/passwd", "http"),
+        ("http:///dicom-web", "no host"),
+        ("http://127.0.0.1:99999/dicom-web", "range"),
+        ("http://127.0.0.1/dicom-web?x=1", "query"),
+        ("http://127.0.0.1/dicom-web#x", "fragment"),
+        ("http://127.0.0.1/a/../dicom-web", "plain"),
+        ("http://127.0.0.1/a/%2e%2e/dicom-web", "plain"),
+        ("http://127.0.0.1/dicom web", "spaces"),
+        ("http://127.0.0.1/dicom-web\n", "control"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            access.check_dicomweb_url(url)
+        assert "secret" not in words
+    with pytest.raises(ValueError) as refused:
+        access.check_dicomweb_url("http://user:secret@127.0.0.1/dicom-web")
+    assert "secret" not in str(refused.value)  # the message does not repeat the password
+
+    good = tmp_path / "credentials"
+    good.write_text("orthanc:s3cret:with:colons\n")
+    good.chmod(0o600)
+    assert access.read_credentials(good) == ("orthanc", "s3cret:with:colons")
+    for mode in (0o644, 0o640, 0o604, 0o660):
+        good.chmod(mode)
+        with pytest.raises(ValueError, match="mode 0600"):
+            access.read_credentials(good)
+    good.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    with pytest.raises(ValueError, match="link"):
+        access.read_credentials(link)
+    with pytest.raises(ValueError, match="mode 0600"):
+        access.read_credentials(tmp_path)  # a folder
+    for text in ["no-colon", ":nouser", "user:", "a:b\nc:d", "a:b\x00"]:
+        bad = tmp_path / "bad"
+        bad.write_text(text)
+        bad.chmod(0o600)
+        with pytest.raises(ValueError, match="user:password"):
+            access.read_credentials(bad)
+    assert access.main(["--url", "http://user:pw@127.0.0.1/x"]) == 2
+    assert "no user or password" in capsys.readouterr().err
+    assert access.main(["--url", "http://127.0.0.1:8042/dicom-web", "--credentials", str(good)]) == 0
+    assert [access.is_uid(v) for v in ("1.2.840.10008.5.1.4.1.1.2", "0", "1" * 64)] == [True] * 3
+    assert not any(access.is_uid(v) for v in NOT_UIDS + [None, 1.2, "1" * 65])
 
 
 def test_layout_refuses_a_datastore_on_the_python_path(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,176 @@
+"""The server's datastore when ``--studies`` is a DICOMweb URL: MONAI Label's ``DICOMWebDatastore``, made safe.
+
+Built by ``MAEBundlesApp.init_remote_datastore`` (``main.py``; a public method of MONAI Label's app) instead of MONAI
+Label's own, which downloads dcmqi from GitHub into the app's ``bin/`` (on the server's ``PATH``) at every start
+where it is absent, and logs in with ``MONAI_LABEL_DICOMWEB_USERNAME``/``PASSWORD`` (exported to every process it
+starts). Here:
+
+* the PACS is checked and logged into as ``dicomweb_access.py`` says: the URL (https, or plain http to a loopback host
+  unless ``MAE_MONAILABEL_DICOMWEB_INSECURE=1``), the login read from the file named by
+  ``MAE_MONAILABEL_DICOMWEB_CREDENTIALS`` into the HTTP session only;
+* the cache of series and labels is ``MONAI_LABEL_DICOMWEB_CACHE_PATH`` (``scripts/serve_monailabel.sh`` puts it in
+  the server's private temporary folder, removed when the server stops: no patient data is left behind);
+* ids are Series Instance UIDs (``dicomweb_access.is_uid``), checked before any is joined to a cache path: the
+  image a client names, and the series and instance UIDs the PACS answers with (MONAI Label names downloaded files
+  after them, so a crafted UID in the PACS would write outside the cache);
+* a ``final`` label (``PUT /datastore/label``, or an inference saved with ``label_tag: final``) is written as a DICOM
+  SEG by ``dicom_seg.py`` and stored in the PACS with STOW-RS, then kept in the cache as MONAI Label does; other tags
+  stay in the cache only;
+* a ``final`` label kept in the cache is answered from there (MONAI Label 0.8.5 would fetch the image series again
+  as if it were the SEG and fail).
+
+Public methods of ``DICOMWebDatastore`` overridden: ``__init__`` (calls MONAI Label's with its public arguments),
+``get_image_uri``, ``get_label_uri``, ``save_label`` (``tests/monailabel/test_public_api.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dicom_seg import write_seg
+from dicomweb_access import CREDENTIALS_ENV, INSECURE_ENV, check_dicomweb_url, is_uid, read_credentials
+from dicomweb_client.session_utils import create_session_from_user_pass
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.utils.others.generic import md5_digest
+from pydicom.dataset import Dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PacsDatastore", "pacs_datastore"]
+
+FAILED_SOP_SEQUENCE = 0x00081198
+
+
+def _uid(value: Any, what: str) -> str:
+    if not is_uid(value):
+        raise HTTPException(status_code=422, detail=f"{what} {str(value)[:80]!r} is not a DICOM UID.")
+    return value
+
+
+def _download_series(client: DICOMwebClientX, series_uid: str, folder: str) -> None:
+    """The instances of series ``series_uid`` as ``folder/<SOP Instance UID>.dcm``, written whole or not at all."""
+    found = [Dataset.from_json(s) for s in client.search_for_series(search_filters={"SeriesInstanceUID": series_uid})]
+    studies = {str(s.get("StudyInstanceUID", "")) for s in found if s.get("SeriesInstanceUID") == series_uid}
+    if len(studies) != 1:
+        raise HTTPException(status_code=404, detail=f"Series {series_uid} is not in the PACS (or in several studies).")
+    study_uid = _uid(studies.pop(), "The PACS answered a Study Instance UID")
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=".download-", dir=parent)
+    try:
+        for instance in client.retrieve_series(study_uid, series_uid):
+            sop = _uid(str(instance.get("SOPInstanceUID", "")), "The PACS answered a SOP Instance UID")
+            instance.save_as(os.path.join(partial, f"{sop}.dcm"))
+        shutil.rmtree(folder, ignore_errors=True)  # an empty or partial folder of an earlier try
+        os.rename(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+class PacsDatastore(DICOMWebDatastore):
+    """``DICOMWebDatastore`` with checked ids, safe downloads and DICOM SEGs of its own (module docstring).
+
+    Args:
+        client: the PACS's DICOMweb client (logged in).
+        cache_path: the folder of the cache (a sub-folder per PACS URL is made there).
+        model_labels: a served model's labels (name -> value), to name the segments of an inference it saves.
+        search_filter: the QIDO filter of the series listed as images (MONAI Label's setting, CT by default).
+    """
+
+    def __init__(
+        self,
+        client: DICOMwebClientX,
+        cache_path: str,
+        model_labels: Callable[[str], Mapping[str, int]],
+        search_filter: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.pacs = client
+        self.cache_folder = os.path.realpath(os.path.join(cache_path, md5_digest(client.base_url)))
+        self.model_labels = model_labels
+        filters = dict(search_filter if search_filter is not None else settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER)
+        super().__init__(client, filters, cache_path=cache_path, fetch_by_frame=False, convert_to_nifti=True)
+
+    def _series_folder(self, uid: str, *tag: str) -> str:
+        labels = ("labels", *tag) if tag else ()
+        return os.path.join(self.cache_folder, *labels, uid)
+
+    def get_image_uri(self, image_id: str) -> str:
+        uid = _uid(image_id, "Image id")
+        folder = self._series_folder(uid)
+        if not (os.path.isdir(folder) and os.listdir(folder)):
+            _download_series(self.pacs, uid, folder)
+        return super().get_image_uri(uid)
+
+    def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        if label_tag != DefaultLabelTag.FINAL:
+            return super().get_label_uri(label_id, label_tag, image_id)
+        kept = LocalDatastore.get_label_uri(self, label_id, label_tag)  # a label saved here: its NIfTI in the cache
+        if kept and os.path.exists(kept):
+            return kept
+        uid = _uid(label_id, "Label id")  # a SEG series of the PACS (training reads them)
+        _uid(image_id, "Image id")
+        folder = self._series_folder(uid, label_tag)
+        if not (os.path.isdir(folder) and os.listdir(folder)):
+            _download_series(self.pacs, uid, folder)
+        return super().get_label_uri(uid, label_tag, image_id)
+
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
+    ) -> str:
+        if label_tag != DefaultLabelTag.FINAL:
+            return super().save_label(image_id, label_filename, label_tag, label_info, label_id)
+        uid = _uid(image_id, "Image id")
+        image_file = self.get_image_uri(uid)
+        try:
+            seg = write_seg(self._series_folder(uid), image_file, label_filename, label_info, self.model_labels)
+        except ValueError as e:  # dicom_seg.GeometryMismatch: not on the image's grid; values out of range
+            raise HTTPException(status_code=422, detail=f"Label of {uid}: {e}") from None
+        info = dict(label_info)
+        if seg is not None:
+            answer = self.pacs.store_instances([seg])
+            if FAILED_SOP_SEQUENCE in answer and answer[FAILED_SOP_SEQUENCE].value:
+                raise HTTPException(status_code=502, detail=f"The PACS refused the SEG of {uid}: {answer.to_json()}")
+            info.update(SeriesInstanceUID=str(seg.SeriesInstanceUID), StudyInstanceUID=str(seg.StudyInstanceUID))
+            info.update(Modality="SEG", segments=[s.SegmentLabel for s in seg.SegmentSequence])
+            logger.info(f"Stored the SEG {seg.SeriesInstanceUID} of {uid} ({len(seg.SegmentSequence)} segments)")
+        return LocalDatastore.save_label(self, uid, label_filename, label_tag, info)
+
+
+def pacs_datastore(url: str, model_labels: Callable[[str], Mapping[str, int]]) -> PacsDatastore:
+    """The datastore of the PACS at ``url``, logged in with the file named by ``MAE_MONAILABEL_DICOMWEB_CREDENTIALS``.
+
+    Raises:
+        ValueError: the URL or the credentials file is refused (``dicomweb_access``), MONAI Label's own DICOMweb
+            login settings are set, or another remote datastore is asked for.
+    """
+    url = check_dicomweb_url(url, os.environ.get(INSECURE_ENV) == "1")
+    if settings.MONAI_LABEL_DATASTORE.lower() not in ("", "dicomweb"):
+        raise ValueError(f"MONAI_LABEL_DATASTORE={settings.MONAI_LABEL_DATASTORE}: this app serves DICOMweb only.")
+    if settings.MONAI_LABEL_DICOMWEB_USERNAME or settings.MONAI_LABEL_DICOMWEB_PASSWORD:
+        raise ValueError(
+            "MONAI_LABEL_DICOMWEB_USERNAME/PASSWORD are set: give the PACS login as a file (--dicomweb_credentials); "
+            "MONAI Label exports its settings to every process it starts."
+        )
+    credentials = os.environ.get(CREDENTIALS_ENV, "")
+    session = create_session_from_user_pass(*read_credentials(credentials)) if credentials else None
+    client = DICOMwebClientX(
+        url=url,
+        session=session,
+        qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+        wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+        stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+    )
+    cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
+    if not cache:
+        raise ValueError("MONAI_LABEL_DICOMWEB_CACHE_PATH is not set (scripts/serve_monailabel.sh sets it).")
+    logger.info(f"DICOMweb datastore {url} (login: {'a credentials file' if session else 'none'}), cache {cache}")
+    return PacsDatastore(client, cache, model_labels)
