@@ -21,6 +21,7 @@ import stat
 import tempfile
 
 import requests
+from fastapi import HTTPException
 from monailabel.app import app as monailabel_server
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMWebDatastore
@@ -58,6 +59,8 @@ class MonaiLabelView:
             return image_id in set(app_instance().datastore().list_images())
         except requests.RequestException as e:
             raise Refusal(503, f"The PACS does not answer: {type(e).__name__}.") from None
+        except HTTPException as e:  # pacs_datastore.pacs_errors: the PACS down, timed out or failing
+            raise Refusal(e.status_code, str(e.detail)) from None
 
     def has_label(self, image_id: str, tag: str) -> bool:
         return self.has_image(image_id) and tag in app_instance().datastore().get_labels_by_image_id(image_id)

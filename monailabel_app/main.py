@@ -173,7 +173,16 @@ TRAIN_TASK = BundleTrainTaskOnModelPt
 PUBLIC_OVERRIDES = {  # tests/monailabel/test_public_api.py
     "BundleInferTaskKeepingPaths": ("__call__", "run_pre_transforms"),
     "BundleTrainTaskOnModelPt": ("__call__", "config"),
-    "PacsDatastore": ("__init__", "get_image_uri", "get_label_uri", "save_label"),  # pacs_datastore.py
+    "PacsDatastore": (  # pacs_datastore.py
+        "__init__",
+        "datalist",
+        "get_image_uri",
+        "get_label_uri",
+        "get_labeled_images",
+        "list_images",
+        "save_label",
+        "status",
+    ),
 }
 _MSD = LABEL_CONVENTIONS["msd"]
 _LABEL_MAP = MappingProxyType({"config": {"result_dtype": "uint8"}})

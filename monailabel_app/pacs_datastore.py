@@ -17,21 +17,33 @@ starts). Here:
   SEG by ``dicom_seg.py`` and stored in the PACS with STOW-RS, then kept in the cache as MONAI Label does; other tags
   stay in the cache only;
 * a ``final`` label kept in the cache is answered from there (MONAI Label 0.8.5 would fetch the image series again
-  as if it were the SEG and fail).
+  as if it were the SEG and fail);
+* an image series is checked before it is cached (:func:`check_image_series`): each instance an image, its slices
+  evenly spaced along their normal (ITK reads a series with a missing slice as a shorter volume, its spacing
+  averaged, and labels would land off their organs): otherwise 422 naming the series and the instance or gap. A
+  rescale (slope, intercept, signed values) is ITK's to apply: it reads such a CT in HU;
+* every PACS call has a bounded time (:data:`PACS_TIMEOUT_S`, connect and between bytes), and a PACS that does not
+  answer, times out or answers an HTTP error is a 502/504 naming the PACS and what was asked, never a traceback.
 
 Public methods of ``DICOMWebDatastore`` overridden: ``__init__`` (calls MONAI Label's with its public arguments),
-``get_image_uri``, ``get_label_uri``, ``save_label`` (``tests/monailabel/test_public_api.py``).
+``get_image_uri``, ``get_label_uri``, ``save_label``, ``list_images``, ``get_labeled_images``, ``datalist``,
+``status`` (``tests/monailabel/test_public_api.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+import pydicom
+import requests
 from dicom_seg import write_seg
 from dicomweb_access import CREDENTIALS_ENV, INSECURE_ENV, check_dicomweb_url, is_uid, read_credentials
 from dicomweb_client.session_utils import create_session_from_user_pass
@@ -48,6 +60,58 @@ logger = logging.getLogger(__name__)
 __all__ = ["PacsDatastore", "pacs_datastore"]
 
 FAILED_SOP_SEQUENCE = 0x00081198
+PACS_TIMEOUT_S = (10.0, 120.0)  # connect, then between two reads of an answer
+SPACING_TOLERANCE = 0.01  # of the median slice spacing, and at least 0.01 mm: float positions of a regular series
+
+
+@contextlib.contextmanager
+def pacs_errors(url: str, what: str) -> Iterator[None]:
+    """Turn a failed PACS call (``what``: the request, for the message) into a 502 or 504 naming the PACS."""
+    try:
+        yield
+    except requests.Timeout:
+        raise HTTPException(504, f"The PACS {url} did not answer within {PACS_TIMEOUT_S[1]:g} s ({what}).") from None
+    except requests.ConnectionError:
+        raise HTTPException(502, f"The PACS {url} cannot be reached ({what}): is it running?") from None
+    except requests.HTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise HTTPException(502, f"The PACS {url} answered HTTP {status} ({what}).") from None
+    except requests.RequestException as e:
+        raise HTTPException(502, f"The PACS {url} failed ({what}): {type(e).__name__}.") from None
+
+
+def check_image_series(folder: str, series_uid: str) -> None:
+    """Refuse (422, naming the series and the instance or the gap) a series that ITK would read wrongly: an instance
+    that is not an image (a Structured Report, ...), or slices not evenly spaced along their normal."""
+    slices = []
+    for name in sorted(os.listdir(folder)):
+        ds = pydicom.dcmread(os.path.join(folder, name), stop_before_pixels=True, force=True)
+        sop = str(ds.get("SOPInstanceUID", name))
+        if "Rows" not in ds or "Columns" not in ds:
+            kind = getattr(ds.get("SOPClassUID"), "name", str(ds.get("SOPClassUID", "?")))
+            raise HTTPException(
+                422, f"Series {series_uid}: instance {sop} ({ds.get('Modality', '?')}, {kind}) is not an image."
+            )
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            slices.append((sop, np.array(ds.ImageOrientationPatient, float), np.array(ds.ImagePositionPatient, float)))
+    if len(slices) < 3:
+        return
+    orientation = slices[0][1]
+    for sop, other, _ in slices:
+        if np.abs(other - orientation).max() > 1e-3:
+            raise HTTPException(422, f"Series {series_uid}: instance {sop} is in another plane than the others.")
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = sorted((float(position @ normal), sop) for sop, _, position in slices)
+    steps = np.diff([a for a, _ in along])
+    median = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - median)))
+    if median <= 0 or abs(steps[worst] - median) > max(SPACING_TOLERANCE * median, 0.01):
+        (a, first), (b, second) = along[worst], along[worst + 1]
+        raise HTTPException(
+            422,
+            f"Series {series_uid}: slices {first} and {second} are {b - a:.3g} mm apart, the others {median:.3g} mm "
+            "(a missing slice or uneven spacing); it cannot be read as one volume.",
+        )
 
 
 def _uid(value: Any, what: str) -> str:
@@ -56,8 +120,9 @@ def _uid(value: Any, what: str) -> str:
     return value
 
 
-def _download_series(client: DICOMwebClientX, series_uid: str, folder: str) -> None:
-    """The instances of series ``series_uid`` as ``folder/<SOP Instance UID>.dcm``, written whole or not at all."""
+def _download_series(client: DICOMwebClientX, series_uid: str, folder: str, image: bool = True) -> None:
+    """The instances of series ``series_uid`` as ``folder/<SOP Instance UID>.dcm``, written whole or not at all (an
+    ``image`` series only when :func:`check_image_series` takes it)."""
     found = [Dataset.from_json(s) for s in client.search_for_series(search_filters={"SeriesInstanceUID": series_uid})]
     studies = {str(s.get("StudyInstanceUID", "")) for s in found if s.get("SeriesInstanceUID") == series_uid}
     if len(studies) != 1:
@@ -70,6 +135,10 @@ def _download_series(client: DICOMwebClientX, series_uid: str, folder: str) -> N
         for instance in client.retrieve_series(study_uid, series_uid):
             sop = _uid(str(instance.get("SOPInstanceUID", "")), "The PACS answered a SOP Instance UID")
             instance.save_as(os.path.join(partial, f"{sop}.dcm"))
+        if not os.listdir(partial):
+            raise HTTPException(404, f"Series {series_uid}: the PACS answered no instance.")
+        if image:
+            check_image_series(partial, series_uid)
         shutil.rmtree(folder, ignore_errors=True)  # an empty or partial folder of an earlier try
         os.rename(partial, folder)
     finally:
@@ -103,12 +172,41 @@ class PacsDatastore(DICOMWebDatastore):
         labels = ("labels", *tag) if tag else ()
         return os.path.join(self.cache_folder, *labels, uid)
 
+    def _pacs(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return pacs_errors(self.pacs.base_url, what)
+
+    def list_images(self) -> list[str]:
+        with self._pacs("listing the image series"):
+            return super().list_images()
+
+    def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        with self._pacs("listing the SEG series"):
+            return super().get_labeled_images(label_tag, labels)
+
+    def status(self) -> dict[str, Any]:
+        """MONAI Label's counts of series, or, where the PACS fails, its error: ``/info`` is answered all the same."""
+        try:
+            return super().status()
+        except HTTPException as e:
+            return {"total": 0, "completed": 0, "label_tags": {}, "pacs_error": e.detail}
+
+    def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
+        with self._pacs("fetching the labelled series"):
+            items = super().datalist(full_path)
+            images = set(self.list_images())
+        kept = [d for d in items if os.path.basename(d["image"]).removesuffix(".nii.gz") in images]
+        for d in items:
+            if d not in kept:  # MONAI Label keeps the pair it cached, though the series is gone from the PACS
+                logger.warning(f"Training list: {os.path.basename(d['image'])} left out, its series is not in the PACS")
+        return kept
+
     def get_image_uri(self, image_id: str) -> str:
         uid = _uid(image_id, "Image id")
         folder = self._series_folder(uid)
-        if not (os.path.isdir(folder) and os.listdir(folder)):
-            _download_series(self.pacs, uid, folder)
-        return super().get_image_uri(uid)
+        with self._pacs(f"fetching series {uid}"):
+            if not (os.path.isdir(folder) and os.listdir(folder)):
+                _download_series(self.pacs, uid, folder)
+            return super().get_image_uri(uid)
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         if label_tag != DefaultLabelTag.FINAL:
@@ -119,9 +217,10 @@ class PacsDatastore(DICOMWebDatastore):
         uid = _uid(label_id, "Label id")  # a SEG series of the PACS (training reads them)
         _uid(image_id, "Image id")
         folder = self._series_folder(uid, label_tag)
-        if not (os.path.isdir(folder) and os.listdir(folder)):
-            _download_series(self.pacs, uid, folder)
-        return super().get_label_uri(uid, label_tag, image_id)
+        with self._pacs(f"fetching the SEG series {uid}"):
+            if not (os.path.isdir(folder) and os.listdir(folder)):
+                _download_series(self.pacs, uid, folder, image=False)
+            return super().get_label_uri(uid, label_tag, image_id)
 
     def save_label(
         self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
@@ -136,7 +235,8 @@ class PacsDatastore(DICOMWebDatastore):
             raise HTTPException(status_code=422, detail=f"Label of {uid}: {e}") from None
         info = dict(label_info)
         if seg is not None:
-            answer = self.pacs.store_instances([seg])
+            with self._pacs(f"storing the SEG of {uid}"):
+                answer = self.pacs.store_instances([seg])
             if FAILED_SOP_SEQUENCE in answer and answer[FAILED_SOP_SEQUENCE].value:
                 raise HTTPException(status_code=502, detail=f"The PACS refused the SEG of {uid}: {answer.to_json()}")
             info.update(SeriesInstanceUID=str(seg.SeriesInstanceUID), StudyInstanceUID=str(seg.StudyInstanceUID))
@@ -161,7 +261,8 @@ def pacs_datastore(url: str, model_labels: Callable[[str], Mapping[str, int]]) -
             "MONAI Label exports its settings to every process it starts."
         )
     credentials = os.environ.get(CREDENTIALS_ENV, "")
-    session = create_session_from_user_pass(*read_credentials(credentials)) if credentials else None
+    session = create_session_from_user_pass(*read_credentials(credentials)) if credentials else requests.Session()
+    session.request = functools.partial(session.request, timeout=PACS_TIMEOUT_S)  # every call bounded
     client = DICOMwebClientX(
         url=url,
         session=session,
@@ -172,5 +273,5 @@ def pacs_datastore(url: str, model_labels: Callable[[str], Mapping[str, int]]) -
     cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
     if not cache:
         raise ValueError("MONAI_LABEL_DICOMWEB_CACHE_PATH is not set (scripts/serve_monailabel.sh sets it).")
-    logger.info(f"DICOMweb datastore {url} (login: {'a credentials file' if session else 'none'}), cache {cache}")
+    logger.info(f"DICOMweb datastore {url} (login: {'a credentials file' if credentials else 'none'}), cache {cache}")
     return PacsDatastore(client, cache, model_labels)

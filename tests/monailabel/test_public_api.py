@@ -127,7 +127,16 @@ def test_no_class_of_the_app_overrides_a_private_method_of_monailabel(tmp_path):
     expected = {
         "BundleInferTaskKeepingPaths": ["__call__", "run_pre_transforms"],
         "BundleTrainTaskOnModelPt": ["__call__", "config"],
-        "PacsDatastore": ["__init__", "get_image_uri", "get_label_uri", "save_label"],
+        "PacsDatastore": [
+            "__init__",
+            "datalist",
+            "get_image_uri",
+            "get_label_uri",
+            "get_labeled_images",
+            "list_images",
+            "save_label",
+            "status",
+        ],
     }
     assert result["public"] == result["declared"] == expected
 
