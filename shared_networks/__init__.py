@@ -15,6 +15,7 @@ from shared_networks.data.brats import brats_datalist, brats_inference_inputs, c
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
 from shared_networks.data.dicom_display import DicomRadiographReader
+from shared_networks.data.features import EncoderFeaturesd
 from shared_networks.data.loading import CheckedLoadImaged, ImageReadError
 from shared_networks.data.options import (
     drop_last_batch,
@@ -69,7 +70,7 @@ from shared_networks.engine.schedules import epoch_steps, pretrain_or_finetune, 
 from shared_networks.engine.seeding import EpochSeeder
 from shared_networks.engine.selection import SelectedModelSaver, ValidationCoverage, ValidationLoss
 from shared_networks.engine.tracking import evaluation_artifacts, iteration_loss, run_name
-from shared_networks.networks.classifier import ViTClassifier
+from shared_networks.networks.classifier import FeatureHead, ViTClassifier
 from shared_networks.networks.handoff import (
     HandoffReport,
     NonFiniteError,
@@ -94,6 +95,7 @@ __all__ = [
     "NonFiniteError",
     "PatchEmbed",
     "ViTClassifier",
+    "FeatureHead",
     "ViTEncoder",
     "first_non_finite",
     "interpolate_pos_embed",
@@ -150,6 +152,7 @@ __all__ = [
     "CheckedLoadImaged",
     "CheckedPILReader",
     "ComposeWithoutMeta",
+    "EncoderFeaturesd",
     "DicomRadiographReader",
     "ImageReadError",
     "LabelToRegionsd",

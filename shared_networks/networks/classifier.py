@@ -10,7 +10,7 @@ from torch import nn
 from shared_networks.networks.handoff import refuse_non_finite
 from shared_networks.networks.vit import ViTEncoder
 
-__all__ = ["ViTClassifier"]
+__all__ = ["FeatureHead", "ViTClassifier"]
 
 
 class ViTClassifier(nn.Module):
@@ -62,16 +62,41 @@ class ViTClassifier(nn.Module):
         self.register_load_state_dict_pre_hook(refuse_non_finite)  # NaN/inf weights, from any loader
         self.register_load_state_dict_pre_hook(_refuse_norm_before_pool)
 
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, P + L, D) tokens from ``encoder.forward_features`` -> (B, D): the average of the patch tokens
+        (``pool="avg"``, before ``fc_norm``) or the class token."""
+        if self.pool == "avg":
+            return tokens[:, self.encoder.num_prefix_tokens :].mean(dim=1)
+        return tokens[:, 0]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled features (:meth:`features`) -> (B, num_classes): ``fc_norm``, dropout and the head."""
+        return self.head(self.head_drop(self.fc_norm(features)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> (B, D) pooled encoder features, the input of :meth:`classify` (a linear probe's features)."""
+        return self.pool_tokens(self.encoder.forward_features(x))
+
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, P + L, D) tokens from ``encoder.forward_features`` -> (B, num_classes)."""
-        if self.pool == "avg":
-            x = self.fc_norm(tokens[:, self.encoder.num_prefix_tokens :].mean(dim=1))  # (B, D)
-        else:
-            x = tokens[:, 0]  # (B, D)
-        return self.head(self.head_drop(x))
+        return self.classify(self.pool_tokens(tokens))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.encoder.forward_features(x))
+
+
+class FeatureHead(nn.Module):
+    """The part of a :class:`ViTClassifier` after its encoder, as a network of its own: (B, D) pooled features ->
+    (B, num_classes) logits, with the classifier's own ``fc_norm`` and ``head`` (shared, not copied). A linear probe
+    trains it on features computed once (:class:`~shared_networks.data.features.EncoderFeaturesd`); the classifier it
+    belongs to is then the whole trained model, saved and served as usual."""
+
+    def __init__(self, classifier: ViTClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier.classify(features)
 
 
 def _refuse_norm_before_pool(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, error_msgs):

@@ -1,13 +1,18 @@
 """The checks of MONAI model-zoo's CI (``ci/verify_bundle.py``) on one bundle folder, offline, merging nothing else.
 
-Model-zoo runs, in this order, on the bundle folder as committed: the directory (``configs/metadata.json``; the
-files of ``large_files.yml`` are downloaded first), the version (``version`` is a key of ``changelog``), the metadata
-format (``monai.bundle verify_metadata`` against ``meta_schema_20240725.json``), the data shape (``monai.bundle
-verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone, with the metadata's
-``network_data_format``) and TorchScript (``monai.bundle ckpt_export`` of that ``network_def`` with
-``models/model.pt``, then ``torch.jit.load`` of any ``models/model.ts``). Here:
+Model-zoo's CI first pip-installs ``monai``, ``torch``, ``numpy`` and every ``name==version`` of
+``required_packages_version`` / ``optional_packages_version`` (``ci/get_bundle_requirements.py``), then runs, in this
+order, on the bundle folder as committed (full mode, its default): the directory (the files of ``large_files.yml``
+are downloaded first; ``configs/metadata.json``, ``LICENSE``, ``models/model.pt`` and an inference config), the
+version (``version`` is a key of ``changelog``), the metadata format (``monai.bundle verify_metadata`` against
+``meta_schema_20240725.json``), the inference properties (only for a ``supported_apps`` app that ships a properties
+file in model-zoo; none does for MONAI Label), the data shape (``monai.bundle verify_net_in_out`` on ``network_def``
+of ``configs/inference.*`` alone, with the metadata's ``network_data_format``) and TorchScript (``monai.bundle
+ckpt_export`` of that ``network_def`` with ``models/model.pt``, then ``torch.jit.load`` of any ``models/model.ts``).
+Full mode is ``released=True`` here. Here:
 
-- directory: ``LICENSE``, ``configs/metadata.json``, ``docs/README.md``, an inference config; ``large_files.yml``
+- directory: ``LICENSE``, ``configs/metadata.json``, ``docs/README.md``, one inference config (with several of
+  ``inference.json|yaml|yml`` model-zoo reads the last of them, these checks the first); ``large_files.yml``
   parses and every entry has a path inside the bundle, an http(s) URL and a hash (an empty ``large_files: []`` is
   fine); ``download=True`` fetches the files with ``monai.bundle download_large_files`` (hashes checked), as
   model-zoo does; without it, files already present must match their hash.
@@ -16,13 +21,20 @@ verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone, with th
   ``verify_metadata``, which fails offline), with the tensor fields of the MONAI bundle specification (type, format,
   modality, num_channels, spatial_shape, dtype, value_range, is_patch_data, channel_def) for every input and output;
   ``eval_metrics`` holds numbers only.
+- requirements: model-zoo's pins (``monai>=X rc1,<next patch``, as its CI allows release candidates; ``torch==``,
+  ``numpy==``, ``name==version`` of both package lists) are valid requirements, satisfied by the environment the
+  checks run in (the data shape and TorchScript results stand for model-zoo's only on those versions).
+- properties: the required properties of MONAI's ``TrainProperties`` / ``InferProperties`` and ``MetaProperties``
+  (what ``ConfigWorkflow.check_properties`` asks) are ids of ``configs/train.*`` / ``configs/inference.*``, each read
+  alone with the metadata, and each optional property a config refers to uses its id; ids are not instantiated (that
+  needs the data set).
 - data shape: ``verify_net_in_out`` on ``network_def`` of ``configs/inference.*`` alone.
 - TorchScript, when ``models/model.pt`` is present: ``ckpt_export`` of the same network and weights into a temporary
   file, which is then loaded; scripted (``torch.jit.script``, no input shape), as model-zoo's default.
 
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation
     python -m shared_networks.cli.bundle_checks bundles/btcv_mae_segmentation --net_in_out false   # no network built
-    python -m shared_networks.cli.bundle_checks dist/btcv_mae_segmentation --released true --download true
+    python -m shared_networks.cli.bundle_checks dist/btcv_mae_segmentation --released true --download true  # full mode
 """
 
 from __future__ import annotations
@@ -50,11 +62,14 @@ __all__ = [
     "check_large_files",
     "check_metadata",
     "check_net_in_out",
+    "check_properties",
     "check_required_files",
+    "check_requirements",
     "check_torchscript",
     "check_version",
     "file_hash",
     "find_config",
+    "model_zoo_requirements",
     "read_large_files",
 ]
 
@@ -203,6 +218,12 @@ def check_required_files(bundle: str | os.PathLike, released: bool = False) -> l
     problems = [f"{bundle / f}: required file is missing" for f in REQUIRED_FILES if not (bundle / f).is_file()]
     if find_config(bundle, "inference") is None:
         problems.append(f"{bundle / 'configs'}: no inference config (inference.json, .yaml or .yml)")
+    inference = [f"inference{s}" for s in CONFIG_SUFFIXES if (bundle / "configs" / f"inference{s}").is_file()]
+    if len(inference) > 1:
+        problems.append(
+            f"{bundle / 'configs'}: several inference configs ({', '.join(inference)}): model-zoo checks "
+            f"{inference[-1]}, these checks and the docs' commands {inference[0]}; keep one"
+        )
     if released and not (bundle / "models" / "model.pt").is_file():
         lf = _find_large_files(bundle)
         try:
@@ -363,6 +384,121 @@ def check_large_files(bundle: str | os.PathLike, download: bool = False) -> list
     return problems
 
 
+def _next_patch(version: str) -> str:
+    """``1.6.1`` -> ``1.6.2``: the upper bound of the MONAI range model-zoo's CI installs."""
+    parts = [*Version(version).release, 0, 0][:3]
+    return ".".join(map(str, [*parts[:2], parts[2] + 1]))
+
+
+def model_zoo_requirements(metadata: Mapping[str, Any]) -> list[str]:
+    """The lines model-zoo's CI pip-installs before it checks a bundle (``ci/get_bundle_requirements.py``, with
+    release candidates of MONAI allowed, as its CI runs): ``monai>=X rc1,<next patch``, ``torch==``, ``numpy==`` and
+    ``name==version`` for ``optional_packages_version`` then ``required_packages_version``."""
+    lines = []
+    if "monai_version" in metadata:
+        lines.append(f"monai>={metadata['monai_version']}rc1,<{_next_patch(metadata['monai_version'])}")
+    for key, name in (("pytorch_version", "torch"), ("numpy_version", "numpy")):
+        if key in metadata:
+            lines.append(f"{name}=={metadata[key]}")
+    for key in ("optional_packages_version", "required_packages_version"):
+        lines += [f"{name}=={version}" for name, version in dict(metadata.get(key, {})).items()]
+    return lines
+
+
+def check_requirements(metadata: Mapping[str, Any], path: str | os.PathLike = "configs/metadata.json") -> list[str]:
+    """Each of :func:`model_zoo_requirements` is a valid requirement that the installed environment satisfies.
+
+    Model-zoo installs them from PyPI before its checks; offline, the environment stands in for that install, so a
+    pin no distribution here satisfies (a package not installed, another version) is reported. Whether each pin is on
+    PyPI cannot be seen offline (``pip index versions <name>`` tells).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        lines = model_zoo_requirements(metadata)
+    except (InvalidVersion, TypeError, ValueError, AttributeError) as e:
+        return [f"{path}: the versions cannot be made into pip requirements: {type(e).__name__}: {e}"]
+    problems = []
+    for line in lines:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as e:
+            problems.append(f"{path}: {line!r} is not a pip requirement: {e}")
+            continue
+        try:
+            installed = version(req.name)
+        except PackageNotFoundError:
+            problems.append(f"{path}: {line}: {req.name} is not installed here (model-zoo's CI pip-installs it)")
+            continue
+        if not req.specifier.contains(installed, prereleases=True):
+            problems.append(f"{path}: {line}: {req.name} {installed} is installed here; model-zoo's CI checks {line}")
+    return problems
+
+
+def _hash_id(config_id: str) -> str:
+    """A config id in the ``a#b`` form the bundles write (MONAI's property tables write ``a::b``)."""
+    return config_id.replace("::", "#")
+
+
+def check_properties(bundle: str | os.PathLike, workflow_type: str = "inference") -> list[str]:
+    """The properties ``ConfigWorkflow.check_properties`` asks of a ``workflow_type`` ("train" or "inference") config,
+    read alone with ``configs/metadata.json``: every required property of MONAI's ``TrainProperties`` /
+    ``InferProperties`` and ``MetaProperties`` is an id, and an optional property a config item refers to (say,
+    ``evaluator#val_handlers``) is referred to by its id. Nothing is instantiated: that would need the data set.
+
+    Ids compare with ``::`` and ``#`` as one separator (``ConfigWorkflow`` compares the text, so it reports every
+    ``@train#handlers`` it finds as a wrong id of ``train::handlers``).
+    """
+    from monai.bundle import ConfigWorkflow
+    from monai.bundle.properties import InferProperties, MetaProperties, TrainProperties
+    from monai.utils import BundleProperty, BundlePropertyConfig
+
+    if workflow_type not in ("train", "inference"):
+        raise ValueError(f"workflow_type must be 'train' or 'inference', got {workflow_type!r}.")
+    bundle = Path(bundle)
+    config = find_config(bundle, workflow_type)
+    if config is None:
+        return [f"{bundle / 'configs'}: no {workflow_type} config ({workflow_type}.json, .yaml or .yml)"]
+    try:
+        workflow = ConfigWorkflow(
+            config_file=str(config),
+            meta_file=str(bundle / "configs" / "metadata.json"),
+            logging_file=False,
+            workflow_type=workflow_type,
+            bundle_root=str(bundle),
+        )
+    except Exception as e:
+        return [f"{config}: cannot be read as a {workflow_type} workflow: {type(e).__name__}: {e}"]
+    properties = {**(TrainProperties if workflow_type == "train" else InferProperties), **MetaProperties}
+    parser = workflow.parser
+    handlers = parser.get("train#handlers", [])
+    validation = [
+        h for h in handlers if isinstance(h, Mapping) and str(h.get("_target_", "")).endswith("ValidationHandler")
+    ]
+    problems = []
+    for name, prop in properties.items():
+        prop_id, ref_id = prop[BundlePropertyConfig.ID], prop.get(BundlePropertyConfig.REF_ID)
+        if prop.get(BundleProperty.REQUIRED, False):
+            if prop_id not in parser:
+                problems.append(f"{config}: required property {name!r} (id {_hash_id(prop_id)!r}) is missing")
+            continue
+        if ref_id is None:
+            continue
+        if name in ("evaluator", "val_interval"):  # MONAI looks for them in the ValidationHandler of train#handlers
+            refs = [h.get(ref_id) for h in validation]
+        else:
+            refs = [parser.get(ref_id, None)]
+        for ref in refs:
+            if isinstance(ref, str) and not ref.startswith("$") and _hash_id(ref) != "@" + _hash_id(prop_id):
+                problems.append(
+                    f"{config}: {_hash_id(ref_id)!r} is {ref!r}: the optional property {name!r} must be referred to"
+                    f" as '@{_hash_id(prop_id)}'"
+                )
+    return problems
+
+
 def _inference_config(bundle: Path, net_id: str) -> tuple[Path | None, list[str]]:
     config = find_config(bundle, "inference")
     if config is None:
@@ -379,12 +515,14 @@ def _inference_config(bundle: Path, net_id: str) -> tuple[Path | None, list[str]
 
 
 def check_net_in_out(
-    bundle: str | os.PathLike, net_id: str = "network_def", device: str = "cpu", **override: Any
+    bundle: str | os.PathLike, net_id: str = "network_def", device: str | None = None, **override: Any
 ) -> list[str]:
     """Model-zoo's data-shape check: ``monai.bundle.verify_net_in_out`` on ``net_id`` of ``configs/inference.*``
-    alone: a random input of the metadata's input shape gives the metadata's output channels and dtype.
+    alone: a random input of batch 1 and the metadata's input shape (``p``, ``n`` and ``*`` in it taken as 1, MONAI's
+    defaults, as model-zoo passes none) gives the metadata's output channels and dtype.
 
-    ``override`` (config ids -> values) is for tests; model-zoo passes none.
+    ``device`` ``None`` is MONAI's default (``cuda:0`` if there is a GPU, as on model-zoo's runners); ``override``
+    (config ids -> values) is for tests; model-zoo passes none.
     """
     bundle = Path(bundle)
     config, problems = _inference_config(bundle, net_id)
@@ -452,7 +590,7 @@ def check_torchscript(bundle: str | os.PathLike, net_id: str = "network_def") ->
     return problems
 
 
-CHECKS = ("directory", "version", "metadata", "data shape", "torchscript")
+CHECKS = ("directory", "version", "metadata", "requirements", "properties", "data shape", "torchscript")
 
 
 def check_bundle(
@@ -461,10 +599,12 @@ def check_bundle(
     torchscript: bool = True,
     download: bool = False,
     released: bool = False,
-    device: str = "cpu",
+    requirements: bool = True,
+    device: str | None = None,
 ) -> list[str]:
     """Model-zoo's checks on ``bundle`` as it is (no config merged); raise ``BundleCheckError`` listing all problems,
-    or return the names of the checks run (of :data:`CHECKS`).
+    or return the names of the checks run (of :data:`CHECKS`). ``released=True, download=True`` is model-zoo's full
+    mode (``ci/verify_bundle.py``'s default): ``models/model.pt`` is required, so TorchScript always runs.
 
     Args:
         bundle: bundle folder.
@@ -473,11 +613,13 @@ def check_bundle(
         torchscript: the TorchScript check, when ``models/model.pt`` is present (after ``download``).
         download: fetch the files of ``large_files.yml`` first, as model-zoo's CI does.
         released: an exported bundle: ``models/model.pt`` present or listed in ``large_files.yml``.
-        device: where the data-shape check runs.
+        requirements: the installed packages satisfy the pins model-zoo's CI installs from the metadata.
+        device: where the data-shape check runs; ``None``: a GPU if there is one (MONAI's default, as model-zoo).
     """
     bundle = Path(bundle)
     net_in_out, torchscript = as_bool(net_in_out, "net_in_out"), as_bool(torchscript, "torchscript")
     download, released = as_bool(download, "download"), as_bool(released, "released")
+    requirements = as_bool(requirements, "requirements")
     if not bundle.is_dir():
         raise FileNotFoundError(f"bundle folder {bundle} does not exist.")
     done = ["directory"]
@@ -494,6 +636,14 @@ def check_bundle(
             else:
                 done += ["version", "metadata"]
                 problems += check_version(metadata, meta_path) + check_metadata(metadata, meta_path)
+                if requirements and not problems:
+                    done.append("requirements")
+                    problems += check_requirements(metadata, meta_path)
+    if not problems:
+        done.append("properties")
+        for workflow_type in ("train", "inference"):
+            if workflow_type == "inference" or find_config(bundle, workflow_type) is not None:
+                problems += check_properties(bundle, workflow_type)
     # networks are only worth building for a bundle that passed the rest (model-zoo stops at the first failure)
     if net_in_out and not problems:
         done.append("data shape")

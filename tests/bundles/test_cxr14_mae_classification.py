@@ -152,12 +152,18 @@ def test_linear_probe_trains_only_the_head(phantoms, tmp_path):
         dataset_dir=str(phantoms),
         ckpt_dir=str(tmp_path),
         output_dir=str(tmp_path / "runs"),
-        max_epochs=2,
+        max_epochs=3,
         val_interval=1,
     )
     network = wf.parser.get_parsed_content("network")
     head_before = network.head.weight.detach().clone()
+    encoded = []  # images through the encoder: each once (features computed once, not every epoch)
+    network.encoder.patch_embed.register_forward_hook(lambda module, args, out: encoded.append(args[0].shape[0]))
     wf.run()
+    n_images = len(wf.parser.get_parsed_content("train#dataset#data")) + len(
+        wf.parser.get_parsed_content("validate#dataset#data")
+    )
+    assert sum(encoded) == n_images and set(encoded) == {1}
     optimizer = wf.parser.get_parsed_content("optimizer")
     trained = {id(q) for g in optimizer.param_groups for q in g["params"]}
     assert trained == {id(q) for n, q in network.named_parameters() if not n.startswith("encoder.")}

@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -28,9 +29,12 @@ from shared_networks.tools.bundle_checks import (
     check_large_files,
     check_metadata,
     check_net_in_out,
+    check_properties,
     check_required_files,
+    check_requirements,
     check_torchscript,
     check_version,
+    model_zoo_requirements,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,10 +66,10 @@ def bundle_copy(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundles_pass_every_check(name):
-    """Directory, version, metadata and verify_net_in_out of the full-size inference network of inference.yaml alone
-    (no weights are committed: no TorchScript)."""
+    """Directory, version, metadata, requirements, properties and verify_net_in_out of the full-size inference network
+    of inference.yaml alone (no weights are committed: no TorchScript)."""
     done = check_bundle(REPO / "bundles" / name, download=True)
-    assert done == ["directory", "version", "metadata", "data shape"]
+    assert done == ["directory", "version", "metadata", "requirements", "properties", "data shape"]
 
 
 @pytest.mark.parametrize("name", BUNDLES)
@@ -76,9 +80,14 @@ def test_metadata_and_files_pass(name):
     meta = metadata(name)
     assert meta["eval_metrics"] == {}  # numbers only, none measured yet
     assert meta["supported_apps"] == {"monailabel": "0.8.5"}
+    # model-zoo's CI pip-installs every pin; this repository's package is not on PyPI (a release carries its code)
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    assert f'version = "{meta["required_packages_version"]["mae-medical-bundles"]}"' in pyproject
-    assert 'name = "mae-medical-bundles"' in pyproject
+    assert (
+        'name = "mae-medical-bundles"' in pyproject and "mae-medical-bundles" not in meta["required_packages_version"]
+    )
+    version = pyproject.split('\nversion = "')[1].split('"')[0]
+    assert f"needs mae-medical-bundles {version}" in meta["changelog"][meta["version"]]
+    assert check_requirements(meta) == []
 
 
 def test_command_line_reports_problems(bundle_copy):
@@ -100,7 +109,19 @@ def test_command_line_reports_problems(bundle_copy):
 def test_switches_from_the_command_line(bundle_copy):
     """fire hands ``--net_in_out false`` over as the string 'false': it must switch the check off."""
     bundle = bundle_copy("cxr14_mae_classification")
-    assert check_bundle(bundle, net_in_out="false") == ["directory", "version", "metadata"]
+    assert check_bundle(bundle, net_in_out="false") == [
+        "directory",
+        "version",
+        "metadata",
+        "requirements",
+        "properties",
+    ]
+    assert check_bundle(bundle, net_in_out="false", requirements="false") == [
+        "directory",
+        "version",
+        "metadata",
+        "properties",
+    ]
     with pytest.raises(ValueError, match="released must be true or false .*got 'maybe'"):
         check_bundle(bundle, net_in_out="false", released="maybe")
 
@@ -269,10 +290,12 @@ def test_each_check_can_fail(bundle_copy, served):
     good = {"path": "models/model.pt", "url": f"{url}/model.pt", "hash_val": hashlib.sha256(weights).hexdigest()}
     lf = bundle / "large_files.yml"
     lf.write_text(json.dumps({"large_files": [good]}))
-    assert check_bundle(bundle, download=True, released=True) == [
+    assert check_bundle(bundle, download=True, released=True) == [  # model-zoo's full mode
         "directory",
         "version",
         "metadata",
+        "requirements",
+        "properties",
         "data shape",
         "torchscript",
     ]
@@ -300,13 +323,14 @@ def test_each_check_can_fail(bundle_copy, served):
     meta_path.write_text(json.dumps({**meta, "eval_metrics": {"mean_auc": "not yet measured"}}))
     fails("eval_metrics#mean_auc: must be a number")
     meta_path.write_text(json.dumps(meta))
-    # data shape: inference.yaml without network_def; a network the metadata does not describe
+    # properties, data shape: inference.yaml without network_def; a network the metadata does not describe
     inference = bundle / "configs/inference.yaml"
     text = inference.read_text(encoding="utf-8")
     inference.write_text(
         text.replace("network_def:", "network_definition:").replace("@network_def", "@network_definition")
     )
-    fails("inference.yaml: no 'network_def'")
+    fails("inference.yaml: required property 'network_def' (id 'network_def') is missing")  # before any network
+    assert "inference.yaml: no 'network_def'" in check_net_in_out(bundle)[0]
     inference.write_text(text)
     meta_path.write_text(
         json.dumps(
@@ -414,3 +438,74 @@ def test_torchscript_check_scripts_the_network(bundle_copy, tmp_path, monkeypatc
     problems = check_torchscript(bundle)
     assert len(problems) == 1 and "ckpt_export of network_def with model.pt failed" in problems[0], problems
     assert "prod" in problems[0] and "not supported in Torchscript" in problems[0], problems
+
+
+def test_requirements_are_model_zoo_pins_the_environment_satisfies():
+    """ci/get_bundle_requirements.py's lines (MONAI release candidates allowed); a pin nothing installed here
+    satisfies is reported, as model-zoo's install would give other versions or fail."""
+    meta = metadata("btcv_mae_segmentation")
+    lines = model_zoo_requirements({**meta, "optional_packages_version": {"tqdm": "4.0.0"}})
+    assert lines[:3] == [
+        f"monai>={meta['monai_version']}rc1,<1.6.2",
+        "torch==2.13.0",
+        f"numpy=={meta['numpy_version']}",
+    ]
+    assert lines[3] == "tqdm==4.0.0" and lines[4:] == [
+        f"{k}=={v}" for k, v in meta["required_packages_version"].items()
+    ]
+    assert check_requirements(meta, "m.json") == []
+    problems = check_requirements({**meta, "numpy_version": "1.0.0"}, "m.json")
+    assert problems == [
+        f"m.json: numpy==1.0.0: numpy {np.__version__} is installed here; model-zoo's CI checks numpy==1.0.0"
+    ]
+    unpublished = {**meta["required_packages_version"], "no-such-pkg": "1.0.0"}
+    problems = check_requirements({**meta, "required_packages_version": unpublished}, "m.json")
+    assert problems == [
+        "m.json: no-such-pkg==1.0.0: no-such-pkg is not installed here (model-zoo's CI pip-installs it)"
+    ]
+    assert "is not a pip requirement" in check_requirements({**meta, "required_packages_version": {"a b": "1"}})[0]
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_properties_of_train_and_inference(name):
+    assert check_properties(REPO / "bundles" / name, "inference") == []
+    assert check_properties(REPO / "bundles" / name, "train") == []
+
+
+def test_broken_properties_are_reported(bundle_copy):
+    """MONAI's TrainProperties / InferProperties on broken copies: a required id missing, an optional property
+    referred to by another id; check_bundle reports them before building any network."""
+    bundle = bundle_copy("cxr14_mae_classification")
+    inference, train = bundle / "configs/inference.yaml", bundle / "configs/train.yaml"
+    text = inference.read_text(encoding="utf-8")
+    assert "\ninferer:" in text and "inferer: '@inferer'" in text
+    inference.write_text(text.replace("\ninferer:", "\nmy_inferer:").replace("'@inferer'", "'@my_inferer'"))
+    assert check_properties(bundle, "inference") == [
+        f"{inference}: required property 'inferer' (id 'inferer') is missing"
+    ]
+    inference.write_text(text)
+    train_text = train.read_text(encoding="utf-8")
+    assert train_text.count("    max_epochs: '@max_epochs'") == 1
+    train.write_text(train_text.replace("    max_epochs: '@max_epochs'", "    num_epochs: '@max_epochs'"))
+    problems = check_properties(bundle, "train")
+    assert problems == [f"{train}: required property 'max_epochs' (id 'train#trainer#max_epochs') is missing"]
+    with pytest.raises(BundleCheckError, match="max_epochs"):
+        check_bundle(bundle, net_in_out=False)
+    assert train_text.count("'@validate#handlers'") == 1
+    train.write_text(train_text.replace("'@validate#handlers'", "'@train#handlers'"))
+    assert check_properties(bundle, "train") == [
+        f"{train}: 'validate#evaluator#val_handlers' is '@train#handlers': the optional property 'val_handlers' must"
+        " be referred to as '@validate#handlers'"
+    ]
+    with pytest.raises(ValueError, match="workflow_type must be 'train' or 'inference', got 'evaluate'"):
+        check_properties(bundle, "evaluate")
+
+
+def test_several_inference_configs_are_reported(bundle_copy):
+    """Model-zoo checks the last of inference.json|yaml|yml, these checks the first: one must go."""
+    bundle = bundle_copy("btcv_mae_segmentation")
+    shutil.copy(bundle / "configs/inference.yaml", bundle / "configs/inference.yml")
+    assert check_required_files(bundle) == [
+        f"{bundle / 'configs'}: several inference configs (inference.yaml, inference.yml): model-zoo checks "
+        "inference.yml, these checks and the docs' commands inference.yaml; keep one"
+    ]
