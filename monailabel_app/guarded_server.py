@@ -21,6 +21,7 @@ import stat
 import tempfile
 
 import requests
+from dicomweb_proxy import PacsReader
 from fastapi import HTTPException
 from monailabel.app import app as monailabel_server
 from monailabel.config import settings
@@ -67,6 +68,9 @@ class MonaiLabelView:
 
     def dicomweb(self) -> bool:
         return isinstance(app_instance().datastore(), DICOMWebDatastore)
+
+    def pacs_reader(self) -> PacsReader | None:
+        return getattr(app_instance().datastore(), "reader", None)  # set by pacs_datastore.pacs_datastore
 
     def dicom_seg_writer(self) -> bool:
         return shutil.which("itkimage2segimage") is not None

@@ -17,14 +17,19 @@ route, before MONAI Label sees it; docs/monailabel.md.)
   served from a copy in ``<app>/model/baked-<names>/<bundle>`` whose configs hold the override values
   (:func:`shared_networks.tools.bake_configs.bake_bundle_configs`) and whose ``models`` links to the bundle's own
   ``models/``, so weights trained through MONAI Label land there;
-* ``skip_trainers``: ``true`` to serve inference only.
+* ``skip_trainers``: ``true`` to serve inference only;
+* ``modalities``: with a PACS, the comma-separated modalities of the series served as images (default: those of the
+  served bundles, :attr:`ServedBundle.modalities`: CT for BTCV, DX and CR for the chest X-ray classifier).
 
 A bundle is served once its ``models/model.pt`` exists (MONAI Label skips it, with a warning, before).
 
 ``--studies`` is a folder, or a PACS's DICOMweb URL: then ``init_remote_datastore`` (a public method of MONAI Label's
 app) builds :class:`pacs_datastore.PacsDatastore` (MONAI Label's ``DICOMWebDatastore`` with its login read from a
 file, UIDs checked, and ``final`` labels stored in the PACS as DICOM SEGs written by ``dicom_seg.py``; the public
-methods it overrides are in :data:`PUBLIC_OVERRIDES`).
+methods it overrides are in :data:`PUBLIC_OVERRIDES`). It lists the series of ``--conf modalities`` (one QIDO-RS search
+each). A radiograph series (DX, CR) is served as its one DICOM file, which the chest X-ray bundle's own reader reads as
+displayed; ``MAEBundlesApp.infer`` (MONAI Label's public method) first refuses (422, naming the series) a series
+whose modality the model does not take (a CT to the classifier, a radiograph to a segmentation bundle).
 
 Every bundle is served by MONAI Label's own :class:`~monailabel.tasks.train.bundle.BundleTrainTask` and
 :class:`~monailabel.tasks.infer.bundle.BundleInferTask`, built with public constructor arguments only. Two public
@@ -74,6 +79,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -92,7 +98,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import device_list, device_map, strtobool
-from pacs_datastore import pacs_datastore
+from pacs_datastore import RADIOGRAPH_MODALITIES, PacsDatastore, pacs_datastore
 from request_checks import RequestRefused, TaskFacts, check_infer_request, check_train_request
 
 from shared_networks.data.cxr14 import CXR14_FINDINGS
@@ -112,6 +118,7 @@ class ServedBundle(NamedTuple):
     infer_args: Mapping[str, Any] = MappingProxyType({})
     labels: Mapping[str, int] | None = None
     trainable: bool = True
+    modalities: tuple[str, ...] = ("CT",)  # the series of a PACS it reads; () none (it takes no single series)
 
 
 MODEL_FILE = "model.pt"  # the fine-tuned weights in each bundle's models/
@@ -190,18 +197,34 @@ BUNDLES: dict[str, ServedBundle] = {
     "btcv_mae_segmentation": ServedBundle(infer_args=_LABEL_MAP),
     # MONAI Label's datastore holds single files: BraTS cases are MSD Task01 4-D NIfTI files (FLAIR, T1w, T1gd, T2w)
     "brats_mae_segmentation": ServedBundle(
-        infer_args=_LABEL_MAP, labels={name: value for value, name in _MSD.names.items() if value}
+        infer_args=_LABEL_MAP, labels={name: value for value, name in _MSD.names.items() if value}, modalities=()
     ),
     "cxr14_mae_classification": ServedBundle(
         infer_args={"type": InferType.CLASSIFICATION, "add_post_restore": False},
         labels={name: i for i, name in enumerate(CXR14_FINDINGS)},
         trainable=False,
+        modalities=RADIOGRAPH_MODALITIES,
     ),
 }
+MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")  # a DICOM Modality (code string)
 
 
 def _names(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def served_modalities(value: str | None, models: Sequence[str]) -> list[str]:
+    """The modalities of ``--conf modalities`` (comma-separated), else those of the bundles ``models`` in order.
+
+    Raises:
+        ValueError: naming a value that is not a DICOM modality code (``CT``, ``DX``, ``CR``, ...).
+    """
+    given = _names(value)
+    bad = [m for m in given if not MODALITY_CODE.fullmatch(m)]
+    if bad:
+        raise ValueError(f"--conf modalities: {bad} are not DICOM modalities (upper-case codes such as CT, DX, CR).")
+    derived = [m for name in models for m in BUNDLES[name].modalities]
+    return list(dict.fromkeys(given or derived))
 
 
 def infer_task(name: str, path: str, conf: Mapping[str, str]) -> InferTask | None:
@@ -264,6 +287,7 @@ class MAEBundlesApp(MONAILabelApp):
         if missing:
             raise ValueError(f"--conf bundles: '{self.bundles_root}' has no bundle folder {missing}.")
         self.paths = {m: os.path.join(self.bundles_root, m) for m in self.models}
+        self.modalities = served_modalities(conf.get("modalities"), self.models)
         if self.config_overrides:
             baked = os.path.join(app_dir, "model", "baked-" + "-".join(self.config_overrides))
             for m in self.models:
@@ -307,7 +331,23 @@ class MAEBundlesApp(MONAILabelApp):
     def init_remote_datastore(self) -> Datastore:
         """``--studies`` is a DICOMweb URL: the PACS as :class:`pacs_datastore.PacsDatastore` (checked URL, login
         from a file, UIDs checked, DICOM SEGs written without dcmqi)."""
-        return pacs_datastore(self.studies, self.served_labels)
+        return pacs_datastore(self.studies, self.served_labels, self.modalities)
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's inference, after refusing (422, naming the series) a PACS series whose modality the model
+        does not take: a CT series to the chest X-ray classifier, a radiograph to a segmentation bundle."""
+        store = datastore if datastore else self.datastore()
+        model, image = request.get("model"), request.get("image")
+        if isinstance(store, PacsDatastore) and model in self.models and isinstance(image, str):
+            wanted = BUNDLES[model].modalities
+            modality = store.series_modality(image) if wanted else ""
+            if wanted and modality not in wanted:
+                raise HTTPException(
+                    status_code=422,
+                    detail=f"Series {image} is {modality or 'of no modality'}: {model} takes {'/'.join(wanted)} "
+                    f"series{' of one radiograph' if set(wanted) <= set(RADIOGRAPH_MODALITIES) else ''}.",
+                )
+        return super().infer(request, datastore)
 
     def served_labels(self, model: str) -> Mapping[str, int]:
         """The labels (name -> value) of the served model ``model``; empty for another name."""

@@ -18,10 +18,19 @@ starts). Here:
   stay in the cache only;
 * a ``final`` label kept in the cache is answered from there (MONAI Label 0.8.5 would fetch the image series again
   as if it were the SEG and fail);
+* the image series listed are those of the modalities given (``modalities``: one QIDO-RS search per modality, the
+  answers merged, since a QIDO query matches one Modality value), each search with the other keys of MONAI Label's
+  ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``; without modalities, that filter as it is (``{"Modality": "CT"}`` by
+  default), as MONAI Label does;
 * an image series is checked before it is cached (:func:`check_image_series`): each instance an image, its slices
   evenly spaced along their normal (ITK reads a series with a missing slice as a shorter volume, its spacing
   averaged, and labels would land off their organs): otherwise 422 naming the series and the instance or gap. A
   rescale (slope, intercept, signed values) is ITK's to apply: it reads such a CT in HU;
+* a radiograph series (:data:`RADIOGRAPH_MODALITIES`) is one image with pixel data that
+  ``shared_networks.data.dicom_display`` can display (grey, one frame, a valid window or VOI LUT): otherwise 422
+  naming the series (and the instance). Its image is the downloaded DICOM file itself, not a NIfTI conversion: the
+  chest X-ray bundle reads it with its own ``DicomRadiographReader`` (MONOCHROME1 inverted, VOI LUT or window
+  applied), as its ``inference.yaml`` does;
 * every PACS call has a bounded time (:data:`PACS_TIMEOUT_S`, connect and between bytes), and a PACS that does not
   answer, times out or answers an HTTP error is a 502/504 naming the PACS and what was asked, never a traceback.
 
@@ -38,15 +47,17 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pydicom
 import requests
+from cachetools import TTLCache, cached
 from dicom_seg import write_seg
 from dicomweb_access import CREDENTIALS_ENV, INSECURE_ENV, check_dicomweb_url, is_uid, read_credentials
 from dicomweb_client.session_utils import create_session_from_user_pass
+from dicomweb_proxy import PacsReader
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
@@ -55,11 +66,16 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import md5_digest
 from pydicom.dataset import Dataset
 
+from shared_networks.data.dicom_display import display_values
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["PacsDatastore", "pacs_datastore"]
+__all__ = ["RADIOGRAPH_MODALITIES", "PacsDatastore", "check_image_series", "pacs_datastore"]
 
+RADIOGRAPH_MODALITIES = ("DX", "CR")
+"""Modalities of series served as one radiograph: its DICOM file, not a volume."""
 FAILED_SOP_SEQUENCE = 0x00081198
+MODALITY = "00080060"  # the Modality attribute in a QIDO-RS answer
 PACS_TIMEOUT_S = (10.0, 120.0)  # connect, then between two reads of an answer
 SPACING_TOLERANCE = 0.01  # of the median slice spacing, and at least 0.01 mm: float positions of a regular series
 
@@ -82,11 +98,16 @@ def pacs_errors(url: str, what: str) -> Iterator[None]:
 
 def check_image_series(folder: str, series_uid: str) -> None:
     """Refuse (422, naming the series and the instance or the gap) a series that ITK would read wrongly: an instance
-    that is not an image (a Structured Report, ...), or slices not evenly spaced along their normal."""
+    that is not an image (a Structured Report, ...), or slices not evenly spaced along their normal; and a radiograph
+    series that is not one displayable image (:func:`check_radiograph_series`)."""
     slices = []
-    for name in sorted(os.listdir(folder)):
+    names = sorted(os.listdir(folder))
+    for name in names:
         ds = pydicom.dcmread(os.path.join(folder, name), stop_before_pixels=True, force=True)
         sop = str(ds.get("SOPInstanceUID", name))
+        if str(ds.get("Modality", "")) in RADIOGRAPH_MODALITIES:
+            check_radiograph_series(folder, series_uid)
+            return
         if "Rows" not in ds or "Columns" not in ds:
             kind = getattr(ds.get("SOPClassUID"), "name", str(ds.get("SOPClassUID", "?")))
             raise HTTPException(
@@ -112,6 +133,40 @@ def check_image_series(folder: str, series_uid: str) -> None:
             f"Series {series_uid}: slices {first} and {second} are {b - a:.3g} mm apart, the others {median:.3g} mm "
             "(a missing slice or uneven spacing); it cannot be read as one volume.",
         )
+
+
+def check_radiograph_series(folder: str, series_uid: str) -> None:
+    """Refuse (422, naming the series) a radiograph series that is not one image the chest X-ray bundle can read as
+    displayed: several instances (a PA and a lateral view belong in two series), no pixel data, colour, several
+    frames, undecodable pixel data, an invalid window (``display_values``'s checks)."""
+    names = sorted(os.listdir(folder))
+    if len(names) != 1:
+        sops = ", ".join(
+            str(pydicom.dcmread(os.path.join(folder, n), stop_before_pixels=True).SOPInstanceUID) for n in names[:4]
+        )
+        raise HTTPException(
+            422,
+            f"Series {series_uid} holds {len(names)} radiographs ({sops}{', ...' if len(names) > 4 else ''}); a "
+            "radiograph series is read as one image: store each image in a series of its own.",
+        )
+    path = os.path.join(folder, names[0])
+    ds = pydicom.dcmread(path, force=True)
+    sop = str(ds.get("SOPInstanceUID", names[0]))
+    try:
+        display_values(ds)
+    except ValueError as e:  # the reader's reasons, naming the file: here the series and instance instead
+        reason = str(e).replace(f"{path}: ", "").replace(path, "the file")
+        raise HTTPException(422, f"Series {series_uid}: instance {sop} ({ds.get('Modality', '?')}): {reason}") from None
+
+
+def radiograph_file(folder: str) -> str | None:
+    """The DICOM file of a downloaded radiograph series (one instance of :data:`RADIOGRAPH_MODALITIES`), else None."""
+    names = os.listdir(folder)
+    if len(names) != 1:
+        return None
+    path = os.path.join(folder, names[0])
+    modality = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"], force=True).get("Modality")
+    return path if str(modality or "") in RADIOGRAPH_MODALITIES else None
 
 
 def _uid(value: Any, what: str) -> str:
@@ -153,6 +208,8 @@ class PacsDatastore(DICOMWebDatastore):
         cache_path: the folder of the cache (a sub-folder per PACS URL is made there).
         model_labels: a served model's labels (name -> value), to name the segments of an inference it saves.
         search_filter: the QIDO filter of the series listed as images (MONAI Label's setting, CT by default).
+        modalities: the modalities of the series listed as images, one search each with ``search_filter``'s other
+            keys; empty: ``search_filter`` as it is.
     """
 
     def __init__(
@@ -161,11 +218,14 @@ class PacsDatastore(DICOMWebDatastore):
         cache_path: str,
         model_labels: Callable[[str], Mapping[str, int]],
         search_filter: Mapping[str, Any] | None = None,
+        modalities: Sequence[str] = (),
     ) -> None:
         self.pacs = client
         self.cache_folder = os.path.realpath(os.path.join(cache_path, md5_digest(client.base_url)))
         self.model_labels = model_labels
         filters = dict(search_filter if search_filter is not None else settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER)
+        others = {k: v for k, v in filters.items() if k != "Modality"}
+        self.searches = [{**others, "Modality": m} for m in modalities] or [filters]
         super().__init__(client, filters, cache_path=cache_path, fetch_by_frame=False, convert_to_nifti=True)
 
     def _series_folder(self, uid: str, *tag: str) -> str:
@@ -176,8 +236,28 @@ class PacsDatastore(DICOMWebDatastore):
         return pacs_errors(self.pacs.base_url, what)
 
     def list_images(self) -> list[str]:
+        """The Series Instance UIDs of :attr:`searches` (each a QIDO-RS search), in the PACS's order, merged."""
         with self._pacs("listing the image series"):
-            return super().list_images()
+            return self._listed_series()
+
+    @cached(cache=TTLCache(maxsize=16, ttl=settings.MONAI_LABEL_DICOMWEB_CACHE_EXPIRY))  # as MONAI Label's list
+    def _listed_series(self) -> list[str]:
+        series: dict[str, None] = {}
+        for search in self.searches:
+            for found in self.pacs.search_for_series(search_filters=search):
+                series.setdefault(str(Dataset.from_json(found)["SeriesInstanceUID"].value), None)
+        logger.debug(f"{len(series)} image series ({self.searches})")
+        return list(series)
+
+    def series_modality(self, image_id: str) -> str:
+        """The Modality of series ``image_id`` as the PACS answers it (QIDO-RS); 404 when it is not there."""
+        uid = _uid(image_id, "Image id")
+        with self._pacs(f"looking up series {uid}"):
+            found = self.pacs.search_for_series(search_filters={"SeriesInstanceUID": uid})
+        values = [f.get(MODALITY, {}).get("Value", [""])[0] for f in found]
+        if not values:
+            raise HTTPException(status_code=404, detail=f"Series {uid} is not in the PACS.")
+        return str(values[0])
 
     def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         with self._pacs("listing the SEG series"):
@@ -206,7 +286,8 @@ class PacsDatastore(DICOMWebDatastore):
         with self._pacs(f"fetching series {uid}"):
             if not (os.path.isdir(folder) and os.listdir(folder)):
                 _download_series(self.pacs, uid, folder)
-            return super().get_image_uri(uid)
+            radiograph = radiograph_file(folder)  # read as it is (DicomRadiographReader), not converted by ITK
+            return radiograph if radiograph else super().get_image_uri(uid)
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         if label_tag != DefaultLabelTag.FINAL:
@@ -245,8 +326,11 @@ class PacsDatastore(DICOMWebDatastore):
         return LocalDatastore.save_label(self, uid, label_filename, label_tag, info)
 
 
-def pacs_datastore(url: str, model_labels: Callable[[str], Mapping[str, int]]) -> PacsDatastore:
-    """The datastore of the PACS at ``url``, logged in with the file named by ``MAE_MONAILABEL_DICOMWEB_CREDENTIALS``.
+def pacs_datastore(
+    url: str, model_labels: Callable[[str], Mapping[str, int]], modalities: Sequence[str] = ()
+) -> PacsDatastore:
+    """The datastore of the PACS at ``url``, logged in with the file named by ``MAE_MONAILABEL_DICOMWEB_CREDENTIALS``,
+    listing the series of ``modalities`` (empty: of ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``).
 
     Raises:
         ValueError: the URL or the credentials file is refused (``dicomweb_access``), MONAI Label's own DICOMweb
@@ -273,5 +357,10 @@ def pacs_datastore(url: str, model_labels: Callable[[str], Mapping[str, int]]) -
     cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
     if not cache:
         raise ValueError("MONAI_LABEL_DICOMWEB_CACHE_PATH is not set (scripts/serve_monailabel.sh sets it).")
-    logger.info(f"DICOMweb datastore {url} (login: {'a credentials file' if credentials else 'none'}), cache {cache}")
-    return PacsDatastore(client, cache, model_labels)
+    login = "a credentials file" if credentials else "none"
+    listed = ",".join(modalities) or settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
+    logger.info(f"DICOMweb datastore {url} (login: {login}), series of {listed}, cache {cache}")
+    datastore = PacsDatastore(client, cache, model_labels, modalities=modalities)
+    qido, wado = settings.MONAI_LABEL_QIDO_PREFIX or "", settings.MONAI_LABEL_WADO_PREFIX or ""
+    datastore.reader = PacsReader(url, session, qido, wado)  # the viewer's reads (the guard's DICOMweb proxy)
+    return datastore

@@ -11,9 +11,10 @@
 3. its method and path are one of :data:`ROUTES`, MONAI Label's own routes included (datastore, model, infer, train,
    batch inference, active learning, scoring, logs, OHIF, docs); anything else gets 404. Routes this app has no use
    for, and which write or read files by client-given names, are refused with 403: uploading or deleting weights
-   (``PUT``/``DELETE /model``), sessions (they store uploads under client file names), the DICOMweb proxy (it forwards
-   client paths to the PACS), the dataset archive (a zip of the whole datastore written per request and never
-   removed) and whole-slide inference;
+   (``PUT``/``DELETE /model``), sessions (they store uploads under client file names), MONAI Label's DICOMweb proxy
+   (it forwards any client path, method and header to the PACS: ``GET /proxy/dicom/{qido|wado}/...`` is answered
+   here instead, read-only and checked, ``dicomweb_proxy.py``, when the datastore is a PACS), the dataset archive (a
+   zip of the whole datastore written per request and never removed) and whole-slide inference;
 4. every query parameter is known to its route and checked: image ids and label tags of the datastore exist
    (:meth:`ServerView.has_image`), new image ids and tags come from :data:`NAME` (letters, digits, ``_``, ``.``, ``-``;
    no path), enumerations and numbers are in range, duplicates are refused. When the datastore is a PACS
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dicomweb_access import MAX_UID, is_uid
+from dicomweb_proxy import PacsReader, ProxyRefused, check_accept, check_query, upstream_path
 from request_checks import (
     RequestRefused,
     TaskFacts,
@@ -62,9 +64,10 @@ from request_checks import (
     check_train_request,
     refuse_config_syntax,
 )
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from uploads import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, UploadRefused, check_upload, extension_of
 
 __all__ = ["MAX_FORM", "NAME", "ROUTES", "Guard", "Policy", "Refusal", "ServerView"]
@@ -98,6 +101,7 @@ class ServerView(Protocol):
     def facts(self, model: str) -> TaskFacts: ...
     def dicomweb(self) -> bool: ...  # the datastore is a PACS (DICOMweb): image ids are Series Instance UIDs
     def dicom_seg_writer(self) -> bool: ...  # dcmqi's itkimage2segimage is there (MONAI Label's output=dicom_seg)
+    def pacs_reader(self) -> PacsReader | None: ...  # the viewer's read-only way into the PACS (None: no PACS)
 
 
 @dataclass
@@ -126,6 +130,8 @@ class Ctx:
     body: Any = None  # a SpooledTemporaryFile
     receive: Any = None
     forms: list[FormData] = field(default_factory=list)
+    answer: Response | None = None  # set by a check that answers the request itself (the DICOMweb proxy)
+    root_path: str = ""
 
     async def form(self) -> FormData:
         """The body parsed as a form (multipart or url-encoded); its files are closed after the request."""
@@ -340,6 +346,26 @@ def _refused(why: str) -> Callable[[Ctx], Awaitable[None]]:
     return lambda ctx: _refuse(ctx, why)
 
 
+async def _dicom_proxy(ctx: Ctx) -> None:
+    reader = ctx.view.pacs_reader()
+    if reader is None:
+        raise Refusal(403, _NO_PROXY)
+    try:
+        path, search = upstream_path(ctx.path["op"], ctx.path["path"])
+        query = check_query(ctx.query, search)
+        accept = check_accept(dict(ctx._headers).get(b"accept", b"").decode("latin-1"))
+        _no_body(ctx)
+        answer = await run_in_threadpool(reader.get, path, search, query, accept, f"{ctx.root_path}/proxy/dicom/wado")
+    except ProxyRefused as e:
+        raise Refusal(e.status, str(e)) from None
+    ctx.answer = Response(
+        answer.body if ctx.method == "GET" else b"",
+        status_code=answer.status,
+        media_type=answer.content_type,
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+    )
+
+
 async def _model_download(ctx: Ctx) -> None:
     _known(ctx.path["model"], ctx.view.models(), "model")
     _check_query(ctx, {})
@@ -545,7 +571,10 @@ def _route(methods: str, path: str, check: Callable[[Ctx], Awaitable[None]], upl
 
 _NO_WEIGHTS = "Weights are placed in the bundle's models/ folder on the server, not uploaded or deleted over HTTP."
 _NO_SESSIONS = "Sessions are off on this server: upload images to the datastore (PUT /datastore/image)."
-_NO_PROXY = "The DICOMweb proxy is off on this server."
+_NO_PROXY = (
+    "The DICOMweb proxy serves GET reads of the server's PACS only (its studies, series, metadata and frames); this "
+    "server has no PACS, or the request is not such a read."
+)
 _NO_WSI = "This server serves no whole-slide models."
 _NO_ARCHIVE = (
     "The dataset archive is off on this server (MONAI Label writes a zip of every image and label per request and "
@@ -601,6 +630,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET HEAD", "/logs/gpu", _refused("GPU information is off on this server (run nvidia-smi on it).")),
     _route("GET HEAD", "/ohif/{path:path}", _static),
     _route("GET HEAD POST PUT DELETE", "/session/{path:path}", _refused(_NO_SESSIONS)),
+    _route("GET HEAD", "/proxy/dicom/{op}/{path:path}", _dicom_proxy),
     _route("GET HEAD POST PUT DELETE", "/proxy/{path:path}", _refused(_NO_PROXY)),
 )
 
@@ -701,6 +731,9 @@ class Guard:
             if ctx is None:  # answered here (health)
                 await JSONResponse({"status": "ok"})(scope, receive, send)
                 return
+            if ctx.answer is not None:  # answered here (the DICOMweb proxy)
+                await ctx.answer(scope, receive, send)
+                return
             for form in ctx.forms:
                 await form.close()
             ctx.forms.clear()
@@ -757,6 +790,7 @@ class Guard:
             self.policy,
             spool,
             receive,
+            root_path=scope.get("root_path", ""),
             _headers=[(k, v) for k, v in scope.get("headers") or []],
         )
         try:

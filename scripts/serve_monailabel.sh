@@ -7,12 +7,13 @@
 #   bash scripts/serve_monailabel.sh --studies <folder of images | DICOMweb URL> [--port 8000] [--host 127.0.0.1]
 #        [--bundles <folder of bundle folders>] [--configs quick] [--models a,b] [--cors <origin,origin>]
 #        [--allowed_hosts <name,name>] [--token_file <file>] [--max_upload_mb 1024]
-#        [--dicomweb_credentials <file>] [--allow_insecure_dicomweb]
+#        [--dicomweb_credentials <file>] [--allow_insecure_dicomweb] [--modalities CT,DX,CR]
 #        [other monailabel start_server options]
 #
 # --studies http(s)://host[:port]/<path>: a PACS's DICOMweb root (e.g. http://127.0.0.1:8042/dicom-web for
-# scripts/orthanc.sh); image ids are then its CT Series Instance UIDs and a label saved with the tag final goes back to
-# it as a DICOM SEG. --dicomweb_credentials: a file 'user:password' (mode 0600) to log in there (only its path reaches
+# scripts/orthanc.sh); image ids are then its Series Instance UIDs and a label saved with the tag final goes back to
+# it as a DICOM SEG. --modalities: the modalities of the series served (one QIDO-RS search each); default those of the
+# served bundles: CT for the segmentation bundle, DX and CR (one radiograph per series) for the chest X-ray classifier. --dicomweb_credentials: a file 'user:password' (mode 0600) to log in there (only its path reaches
 # the server; monailabel_app/dicomweb_access.py). The URL holds no user or password; plain http only to a loopback
 # host unless --allow_insecure_dicomweb (the password and the images would cross the network in clear). The series
 # are cached in the server's private temporary folder, removed when it stops.
@@ -29,13 +30,13 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MONAILABEL_VENV:-$root/.venv-monailabel}"
 studies="" host="127.0.0.1" port="8000" app="$root/monailabel_app" bundles="$root/bundles" configs="" models="" cors=""
-allowed_hosts="" token_file="" max_upload_mb="1024" dicomweb_credentials="" allow_insecure_dicomweb=0
+allowed_hosts="" token_file="" max_upload_mb="1024" dicomweb_credentials="" allow_insecure_dicomweb=0 modalities=""
 extra=()
 die() { echo "serve_monailabel.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --studies|--host|--port|--app|--bundles|--configs|--models|--cors|--allowed_hosts|--token_file|--max_upload_mb|\
-        --dicomweb_credentials)
+        --dicomweb_credentials|--modalities)
             [ $# -ge 2 ] || die "$1 needs a value"
             declare "${1#--}=$2"
             shift 2
@@ -51,9 +52,13 @@ if [[ "$studies" == *://* ]]; then
     [[ "$studies" == http://* || "$studies" == https://* ]] \
         || die "--studies takes a folder or a DICOMweb URL http(s)://...; got '${studies%%://*}://...'"
     dicomweb=1
-elif [ -n "$dicomweb_credentials" ] || [ "$allow_insecure_dicomweb" = 1 ]; then
-    die "--dicomweb_credentials and --allow_insecure_dicomweb go with --studies <DICOMweb URL>"
+elif [ -n "$dicomweb_credentials" ] || [ "$allow_insecure_dicomweb" = 1 ] || [ -n "$modalities" ]; then
+    die "--dicomweb_credentials, --allow_insecure_dicomweb and --modalities go with --studies <DICOMweb URL>"
 fi
+[ -z "$modalities" ] || [[ "$modalities" =~ ^[A-Z0-9_]{1,16}(,[A-Z0-9_]{1,16})*$ ]] \
+    || die "--modalities takes DICOM modalities, comma-separated (e.g. DX,CR); got '$modalities'"
+[[ "${MONAI_LABEL_DICOMWEB_SEARCH_FILTER:-}" != *Modality* ]] \
+    || die "MONAI_LABEL_DICOMWEB_SEARCH_FILTER names a Modality: give the modalities as --modalities (e.g. DX,CR)"
 for var in MONAI_LABEL_DICOMWEB_USERNAME MONAI_LABEL_DICOMWEB_PASSWORD MONAI_LABEL_DATASTORE_USERNAME \
     MONAI_LABEL_DATASTORE_PASSWORD MONAI_LABEL_DATASTORE; do
     [ -z "${!var:-}" ] || die "$var is set: give the PACS login as a file (--dicomweb_credentials FILE, mode 0600)"
@@ -131,6 +136,7 @@ cd "$app"  # python -m imports from the working directory: the app's own folder,
 conf=(--conf zoo_source local --conf bundles "$bundles")
 [ -z "$configs" ] || conf+=(--conf configs "$configs")
 [ -z "$models" ] || conf+=(--conf models "$models")
+[ -z "$modalities" ] || conf+=(--conf modalities "$modalities")
 # the CLI of the `monailabel` command, run by this environment's python (the command itself runs `python` from PATH)
 "$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
     --uvicorn_app guarded_server:app "${conf[@]}" "${extra[@]}" &

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Orthanc PACS and its DICOMweb plugin from the Debian packages (orthanc, orthanc-dicomweb) when absent,
-# and leaves no system Orthanc service running: the project starts its own, on a folder of its choice, with
-# scripts/orthanc.sh. Needs apt-get (Debian/Ubuntu); runs as root, or through sudo (non-interactive) otherwise.
-# Re-running is cheap: nothing is installed while both packages are. Prints where the binary and the plugin are:
+# with a headless Chromium (chromium-headless-shell: the browser the tests open MONAI Label's OHIF viewer in, and
+# that takes the docs' screenshot), and leaves no system Orthanc service running: the project starts its own, on a
+# folder of its choice, with scripts/orthanc.sh. Needs apt-get (Debian/Ubuntu); runs as root, or through sudo
+# (non-interactive) otherwise. Re-running is cheap: nothing is installed while the packages are. Prints where they are:
 #
 #   orthanc: /usr/sbin/Orthanc (1.10.1)
 #   dicomweb plugin: /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+#   headless chromium: /usr/bin/chromium-headless-shell
 set -euo pipefail
-packages=(orthanc orthanc-dicomweb)
+packages=(orthanc orthanc-dicomweb chromium-headless-shell)
 die() { echo "setup_orthanc.sh: $*" >&2; exit 1; }
 
 if [ "$(id -u)" = 0 ]; then
@@ -63,3 +65,4 @@ plugin="$(dpkg -L orthanc-dicomweb | grep -E '/libOrthancDicomWeb\.so[.0-9]*$' |
 [ -n "$plugin" ] && [ -f "$plugin" ] || die "the orthanc-dicomweb package is installed but its plugin (.so) is missing"
 echo "orthanc: $binary ($("$binary" --version 2>/dev/null | head -n 1 | awk '{print $NF}'))"
 echo "dicomweb plugin: $plugin"
+echo "headless chromium: $(command -v chromium-headless-shell || echo 'missing')"

@@ -1,6 +1,7 @@
 """Helpers of the hospital path's tests (imported by name: ``tests/hospital`` is on pytest's ``pythonpath``): a live
 Orthanc PACS started with ``scripts/orthanc.sh`` on free ports in a temporary folder (always stopped afterwards),
-DICOMweb requests to it, and small synthetic volumes.
+DICOMweb requests to it, small synthetic volumes, the commands of docs/monailabel.md's hospital section, and a live
+MONAI Label server of the PACS (:class:`PacsServer`, :func:`serving`: started with a documented command).
 
 A live Orthanc skips the test, saying why, where Orthanc or its DICOMweb plugin is not installed (``bash
 scripts/setup_orthanc.sh`` installs both; ``.ci/run`` calls it, so in CI they run).
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import struct
@@ -20,17 +22,26 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from bundle_configs import BundleConfigs
+from bundle_weights import write_quick_weights
+from live_server import Server, copy_app, fresh_weights, utf8_ctype
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ORTHANC_SH = REPO / "scripts" / "orthanc.sh"
+DOC = REPO / "docs" / "monailabel.md"
+HOSPITAL_SECTION = "## Hospital deployment (DICOMweb)"
+COMMAND_TIMEOUT_S = 600
+CURL = "curl -sS --fail-with-body"  # in the documented commands: an HTTP error fails the command, its answer shown
+MONAILABEL = "http://127.0.0.1:{port}"  # the documented server's root (a template: the port)
+TEST_SERVER_OPTIONS = ("--conf", "skip_trainers", "true")  # with the server's --port, --app, --bundles, --configs quick
 PLUGIN_PLACES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc")
 SCRIPT_TIMEOUT_S = 90  # orthanc.sh itself waits at most 30 s for Orthanc to answer, and 30 s for it to stop
 
@@ -190,3 +201,72 @@ def dicom_association_answer(port: int, calling_aet: str, called_aet: str = "ORT
         if answer == b"\x02":  # release politely: A-RELEASE-RQ
             s.sendall(struct.pack(">BBI", 5, 0, 4) + bytes(4))
     return answer[0] if answer else -1
+
+
+def documented_commands(section: str = HOSPITAL_SECTION) -> list[str]:
+    """The commands of a section of docs/monailabel.md: its ``bash`` blocks, ``\\`` continuations joined, comments
+    dropped, spaces collapsed."""
+    text = DOC.read_text()
+    assert section in text, f"{DOC} has no section {section!r}"
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", body, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(" ".join(line.split()))
+    return commands
+
+
+def run(command: str, cwd: Path = REPO) -> str:
+    """Run one rendered command with bash (at most :data:`COMMAND_TIMEOUT_S`); its standard output."""
+    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert done.returncode == 0, f"{command}\nfailed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    return done.stdout
+
+
+class PacsServer(Server):
+    """A documented ``serve_monailabel.sh --studies <DICOMweb URL> ...`` command (``serve``, a template filled with
+    ``values``), run with the test's port, app copy and bundles folder, quick-size weights and no trainers (unless
+    ``trainers``)."""
+
+    def __init__(
+        self, root: Path, port: int, values: Mapping[str, str], serve: str, *options: str, trainers: bool = False
+    ) -> None:
+        super().__init__(root, port)
+        self.values, self.serve, self.options, self.trainers = dict(values), serve, options, trainers
+
+    def command(self) -> list[str]:
+        argv = shlex.split(self.serve.format(**self.values))
+        argv[1] = str(REPO / argv[1])  # scripts/serve_monailabel.sh, from any working directory
+        extra = ["--port", str(self.port), "--app", str(self.app), "--bundles", str(self.bundles)]
+        return [*argv, *extra, "--configs", "quick", *(() if self.trainers else TEST_SERVER_OPTIONS), *self.options]
+
+
+@contextlib.contextmanager
+def serving(server: Server, bundles: Sequence[str]) -> Iterator[Server]:
+    """``server`` started on freshly initialised quick-size weights of ``bundles`` (each bundle's configs copied; with
+    trainers, the quick MAE encoder the fine-tuning loads first), always stopped afterwards."""
+    for name in bundles:
+        shutil.copytree(REPO / "bundles" / name / "configs", server.bundles / name / "configs")
+        with utf8_ctype():
+            fresh_weights(server.bundles / name, name)
+            if getattr(server, "trainers", False):  # the fine-tuning config's MAE encoder (model.pt loads over it)
+                write_quick_weights(server.bundles / name, ("mae.pt",))
+    copy_app(server.app)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def own_inference(bundle: str, image: Path, model: Path, out: Path) -> Path:
+    """The bundle's own inference workflow (quick) on ``image`` with ``model``, written to ``out``; ``out``."""
+    with utf8_ctype():
+        wf = BundleConfigs(bundle).workflow(
+            "inference", "inference", dataset_dir=str(image), model_path=str(model), output_dir=str(out)
+        )
+        wf.run()
+        wf.finalize()
+    return out

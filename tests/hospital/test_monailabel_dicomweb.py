@@ -12,7 +12,8 @@ What stays refused on such a server is checked against it live; the guard's own 
 
 The documented commands are templates here (:data:`COMMANDS`): the docs show them with :data:`DOC_VALUES`
 (``test_the_documented_commands_are_the_tested_ones``), the live test runs them with its own values (the server with
-:data:`TEST_SERVER_OPTIONS` added: its port, app copy, quick weights). Both servers are always stopped.
+:data:`hospital_helpers.TEST_SERVER_OPTIONS` added: its port, app copy, quick weights). Both servers are always
+stopped.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import io
 import json
 import os
 import re
-import shlex
-import shutil
-import subprocess
 import sys
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,23 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from bundle_configs import BundleConfigs
-from hospital_helpers import REPO, SHARED_DATA, Pacs, multipart_parts, running_orthanc
-from live_server import BTCV, LIVE, Server, copy_app, free_port, fresh_weights, utf8_ctype
+from browser import chromium_missing, page_dom, screenshot
+from hospital_helpers import (
+    CURL,
+    MONAILABEL,
+    SHARED_DATA,
+    Pacs,
+    PacsServer,
+    documented_commands,
+    multipart_parts,
+    own_inference,
+    run,
+    running_orthanc,
+    serving,
+)
+from live_server import BTCV, LIVE, free_port
+from test_monailabel_radiograph import COMMANDS as RADIOGRAPH_COMMANDS
+from test_monailabel_radiograph import DOC_VALUES as RADIOGRAPH_DOC_VALUES
 
 
 def live(test):
@@ -46,13 +59,13 @@ def live(test):
 
 
 CT = SHARED_DATA / "btcv" / "imagesTr" / "img0001.nii.gz"
-DOC = REPO / "docs" / "monailabel.md"
-SECTION = "## Hospital deployment (DICOMweb)"
-COMMAND_TIMEOUT_S = 600
+CT2, LABEL2 = (
+    SHARED_DATA / "btcv" / "imagesTr" / "img0002.nii.gz",
+    SHARED_DATA / "btcv" / "labelsTr" / "label0002.nii.gz",
+)
+TRAIN_TIMEOUT_S = 900
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-CURL = "curl -sS --fail-with-body"  # an HTTP error fails the command, its answer shown
 CURL_LOGIN = 'printf \'user = "%s"\\n\' "$(cat {pacs}/credentials)" | '  # the password through a pipe, not argv
-MONAILABEL = "http://127.0.0.1:{port}"
 
 COMMANDS = {
     "orthanc": "bash scripts/orthanc.sh start --storage {pacs} --http_port {pacs_port} --dicom_port 0",
@@ -64,6 +77,9 @@ COMMANDS = {
     "save": f"{CURL} -X PUT '{MONAILABEL}/datastore/label?image={{series}}&tag=final' -F 'label=@{{label}}' "
     '-F \'params={{"model": "btcv_mae_segmentation"}}\'',
     "qido": CURL_LOGIN + CURL + " -K - 'http://127.0.0.1:{pacs_port}/dicom-web/series?Modality=SEG'",
+    "train": f"{CURL} -X POST '{MONAILABEL}/train/btcv_mae_segmentation' -H 'Content-Type: application/json' "
+    '-d \'{{"max_epochs": {max_epochs}, "val_split": 0.5}}\'',
+    "status": f"{CURL} '{MONAILABEL}/train/'",
     "stop": "bash scripts/orthanc.sh stop --storage {pacs}",
 }
 DOC_VALUES = {
@@ -75,53 +91,27 @@ DOC_VALUES = {
     "port": "8000",
     "series": "<SeriesInstanceUID>",
     "label": "label.nii.gz",
+    "max_epochs": "50",
 }
-TEST_SERVER_OPTIONS = ("--conf", "skip_trainers", "true")  # with Server's --port, --app, --bundles, --configs quick
 
 
 def render(name: str, values: dict[str, str]) -> str:
     return COMMANDS[name].format(**values)
 
 
-def documented_commands() -> list[str]:
-    """The commands of the docs' section: its ``bash`` blocks, ``\\`` continuations joined, comments dropped."""
-    text = DOC.read_text()
-    assert SECTION in text, f"{DOC} has no section {SECTION!r}"
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
-            if line and not line.startswith("#"):
-                commands.append(" ".join(line.split()))
-    return commands
-
-
 def test_the_documented_commands_are_the_tested_ones():
+    """Every command of the docs' hospital section is run by a test: this module's and the radiographs'."""
     documented = documented_commands()
-    rendered = [" ".join(render(name, DOC_VALUES).split()) for name in COMMANDS]
-    assert sorted(documented) == sorted(rendered), "docs/monailabel.md and COMMANDS differ"
+    rendered = [render(name, DOC_VALUES) for name in COMMANDS]
+    rendered += [template.format(**RADIOGRAPH_DOC_VALUES) for template in RADIOGRAPH_COMMANDS.values()]
+    assert sorted(documented) == sorted(" ".join(c.split()) for c in rendered), "docs/monailabel.md and COMMANDS differ"
 
 
-def run(command: str, cwd: Path = REPO) -> str:
-    """Run one rendered command with bash (at most :data:`COMMAND_TIMEOUT_S`); its standard output."""
-    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    assert done.returncode == 0, f"{command}\nfailed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
-    return done.stdout
-
-
-class DicomwebServer(Server):
+class DicomwebServer(PacsServer):
     """The documented ``serve`` command, with the test's port, app copy and bundles folder."""
 
     def __init__(self, root: Path, port: int, values: dict[str, str]) -> None:
-        super().__init__(root, port)
-        self.values = values
-
-    def command(self) -> list[str]:
-        argv = shlex.split(render("serve", self.values))
-        argv[1] = str(REPO / argv[1])  # scripts/serve_monailabel.sh, from any working directory
-        extra = ["--port", str(self.port), "--app", str(self.app), "--bundles", str(self.bundles)]
-        return [*argv, *extra, "--configs", "quick", *TEST_SERVER_OPTIONS]
+        super().__init__(root, port, values, COMMANDS["serve"], trainers=True)
 
 
 @dataclass
@@ -132,6 +122,7 @@ class Hospital:
     study: str
     series: str
     root: Path
+    series2: str  # a second CT (img0002), in its own study
 
 
 @pytest.fixture(scope="module")
@@ -150,29 +141,17 @@ def hospital(tmp_path_factory):
         }
         pushed = json.loads(run(render("push", values)))
         series = pushed["series_uid"]
+        second = {**values, "ct": str(CT2), "dicom": str(root / "dicom" / "img0002")}  # listed from the start
+        series2 = json.loads(run(render("push", second).replace("BTCV-0001", "BTCV-0002")))["series_uid"]
         server = DicomwebServer(root / "monailabel", free_port(), {**values, "series": series})
-        bundle = server.bundles / BTCV
-        shutil.copytree(REPO / "bundles" / BTCV / "configs", bundle / "configs")
-        with utf8_ctype():
-            fresh_weights(bundle, BTCV)
-        copy_app(server.app)
-        try:
-            server.start()
-            values.update(port=str(server.port), series=series)
-            yield Hospital(pacs, server, values, pushed["study_uid"], series, root)
-        finally:
-            server.stop()
+        with serving(server, [BTCV]):
+            values.update(port=str(server.port), series=series, max_epochs="1")
+            yield Hospital(pacs, server, values, pushed["study_uid"], series, root, series2)
 
 
 def _own_inference(image: Path, model: Path, out: Path) -> np.ndarray:
     """The bundle's own inference workflow (quick) on ``image`` with ``model``: its label map."""
-    with utf8_ctype():
-        wf = BundleConfigs(BTCV).workflow(
-            "inference", "inference", dataset_dir=str(image), model_path=str(model), output_dir=str(out)
-        )
-        wf.run()
-        wf.finalize()
-    return np.asarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
+    return np.asarray(nib.load(next(own_inference(BTCV, image, model, out).glob("*_seg.nii.gz"))).dataobj)
 
 
 def _seg_series(pacs: Pacs) -> list[dict]:
@@ -219,7 +198,7 @@ def test_infer_then_save_stores_a_dicom_seg_in_the_pacs(hospital, tmp_path):
     labels = h.server.info["models"][BTCV]["labels"]  # name -> value
     assert len(labels) == 13
     # the series a client is handed (3D Slicer's "Next Sample"): the PACS's one CT series, by its UID
-    assert h.server.request("POST", "/activelearning/first", {})["id"] == h.series
+    assert h.server.request("POST", "/activelearning/first", {})["id"] in (h.series, h.series2)
     # the client's two calls, as documented: infer on the series, save the result as the final label
     run(render("infer", h.values))
     served = nib.load(h.values["label"])
@@ -355,10 +334,13 @@ def test_what_stays_refused_on_a_pacs_server(hospital):
     body, headers = _form({}, {"file": ("1.2.3.nii.gz", CT.read_bytes())})
     assert h.server.raw("PUT", "/datastore/image?image=1.2.3", body, headers)[0] == 403
     assert h.server.raw("DELETE", f"/datastore/image?id={h.series}")[0] == 403
-    # the DICOMweb proxy (a path forwarded to the PACS with the server's login) stays off, every method
-    for method in ("GET", "POST", "PUT", "DELETE"):
+    # the DICOMweb proxy reads, and only what a viewer reads: no STOW, no delete, no other PACS path
+    for method in ("POST", "PUT", "DELETE"):
         for path in ("dicom/qido/studies", "dicom/wado/../../tools/execute-script", "dicom/stow/studies"):
             assert h.server.raw(method, f"/proxy/{path}")[0] == 403, (method, path)
+    for path in ("dicom/wado/../../tools/execute-script", "dicom/stow/studies", "dicom/qido/instances", "other/x"):
+        assert h.server.raw("GET", f"/proxy/{path}")[0] in (403, 404), path
+    assert h.server.raw("GET", f"/proxy/dicom/wado/studies/{h.study}")[0] == 404  # a whole study: not a viewer's read
     # segments described by MONAI Label's template syntax are refused
     params = json.dumps({"label_info": [{"name": "x", "segmentAttribute": {"SegmentLabel": "y"}}]})
     body, headers = _form({"params": params}, {"label": ("l.nii.gz", CT.read_bytes())})
@@ -378,6 +360,86 @@ def test_what_stays_refused_on_a_pacs_server(hospital):
         assert password.encode() not in seen, f"the PACS password is visible in process {proc.name}"
     logs = [h.server.log, *h.server.app.glob("logs/*")]
     assert all(password not in f.read_text(errors="replace") for f in logs if f.is_file())
+
+
+PROXY_FRAME = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+@live
+def test_the_viewer_reads_the_pacs_through_the_guard(hospital, tmp_path):
+    """MONAI Label's OHIF page (``/ohif/``) reads the PACS through ``/proxy/dicom/{qido,wado}/...``, answered by the
+    guard (``monailabel_app/dicomweb_proxy.py``) with the server's login: the browser needs none, and no answer names
+    the PACS. Then the page itself, in headless Chromium: the study list shows the CT study, and the viewer draws the
+    CT series and lists the SEG stored by the earlier test."""
+    h = hospital
+    pacs_address = f"127.0.0.1:{h.pacs.http_port}".encode()
+    query = "limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060"
+    status, headers, body = h.server.raw("GET", f"/proxy/dicom/qido/studies?{query}")
+    assert status == 200 and headers["X-Content-Type-Options"] == "nosniff", body[:300]
+    studies = [pydicom.Dataset.from_json(s) for s in json.loads(body)]
+    assert h.study in {s.StudyInstanceUID for s in studies} and pacs_address not in body
+    status, _, body = h.server.raw("GET", f"/proxy/dicom/wado/studies/{h.study}/series/{h.series}/metadata")
+    assert status == 200 and pacs_address not in body
+    instances = [pydicom.Dataset.from_json(i, bulk_data_uri_handler=lambda *a: b"") for i in json.loads(body)]
+    assert len(instances) == nib.load(CT).shape[2]  # one per slice
+    uris = re.findall(rb'"BulkDataURI"\s*:\s*"([^"]+)"', body)  # the pixel data of each instance
+    assert len(uris) >= len(instances) and all(uri.startswith(b"/proxy/dicom/wado/studies/") for uri in uris)
+    first = instances[0]
+    frame = f"studies/{h.study}/series/{h.series}/instances/{first.SOPInstanceUID}/frames/1"
+    status, headers, body = h.server.raw("GET", f"/proxy/dicom/wado/{frame}", headers={"Accept": PROXY_FRAME})
+    assert status == 200
+    (pixels,) = multipart_parts(body, headers["Content-Type"])
+    assert len(pixels) == first.Rows * first.Columns * first.BitsAllocated // 8
+    _, ctype, direct = h.pacs.request(f"dicom-web/{frame}", accept=PROXY_FRAME)
+    assert multipart_parts(direct, ctype) == [pixels]  # the PACS's own frame, byte for byte
+    assert h.server.raw("POST", "/proxy/dicom/stow/studies", b"x", {"Content-Type": "application/dicom"})[0] == 403
+
+    if missing := chromium_missing():
+        pytest.skip(missing)
+    profile = tmp_path / "profile"
+    assert "BTCV-0001" in page_dom(f"{h.server.url}/ohif/", profile)  # the study list, from QIDO-RS
+    viewer = f"{h.server.url}/ohif/viewer?StudyInstanceUIDs={h.study}"
+    dom = page_dom(viewer, profile)
+    assert ">img0001<" in dom and ">SEG<" in dom  # the CT series (its description) and the SEG beside it
+    shown = screenshot(viewer, tmp_path / "viewer.png", profile)
+    blank = screenshot(f"{h.server.url}/ohif/viewer?StudyInstanceUIDs=1.2.3", tmp_path / "blank.png", profile)
+
+    def viewport(pixels: np.ndarray) -> np.ndarray:  # the middle of the viewport, in grey
+        rows, cols = pixels.shape[:2]
+        return pixels[int(0.2 * rows) : int(0.8 * rows), int(0.35 * cols) : int(0.85 * cols)].mean(axis=2)
+
+    drawn, empty = viewport(shown), viewport(blank)
+    print(f"viewport grey: CT {drawn.mean():.1f} (>60 on {np.mean(drawn > 60):.2f}), no study {empty.mean():.1f}")
+    assert drawn.mean() > 40 and np.mean(drawn > 60) > 0.5 and drawn.std() > 10  # the CT's body, in grey levels
+    assert empty.mean() < 10  # without a study the viewport stays black: the check above can fail
+
+
+@live
+def test_a_training_round_on_the_segs_of_the_pacs(hospital):
+    """Labels that reached MONAI Label as DICOM SEGs in the PACS train the bundle through the server: the second CT's
+    ground truth saved as its final label (a SEG in Orthanc), the first CT's label from the tests above, then the
+    documented train command; one epoch, one CT trains and one validates, and the weights served are replaced."""
+    h = hospital
+    if not h.server.request("GET", "/datastore/?output=train"):  # run alone: the first CT gets its label first
+        run(render("infer", h.values))
+        run(render("save", h.values))
+    saved = json.loads(run(render("save", {**h.values, "series": h.series2, "label": str(LABEL2)})))
+    assert saved == {"image": h.series2, "label": h.series2}
+    assert len(_seg_series(h.pacs)) >= 2
+    items = h.server.request("GET", "/datastore/?output=train")
+    assert sorted(Path(i["label"]).name for i in items) == sorted(f"{s}.nii.gz" for s in (h.series, h.series2))
+    model_pt = h.server.bundles / BTCV / "models" / "model.pt"
+    written = model_pt.stat().st_mtime_ns
+    assert json.loads(run(render("train", h.values)))["status"] in ("SUBMITTED", "RUNNING")
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while (task := json.loads(run(render("status", h.values))))["status"] in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, f"training still running after {TRAIN_TIMEOUT_S} s:\n{h.server.log_tail()}"
+        time.sleep(2)
+    assert task["status"] == "DONE", f"training ended as {task['status']}:\n{h.server.log_tail()}"
+    log = h.server.log.read_text(errors="replace")
+    assert "Epoch: 1/1, Iter: 1/1" in log  # one CT trained, the other validated
+    assert re.search(r"Epoch\[1\] Metrics -- (val_\w+: \S+ )*val_mean_dice: \d", log)
+    assert model_pt.stat().st_mtime_ns > written  # the run's model is the one served now
 
 
 @live

@@ -22,20 +22,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from app_modules import load_app_modules
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "monailabel_app"
-sys.path.insert(0, str(APP))  # the guard imports its siblings as MONAI Label's app folder does
-try:
-    for name in ("request_checks", "uploads", "dicomweb_access", "server_guard"):
-        spec = importlib.util.spec_from_file_location(name, APP / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-finally:
-    sys.path.remove(str(APP))
-sg = sys.modules["server_guard"]
-rc = sys.modules["request_checks"]
+_modules = load_app_modules("request_checks", "uploads", "dicomweb_access", "dicomweb_proxy", "server_guard")
+sg, rc, dp = _modules["server_guard"], _modules["request_checks"], _modules["dicomweb_proxy"]
 
 MODEL, TRAINER = "btcv_mae_segmentation", "btcv_mae_segmentation"
 SERIES = "1.2.826.0.1.3680043.8.498.12345678901234567890"  # a Series Instance UID in a PACS datastore
@@ -48,9 +40,13 @@ class FakeView:
         self.labels = {(SERIES, "final")} if pacs else {("img0001", "final")}
         self.pacs, self.dcmqi = pacs, dcmqi
         self.asked: list[str] = []  # the image ids looked up in the datastore
+        self.reader = FakeReader() if pacs else None
 
     def dicomweb(self):
         return self.pacs
+
+    def pacs_reader(self):
+        return self.reader
 
     def dicom_seg_writer(self):
         return self.dcmqi
@@ -79,6 +75,17 @@ class FakeView:
 
     def facts(self, model):
         return rc.TaskFacts(bundle_path=f"/srv/bundles/{model}", devices=("cpu",))
+
+
+class FakeReader:
+    """Stands for the PACS behind the guard's DICOMweb proxy: records what it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+
+    def get(self, path, search, query, accept, proxy_root):
+        self.asked.append((path, search, query, accept, proxy_root))
+        return dp.ProxyAnswer(200, "application/dicom+json", b"[]")
 
 
 class Recorder:
@@ -403,11 +410,101 @@ def test_a_pacs_datastore_takes_series_uids_only():
     assert call(guard, "PUT", "/datastore/", "", headers, body)[0] == 403
     assert call(guard, "DELETE", "/datastore/image", f"id={SERIES}")[0] == 403
     assert call(guard, "DELETE", "/datastore/", f"id={SERIES}")[0] == 403
-    # the DICOMweb proxy stays off
-    for method in ("GET", "POST", "PUT", "DELETE"):
+    # the DICOMweb proxy reads only
+    for method in ("POST", "PUT", "DELETE"):
         assert call(guard, method, f"/proxy/dicom/wado/studies/{SERIES}/series/{SERIES}/metadata")[0] == 403
-    assert call(guard, "GET", "/proxy/dicom/qido/studies")[0] == 403
-    assert len(inner.seen) == 2
+    assert len(inner.seen) == 2 and guard.view.reader.asked == []
+
+
+def test_the_dicomweb_proxy_is_off_without_a_pacs(server):
+    guard, inner = server
+    for method, path in [("GET", "/proxy/dicom/qido/studies"), ("GET", f"/proxy/dicom/wado/studies/{SERIES}/metadata")]:
+        status, answer = call(guard, method, path)
+        assert status == 403 and "no PACS" in answer["detail"]
+    assert inner.seen == []
+
+
+S, R, N = "1.2.3", SERIES, "1.2.3.4.5"  # study, series and instance UIDs
+PROXY_READS = [  # (op/path, query, the path asked of the PACS, whether it is a search)
+    ("qido/studies", "limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060", "studies", True),
+    ("qido/studies", "PatientName=%2ADoe%2A&StudyDate=20200101-20201231", "studies", True),
+    (f"qido/studies/{S}/series", "includefield=all", f"studies/{S}/series", True),
+    (f"qido/studies/{S}/series/{R}/instances", "", f"studies/{S}/series/{R}/instances", True),
+    (f"qido/studies/{S}/series/{R}/metadata", "", f"studies/{S}/series/{R}/metadata", False),  # OHIF's quirk
+    (f"wado/studies/{S}/metadata", "", f"studies/{S}/metadata", False),
+    (f"wado/studies/{S}/series/{R}/metadata", "", f"studies/{S}/series/{R}/metadata", False),
+    (f"wado/studies/{S}/series/{R}/instances/{N}/metadata", "", f"studies/{S}/series/{R}/instances/{N}/metadata", 0),
+    (f"wado/studies/{S}/series/{R}/instances/{N}", "", f"studies/{S}/series/{R}/instances/{N}", False),
+    (
+        f"wado/studies/{S}/series/{R}/instances/{N}/frames/1,2,3",
+        "",
+        f"studies/{S}/series/{R}/instances/{N}/frames/1,2,3",
+        0,
+    ),
+    (
+        f"wado/studies/{S}/series/{R}/instances/{N}/bulk/7fe00010",
+        "",
+        f"studies/{S}/series/{R}/instances/{N}/bulk/7fe00010",
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "upstream", "search"), PROXY_READS)
+def test_the_dicomweb_proxy_answers_a_viewers_reads_itself(path, query, upstream, search):
+    guard, inner = _pacs_guard()
+    accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+    status, answer = call(guard, "GET", f"/proxy/dicom/{path}", query, {"accept": accept}, root_path="/ml")
+    assert (status, answer) == (200, [])
+    assert inner.seen == []  # answered by the guard, not by MONAI Label's proxy
+    ((asked, is_search, asked_query, asked_accept, proxy_root),) = guard.view.reader.asked
+    assert (asked, is_search, asked_accept, proxy_root) == (upstream, bool(search), accept, "/ml/proxy/dicom/wado")
+    assert asked_query == dict(urllib.parse.parse_qsl(query))
+
+
+PROXY_REFUSED = [  # (method, op/path, query, headers, status)
+    ("GET", "stow/studies", "", {}, 404),
+    ("GET", "qido/../../tools/execute-script", "", {}, 404),
+    ("GET", "wado/studies", "", {}, 404),  # a search under the WADO root
+    ("GET", f"qido/studies/{S}/series/{R}/instances/{N}/frames/1", "", {}, 404),  # a retrieve under the QIDO root
+    ("GET", f"wado/studies/{S}", "", {}, 404),  # a whole study
+    ("GET", f"wado/studies/{S}/series/{R}", "", {}, 404),  # a whole series
+    ("GET", f"wado/studies/{S}/series/{R}/instances/{N}/frames/0", "", {}, 404),
+    ("GET", f"wado/studies/{S}/series/{R}/instances/{N}/frames/1,", "", {}, 404),
+    ("GET", f"wado/studies/{S}/series/{R}/instances/{N}/rendered", "", {}, 404),
+    ("GET", f"wado/studies/{S}/series/{R}/instances/{N}/bulk/../../x", "", {}, 404),
+    ("GET", f"wado/studies/{S}/series/{R}/instances/{N}/bulk/7fe0001", "", {}, 404),
+    ("GET", "wado/studies/1.2.3a/metadata", "", {}, 404),
+    ("GET", f"wado/studies/{'1' * 65}/metadata", "", {}, 404),
+    ("GET", "wado/studies/http:%2F%2Fevil.example/metadata", "", {}, 404),
+    ("GET", "qido/studies/", "", {}, 404),
+    ("GET", "qido/studies", "requestType=WADO", {}, 422),  # a key the proxy does not pass on
+    ("GET", "qido/studies", "PatientName=a%0Ab", {}, 422),
+    ("GET", "qido/studies", f"PatientName={'a' * 257}", {}, 422),
+    ("GET", "qido/studies", "limit=-1", {}, 422),
+    ("GET", "qido/studies", "fuzzymatching=1", {}, 422),
+    ("GET", "qido/studies", "includefield=00081030;x", {}, 422),
+    ("GET", f"wado/studies/{S}/metadata", "x=1", {}, 422),  # a retrieve takes no query
+    ("GET", "qido/studies", "", {"accept": "a" * 300}, 422),
+    ("GET", "qido/studies", "", {"accept": "application/json\x01"}, 422),
+    ("POST", "stow/studies", "", {}, 403),
+    ("POST", "qido/studies", "", {}, 403),
+    ("DELETE", f"wado/studies/{S}", "", {}, 403),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "query", "headers", "status"), PROXY_REFUSED)
+def test_the_dicomweb_proxy_refuses_all_else(method, path, query, headers, status):
+    guard, inner = _pacs_guard()
+    got, answer = call(guard, method, f"/proxy/dicom/{path}", query, headers)
+    assert got == status, answer
+    assert inner.seen == [] and guard.view.reader.asked == []
+
+
+def test_the_dicomweb_proxy_takes_no_body():
+    guard, inner = _pacs_guard()
+    assert call(guard, "GET", "/proxy/dicom/qido/studies", body=b"x")[0] == 422
+    assert inner.seen == [] and guard.view.reader.asked == []
 
 
 def _infer_params(params: dict) -> tuple[bytes, dict]:
