@@ -27,6 +27,7 @@ from shared_networks.data.options import (
     scaled_sizes,
 )
 from shared_networks.data.plain import ComposeWithoutMeta
+from shared_networks.data.prepared import LoadPreparedRadiographd, check_prepared_images, prepared_transforms
 from shared_networks.data.pretrain import log_pretrain_images
 from shared_networks.data.radiographs import CheckedPILReader, ToGreyd
 from shared_networks.data.readers import list_image_inputs, require_split
@@ -156,12 +157,14 @@ __all__ = [
     "DicomRadiographReader",
     "ImageReadError",
     "LabelToRegionsd",
+    "LoadPreparedRadiographd",
     "RegionsToLabeld",
     "ToGreyd",
     "brats_datalist",
     "brats_inference_inputs",
     "btcv_datalist",
     "case_name_formatter",
+    "check_prepared_images",
     "cxr14_datalist",
     "drop_last_batch",
     "image_items",
@@ -172,6 +175,7 @@ __all__ = [
     "log_pretrain_images",
     "normalized_value",
     "prefetch_batches",
+    "prepared_transforms",
     "require_split",
     "scaled_sizes",
     # validation

@@ -1,6 +1,7 @@
 """The command lines of the package (``fire``, as MONAI's own CLI), the top layer: each module is run with ``-m``.
 
-* ``python -m shared_networks.cli.prepare btcv|brats|cxr14``: check a data set, then write its datalist.
+* ``python -m shared_networks.cli.prepare btcv|brats|cxr14``: check a data set, then write its datalist (and for
+  ``cxr14 --output_dir --cache_size`` the prepared store of the radiographs).
 * ``python -m shared_networks.cli.validate btcv|brats|cxr14``: check a data set and report every problem.
 * ``python -m shared_networks.cli.phantoms btcv|cxr|msd|brats2021``: write synthetic data sets.
 * ``python -m shared_networks.cli.export``: pack a bundle into a release zip.

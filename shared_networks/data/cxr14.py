@@ -13,6 +13,8 @@ The layout of the NIH download under a ``dataset_dir``::
 Command line (checks every file, then writes the datalist JSON)::
 
     python -m shared_networks.cli.prepare cxr14 --dataset_dir DIR --output_json FILE [--val_fraction 0.1] [--seed 0]
+
+(with ``--output_dir STORE --cache_size 224``, also every listed image pre-processed once: :mod:`.prepared`).
 """
 
 from __future__ import annotations

@@ -99,9 +99,20 @@ def test_check_properties_of_each_file_alone_from_another_folder(bundle, name, p
 
 def _resolved_transforms(parser: ConfigParser, transforms_id: str) -> list[dict]:
     """The deterministic transforms a workflow runs, references resolved, as config dicts."""
-    # the deterministic part is deterministic_transforms itself (pretrain: followed by its random transforms)
+    # the deterministic part is deterministic_transforms itself (pretrain: followed by its random transforms), or the
+    # chest X-ray training datasets' dataset_transforms: deterministic_transforms as they are unless a prepared store
+    # of them is given (prepared_dir, null by default)
     expr = parser[transforms_id]
-    assert expr == "$@deterministic_transforms" or expr.startswith("$@deterministic_transforms + "), transforms_id
+    for name in ("deterministic_transforms", "dataset_transforms"):
+        if expr == f"$@{name}" or expr.startswith(f"$@{name} + "):
+            break
+    else:
+        raise AssertionError(f"{transforms_id}: {expr}")
+    if name == "dataset_transforms":
+        assert parser["dataset_transforms"] == (
+            "$shared_networks.prepared_transforms(@deterministic_transforms, @prepared_dir, @img_size)"
+        )
+        assert parser["prepared_dir"] is None
     return [c.get_config() for c in parser.get_parsed_content("deterministic_transforms", instantiate=False)]
 
 
