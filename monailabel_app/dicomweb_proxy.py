@@ -12,8 +12,9 @@ itself with :class:`PacsReader` when the datastore is a PACS:
 * a search takes the QIDO-RS matching keys a viewer sends (:data:`QIDO_KEYS`), each value printable and short; a
   retrieve takes no query;
 * only ``Accept`` travels to the PACS (printable, short); the PACS login is the server's, never the client's headers;
-* every call has a bounded time (connect and between bytes), follows no redirect, and its answer is capped
-  (:data:`MAX_ANSWER`); the answer keeps the PACS's status for 2xx, 400 and 404, else 502/504 naming what was asked;
+* every call has a bounded time (connect and between bytes) and follows no redirect; pixel data and instances are
+  passed on as they arrive (no answer is held in memory whole but JSON), each answer capped (:data:`MAX_ANSWER`,
+  :data:`MAX_JSON`); the answer keeps the PACS's status for 2xx, 400 and 404, else 502/504 naming what was asked;
   its content type is one DICOMweb uses (else ``application/octet-stream``), with ``nosniff``;
 * bulk-data URIs in metadata that point at the PACS are rewritten to point at this proxy, so the browser never
   learns the PACS's address and fetches bulk data through the same checks.
@@ -24,16 +25,26 @@ Nothing here writes: no STOW, no delete, no reject.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from dicomweb_access import is_uid
 
-__all__ = ["MAX_ANSWER", "QIDO_KEYS", "PacsReader", "ProxyAnswer", "ProxyRefused", "check_query", "upstream_path"]
+__all__ = [
+    "MAX_ANSWER",
+    "MAX_JSON",
+    "QIDO_KEYS",
+    "PacsReader",
+    "ProxyAnswer",
+    "ProxyRefused",
+    "check_query",
+    "upstream_path",
+]
 
-MAX_ANSWER = 512 << 20  # bytes of one answer: a whole CT instance or a multi-frame SEG fits
+MAX_ANSWER = 512 << 20  # bytes of one streamed answer: a whole CT instance or a multi-frame SEG fits
+MAX_JSON = 64 << 20  # bytes of a JSON answer (read whole to rewrite its bulk-data URIs): a study's metadata fits
 TIMEOUT_S = (10.0, 60.0)  # connect, then between two reads
 MAX_VALUE = 256  # characters of one query value or of the Accept header
 QIDO_KEYS = frozenset(
@@ -100,9 +111,17 @@ class ProxyRefused(Exception):
 
 @dataclass(frozen=True)
 class ProxyAnswer:
+    """A PACS answer to pass on: ``body`` (JSON, read whole) or ``stream`` (anything else, its chunks as they
+    arrive; the connection to the PACS closes when it ends)."""
+
     status: int
     content_type: str
-    body: bytes
+    body: bytes = b""
+    stream: Iterator[bytes] | None = None
+
+    def read(self) -> bytes:
+        """The whole body (a stream is consumed)."""
+        return self.body if self.stream is None else b"".join(self.stream)
 
 
 def _uids(*parts: str) -> bool:
@@ -205,9 +224,11 @@ class PacsReader:
     def get(
         self, path: str, search: bool, query: Mapping[str, str], accept: str | None, proxy_root: str
     ) -> ProxyAnswer:
-        """The PACS's answer to ``GET <url>/[<QIDO or WADO prefix>/]<path>?<query>``; bulk-data URIs in it point at
-        ``proxy_root`` (this server's ``/proxy/dicom/wado``) instead of the PACS. Blocking: call it from a worker
-        thread.
+        """The PACS's answer to ``GET <url>/[<QIDO or WADO prefix>/]<path>?<query>``. A JSON answer is read whole
+        (at most :data:`MAX_JSON`) and its bulk-data URIs point at ``proxy_root`` (this server's
+        ``/proxy/dicom/wado``) instead of the PACS; any other answer (pixel data, instances) is passed on as it
+        arrives, in chunks, and cut off past :data:`MAX_ANSWER`. Blocking: call it (and iterate the stream) from a
+        worker thread.
 
         Raises:
             ProxyRefused: 502/504 when the PACS is unreachable, times out, redirects, fails or answers too much.
@@ -216,29 +237,54 @@ class PacsReader:
         headers = {"Accept": accept} if accept else {}
         prefix = self.prefixes[search]
         try:
-            with self.session.get(
+            r = self.session.get(
                 f"{self.url}/{prefix + '/' if prefix else ''}{path}",
                 params=dict(query),
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,
                 stream=True,
-            ) as r:
-                if r.status_code >= 300 and r.status_code not in (400, 404):
-                    raise ProxyRefused(502, f"{what}: HTTP {r.status_code}.")
-                chunks, size = [], 0
-                for chunk in r.iter_content(1 << 20):
-                    size += len(chunk)
-                    if size > MAX_ANSWER:
-                        raise ProxyRefused(502, f"{what} is over {MAX_ANSWER >> 20} MiB.")
-                    chunks.append(chunk)
-                status, ctype = r.status_code, _content_type(r.headers.get("Content-Type", ""))
+            )
         except requests.Timeout:
             raise ProxyRefused(504, f"{what}: the PACS did not answer in time.") from None
         except requests.RequestException as e:
             raise ProxyRefused(502, f"{what}: the PACS does not answer ({type(e).__name__}).") from None
-        body = b"".join(chunks)
-        if "json" in ctype:  # bulk-data URIs: the PACS's WADO root becomes this proxy's
-            wado = f"{self.url}/{self.prefixes[False] + '/' if self.prefixes[False] else ''}"
-            body = body.replace(wado.encode(), f"{proxy_root.rstrip('/')}/".encode())
-        return ProxyAnswer(status, ctype, body)
+        try:
+            if r.status_code >= 300 and r.status_code not in (400, 404):
+                raise ProxyRefused(502, f"{what}: HTTP {r.status_code}.")
+            ctype = _content_type(r.headers.get("Content-Type", ""))
+            json_answer = "json" in ctype
+            cap = MAX_JSON if json_answer else MAX_ANSWER
+            declared = r.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise ProxyRefused(502, f"{what} is over {cap >> 20} MiB ({int(declared)} bytes).")
+            if not json_answer:
+                return ProxyAnswer(r.status_code, ctype, stream=_chunks(r, what))
+            body = b"".join(_chunks(r, what, cap))
+        except requests.Timeout:
+            r.close()
+            raise ProxyRefused(504, f"{what}: the PACS did not answer in time.") from None
+        except requests.RequestException as e:
+            r.close()
+            raise ProxyRefused(502, f"{what}: the PACS does not answer ({type(e).__name__}).") from None
+        except BaseException:
+            r.close()
+            raise
+        wado = f"{self.url}/{self.prefixes[False] + '/' if self.prefixes[False] else ''}"
+        body = body.replace(wado.encode(), f"{proxy_root.rstrip('/')}/".encode())  # bulk-data URIs
+        return ProxyAnswer(r.status_code, ctype, body)
+
+
+def _chunks(r: requests.Response, what: str, cap: int | None = None) -> Iterator[bytes]:
+    """``r``'s body in chunks, at most ``cap`` bytes (:data:`MAX_ANSWER` when ``None``: read at call time), then
+    ``r`` closed. Past the cap it raises: a streamed answer is cut short, which its client sees."""
+    cap = MAX_ANSWER if cap is None else cap
+    size = 0
+    try:
+        for chunk in r.iter_content(1 << 20):
+            size += len(chunk)
+            if size > cap:
+                raise ProxyRefused(502, f"{what} is over {cap >> 20} MiB.")
+            yield chunk
+    finally:
+        r.close()

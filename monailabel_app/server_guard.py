@@ -67,7 +67,7 @@ from request_checks import (
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from uploads import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, UploadRefused, check_upload, extension_of
 
 __all__ = ["MAX_FORM", "NAME", "ROUTES", "Guard", "Policy", "Refusal", "ServerView"]
@@ -358,12 +358,13 @@ async def _dicom_proxy(ctx: Ctx) -> None:
         answer = await run_in_threadpool(reader.get, path, search, query, accept, f"{ctx.root_path}/proxy/dicom/wado")
     except ProxyRefused as e:
         raise Refusal(e.status, str(e)) from None
-    ctx.answer = Response(
-        answer.body if ctx.method == "GET" else b"",
-        status_code=answer.status,
-        media_type=answer.content_type,
-        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
-    )
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    if answer.stream is not None and ctx.method == "GET":  # pixel data as it arrives (iterated in worker threads)
+        ctx.answer = StreamingResponse(answer.stream, answer.status, headers, answer.content_type)
+        return
+    if answer.stream is not None:  # HEAD: no body
+        answer.stream.close()
+    ctx.answer = Response(answer.body if ctx.method == "GET" else b"", answer.status, headers, answer.content_type)
 
 
 async def _model_download(ctx: Ctx) -> None:

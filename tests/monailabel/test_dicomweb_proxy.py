@@ -40,6 +40,13 @@ class Pacs(http.server.BaseHTTPRequestHandler):
             self._answer(200, "application/dicom+json", b"[]")
         elif case == "big":
             self._answer(200, "application/octet-stream", b"x" * 4096)
+        elif case == "endless":  # no Content-Length: the answer ends when the connection closes (HTTP/1.0)
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/related; type=application/octet-stream")
+            self.end_headers()
+            self.wfile.write(b"x" * 4096)
+        elif case == "frame":
+            self._answer(200, "application/octet-stream", bytes(range(256)) * 16)
         elif case == "html":
             self._answer(200, "text/html", b"<script>alert(1)</script>")
         else:  # metadata with a bulk-data URI at the PACS
@@ -121,6 +128,17 @@ def test_a_missing_resource_stays_a_404(pacs_url):
 def test_a_foreign_content_type_is_served_as_bytes(pacs_url):
     got = reader(pacs_url).get("html/x", False, {}, None, "/proxy/dicom/wado")
     assert got.content_type == "application/octet-stream"
+    assert got.read() == b"<script>alert(1)</script>"
+
+
+def test_pixel_data_is_streamed_and_cut_past_the_cap(pacs_url, monkeypatch):
+    got = reader(pacs_url).get("frame/x", False, {}, None, "/proxy/dicom/wado")
+    assert got.stream is not None and got.body == b""  # passed on as it arrives, not held whole
+    assert got.read() == bytes(range(256)) * 16
+    monkeypatch.setattr(dp, "MAX_ANSWER", 1024)
+    got = reader(pacs_url).get("endless/x", False, {}, None, "/proxy/dicom/wado")  # no length declared
+    with pytest.raises(dp.ProxyRefused, match="over"):
+        got.read()
 
 
 def test_a_pacs_that_is_down_is_a_502():
