@@ -13,6 +13,7 @@ a bundle runs (training workflows check their split with ``check_split`` first),
 from shared_networks.data.batch import BatchAugment2d
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
+from shared_networks.data.cache_budget import cache_rate_for
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
 from shared_networks.data.dicom_display import DicomRadiographReader
 from shared_networks.data.features import EncoderFeaturesd
@@ -163,6 +164,7 @@ __all__ = [
     "brats_datalist",
     "brats_inference_inputs",
     "btcv_datalist",
+    "cache_rate_for",
     "case_name_formatter",
     "check_prepared_images",
     "cxr14_datalist",

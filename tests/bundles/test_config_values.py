@@ -110,6 +110,11 @@ def _inputs_stub(name: str, items: bool = False):
     return stub
 
 
+def _cache_rate_stub(items: Any, cache_rate: Any, *args: Any, **kwargs: Any) -> float:
+    """``cache_rate_for`` without the headers: ``auto`` caches every case, a number is used as given."""
+    return 1.0 if cache_rate == "auto" else float(cache_rate)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,7 +133,7 @@ def _process_group() -> Iterator[None]:
 
 @contextlib.contextmanager
 def stubbed() -> Iterator[None]:
-    """Datalists and inference inputs stubbed, no cache filled, no CUDA, UTF-8 config reading."""
+    """Datalists, inference inputs and the cache sizing stubbed, no cache filled, no CUDA, UTF-8 config reading."""
     saved = locale.setlocale(locale.LC_CTYPE)
     with contextlib.suppress(locale.Error):
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")  # the BraTS configs hold non-ASCII text
@@ -139,6 +144,7 @@ def stubbed() -> Iterator[None]:
         mock.patch.object(shared_networks, "list_image_inputs", _inputs_stub("image")),
         mock.patch.object(shared_networks, "list_xray_inputs", _inputs_stub("xray")),
         mock.patch.object(shared_networks, "brats_inference_inputs", _inputs_stub("case", items=True)),
+        mock.patch.object(shared_networks, "cache_rate_for", _cache_rate_stub),
         mock.patch.object(CacheDataset, "_fill_cache", lambda self, indices=None: [None] * len(indices or [])),
         mock.patch.object(torch.cuda, "is_available", lambda: False),
     ]

@@ -278,14 +278,15 @@ def test_downloaded_bundle_exports_refuse_non_finite_weights(release, tmp_path):
 
 @pytest.mark.slow
 def test_release_passes_model_zoo_checks(release, tmp_path):
-    """Model-zoo's checks on the light download (configs alone, weights fetched from large_files.yml): directory with
-    the download, version, metadata, data shape and TorchScript of the baked quick network."""
+    """Model-zoo's checks in full mode on the light download (configs alone, weights fetched from large_files.yml):
+    directory with the download, version, metadata, requirement pins, properties, data shape and TorchScript of the
+    baked quick network."""
     with zipfile.ZipFile(release["zip"]) as zf:
         zf.extractall(tmp_path)
     bundle = tmp_path / NAME
     shutil.rmtree(bundle / "models")
     done = check_bundle(bundle, download=True, released=True)
-    assert done == ["directory", "version", "metadata", "data shape", "torchscript"]
+    assert done == ["directory", "version", "metadata", "requirements", "properties", "data shape", "torchscript"]
     assert sha256(bundle / "models" / "model.pt") == sha256(release["src"] / "models" / "model.pt")
     meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [48, 48, 48]

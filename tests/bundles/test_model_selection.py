@@ -37,9 +37,10 @@ def _train(name: str, data: Path, out: Path, select_on: str, **override) -> tupl
     )
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    network = wf.parser.get_parsed_content("network")  # the whole classifier (the probe trains its FeatureHead)
     weights, metrics = [], []
     trainer.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda e: weights.append({k: v.clone() for k, v in e.network.state_dict().items()})
+        Events.EPOCH_COMPLETED, lambda e: weights.append({k: v.clone() for k, v in network.state_dict().items()})
     )
     evaluator.add_event_handler(Events.COMPLETED, lambda e: metrics.append(dict(e.state.metrics)))
     wf.run()
@@ -122,7 +123,7 @@ def test_linear_probe_selects_on_loss_and_resumes(cxr14_data, tmp_path):
     trainer = wf.parser.get_parsed_content("train#trainer")
     wf.run()
     assert trainer.state.epoch == MAX_EPOCHS
-    resumed = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    resumed = {k: v.clone() for k, v in wf.parser.get_parsed_content("network").state_dict().items()}
     wf.finalize()
     assert all(torch.equal(resumed[k], weights[-1][k]) for k in resumed)
     kept = torch.load(cut / "linear_probe.pt", weights_only=True)

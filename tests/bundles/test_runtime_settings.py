@@ -35,11 +35,17 @@ def _workflows(bundle: str) -> list[str]:
     return ["pretrain", "train", "inference", "evaluate"] + (["linear_probe"] if bundle.startswith("cxr14") else [])
 
 
+# the linear probe's loaders run in the main process: its runtime cache of encoder features would be lost with worker
+# processes after each epoch (shared_networks/data/features.py)
+MAIN_PROCESS_LOADERS = {("linear_probe", "train#dataloader"), ("linear_probe", "validate#dataloader")}
+
+
 @pytest.mark.parametrize("bundle", BUNDLES)
 @pytest.mark.parametrize("workers", [0, 3])
 def test_loaders_prefetch_and_keep_their_workers(bundle, workers):
     """Every loader starts its workers with one thread and MONAI's seeding and prefetches; the validation, evaluation
-    and inference loaders keep their workers; the training loader only with persistent_workers true (exact resume)."""
+    and inference loaders keep their workers; the training loader only with persistent_workers true (exact resume).
+    The linear probe's loaders have no workers (:data:`MAIN_PROCESS_LOADERS`)."""
     configs = BundleConfigs(bundle)
     for name in _workflows(bundle):
         parser = configs.parser(name, quick=False, num_workers=workers)
@@ -49,6 +55,10 @@ def test_loaders_prefetch_and_keep_their_workers(bundle, workers):
             assert loader["worker_init_fn"] == "$shared_networks.loader_worker_init", (name, lid)
             prefetch = parser.get_parsed_content(f"{lid}#prefetch_factor")
             persistent = parser.get_parsed_content(f"{lid}#persistent_workers")
+            if (name, lid) in MAIN_PROCESS_LOADERS:
+                assert parser.get_parsed_content(f"{lid}#num_workers") == 0, (name, lid)
+                assert prefetch is None and persistent is False, (name, lid)
+                continue
             assert prefetch == (2 if workers else None), (name, lid)  # torch refuses a prefetch without workers
             if lid == "train#dataloader":
                 assert persistent is False
