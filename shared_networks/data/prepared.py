@@ -241,42 +241,13 @@ def write_cxr14_store(
 
     partial, progress = out / _PARTIAL, out / _PROGRESS
     digest = _digest(header)
-    state = _read_json(progress)
-    array, start = None, 0
-    if state is not None and state.get("digest") == digest and partial.is_file():
-        array = np.lib.format.open_memmap(partial, mode="r+")
-        if list(array.shape) == header["shape"] and str(array.dtype) == stored:
-            start = int(state.get("rows_done", 0))
-            logger.info("Continuing the prepared store '%s' from row %d of %d.", out, start, len(names))
-        else:
-            array = None
-    if array is None:
-        partial.unlink(missing_ok=True)
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=stored, shape=tuple(header["shape"]))
-        atomic_write_text(progress, json.dumps({"digest": digest, "rows_done": 0}))
+    array, start = _open_partial(out, header, digest)
 
     def flush(rows_done: int) -> None:
         array.flush()
         atomic_write_text(progress, json.dumps({"digest": digest, "rows_done": rows_done}))
 
-    tasks = [(str(p), size, stored) for p in paths[start:]]
-    t0, done = time.perf_counter(), start
-    executor = ProcessPoolExecutor(num_workers, initializer=_init_worker, initargs=(size,)) if num_workers > 1 else None
-    try:
-        rows = executor.map(_prepare_one, tasks, chunksize=16) if executor else map(_prepare_one, tasks)
-        for row in rows:
-            array[done] = row
-            done += 1
-            if (done - start) % _FLUSH_ROWS == 0:
-                flush(done)
-                rate = (done - start) / (time.perf_counter() - t0)
-                logger.info("Prepared %d of %d images (%.0f images/s).", done, len(names), rate)
-    except BaseException:
-        flush(done)  # the rows before the failing image: the next run continues there
-        raise
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    _fill_rows(array, paths, start, size, stored, num_workers, flush)
     array.flush()
     array = None  # the mapping closed before the rename
     # the old index first: an images.npy without its index is refused, never read with another store's index
@@ -295,6 +266,54 @@ def write_cxr14_store(
         nbytes // max(1, len(names)),
     )
     return out
+
+
+def _open_partial(out: Path, header: Mapping[str, Any], digest: str) -> tuple[np.memmap, int]:
+    """The partial array of a store being written and the first row to write: an interrupted run's array when it was
+    written for the same ``header`` (``digest``), else a new one."""
+    partial, progress = out / _PARTIAL, out / _PROGRESS
+    state = _read_json(progress)
+    if state is not None and state.get("digest") == digest and partial.is_file():
+        array = np.lib.format.open_memmap(partial, mode="r+")
+        if list(array.shape) == header["shape"] and str(array.dtype) == header["dtype"]:
+            start = int(state.get("rows_done", 0))
+            logger.info("Continuing the prepared store '%s' from row %d of %d.", out, start, header["shape"][0])
+            return array, start
+    partial.unlink(missing_ok=True)
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=header["dtype"], shape=tuple(header["shape"]))
+    atomic_write_text(progress, json.dumps({"digest": digest, "rows_done": 0}))
+    return array, 0
+
+
+def _fill_rows(
+    array: np.memmap,
+    paths: Sequence[Path],
+    start: int,
+    size: int,
+    stored: str,
+    num_workers: int,
+    flush: Any,
+) -> None:
+    """Rows ``start``.. of ``array`` from ``paths`` (in ``num_workers`` processes), flushed every
+    :data:`_FLUSH_ROWS` rows and, when a row fails, up to the failing image (the next run continues there)."""
+    tasks = [(str(p), size, stored) for p in paths[start:]]
+    t0, done = time.perf_counter(), start
+    executor = ProcessPoolExecutor(num_workers, initializer=_init_worker, initargs=(size,)) if num_workers > 1 else None
+    try:
+        rows = executor.map(_prepare_one, tasks, chunksize=16) if executor else map(_prepare_one, tasks)
+        for row in rows:
+            array[done] = row
+            done += 1
+            if (done - start) % _FLUSH_ROWS == 0:
+                flush(done)
+                rate = (done - start) / (time.perf_counter() - t0)
+                logger.info("Prepared %d of %d images (%.0f images/s).", done, len(paths), rate)
+    except BaseException:
+        flush(done)
+        raise
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
 
 
 class PreparedRadiographs:
