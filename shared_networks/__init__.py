@@ -14,6 +14,7 @@ from shared_networks.data.batch import BatchAugment2d
 from shared_networks.data.brats import brats_datalist, brats_inference_inputs, case_name_formatter
 from shared_networks.data.btcv import btcv_datalist
 from shared_networks.data.cache_budget import cache_rate_for
+from shared_networks.data.caching import AfterCache, MemoryThenDiskDataset
 from shared_networks.data.cxr14 import CXR14_FINDINGS, cxr14_datalist, list_xray_inputs
 from shared_networks.data.dicom_display import DicomRadiographReader
 from shared_networks.data.features import EncoderFeaturesd
@@ -85,7 +86,7 @@ from shared_networks.networks.mae import MaskedAutoencoderViT, MaskedPatchLoss, 
 from shared_networks.networks.unetr import UNETR
 from shared_networks.networks.vit import GeometryRecord, PatchEmbed, ViTEncoder, sincos_pos_embed
 from shared_networks.validation.problems import DatasetError
-from shared_networks.validation.workflow import check_split
+from shared_networks.validation.workflow import check_split, pixels_checked
 
 __all__ = [
     # networks
@@ -148,6 +149,7 @@ __all__ = [
     "scaled_lr",
     "set_rank_determinism",
     # data
+    "AfterCache",
     "BatchAugment2d",
     "CXR14_FINDINGS",
     "CheckChannelCountd",
@@ -159,6 +161,7 @@ __all__ = [
     "ImageReadError",
     "LabelToRegionsd",
     "LoadPreparedRadiographd",
+    "MemoryThenDiskDataset",
     "RegionsToLabeld",
     "ToGreyd",
     "brats_datalist",
@@ -183,4 +186,5 @@ __all__ = [
     # validation
     "DatasetError",
     "check_split",
+    "pixels_checked",
 ]

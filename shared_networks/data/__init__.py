@@ -9,6 +9,8 @@ transforms and tumour-region conversions.
 * :mod:`~shared_networks.data.radiographs`: radiographs read as one grey channel (DICOM as displayed:
   :mod:`~shared_networks.data.dicom_display`);
   :mod:`~shared_networks.data.regions`: tumour-region transforms.
+* :mod:`~shared_networks.data.cache_budget`: the cache estimated from the image headers before any image is read;
+  :mod:`~shared_networks.data.caching`: the memory cache, the disk cache for the rest, and what runs after both.
 * :mod:`~shared_networks.data.prepared`: chest radiographs pre-processed once into a compact memory-mapped store, read
   by the workflows instead of the full-size PNGs (``prepared_dir``).
 

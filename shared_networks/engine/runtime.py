@@ -56,16 +56,28 @@ def default_device() -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def loader_workers(num_workers: int | str, cores: int | None = None) -> int:
-    """Data-loader worker processes of a training workflow: ``num_workers`` itself, or for ``"auto"`` one worker per
-    four cores, at most 4 (0 on 2–3 cores: there every worker takes a core from the network, and measured on 2 cores
-    the workflows ran 1.4–2.1× faster per epoch without workers; ``benchmarks/README.md``).
+def loader_workers(num_workers: int | str, cores: int | None = None, device: torch.device | str | None = None) -> int:
+    """Data-loader worker processes of a training workflow: ``num_workers`` itself, or for ``"auto"``:
+
+    - on a CPU (``device`` None or a CPU): one worker per four cores, at most 4 (0 on 2–3 cores: there every worker
+      takes a core from the network, and measured on 2 cores the workflows ran 1.4–2.1× faster per epoch without
+      workers; ``benchmarks/README.md``);
+    - on a GPU: every core of this process's share of the node (``cores`` divided by ``LOCAL_WORLD_SIZE``, the
+      processes that ``torchrun`` started on it) but two, at least 1. The network runs on the GPU, and the main
+      process needs one core to launch its kernels and one for the loader's pinning and collation; the others are
+      what keeps the GPU fed (16 cores, one GPU: 14 workers; ``benchmarks/README.md``, "Full-size data").
 
     Raises:
         ValueError: neither ``"auto"`` nor a whole number >= 0.
     """
     if isinstance(num_workers, str) and num_workers.strip().lower() == "auto":
         cores = available_cores() if cores is None else int(cores)
+        if device is not None and torch.device(device).type == "cuda":
+            try:
+                processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            except ValueError:
+                processes = 1
+            return max(1, cores // processes - 2)
         return max(0, min(4, cores // 4))
     try:
         workers = int(num_workers)

@@ -4,7 +4,9 @@ Every training workflow (``pretrain.yaml``, ``train.yaml``) calls :func:`check_s
 exactly the datalist items it will load (the training items, and the validation items of fine-tuning), whether they
 come from ``dataset_dir``'s split, a ``datalist_file`` or MONAI Label's datastore. A corrupt, truncated or mismatched
 file then stops the run at once, with every problem named by file, instead of an error in some later epoch.
-``--check_data false`` skips the check.
+``--check_data false`` skips the check. A chest X-ray workflow that reads a prepared store (``prepared_dir``) checks
+the files' headers only (:func:`pixels_checked`): the store's writer decoded every image, and each file's size and
+modification time are compared with the store's index before training.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ from shared_networks.validation.problems import (
 )
 from shared_networks.validation.volumes import MAX_VOXELS, VolumeSpec, validate_volume_items
 
-__all__ = ["SPLIT_KINDS", "check_split"]
+__all__ = ["SPLIT_KINDS", "check_split", "pixels_checked"]
 
 SPLIT_KINDS: tuple[str, ...] = ("btcv", "brats", "cxr14")
 _NAMES = {"btcv": "BTCV", "brats": "brain tumour", "cxr14": "ChestX-ray14"}
 _SKIP = "--check_data false skips this check"
+
+
+def pixels_checked(prepared_dir: Any = None) -> bool:
+    """Whether a workflow's :func:`check_split` decodes its images (``read_data``): yes, unless they come from a
+    prepared store (``prepared_dir`` set), whose writer decoded every one; a full-size NIH split decodes at about
+    140 images/s a core (``benchmarks/README.md``, "Full-size data"), minutes before every run's first epoch."""
+    return prepared_dir is None or (isinstance(prepared_dir, str) and prepared_dir.strip().lower() in ("", "none"))
 
 
 def _files(item: Any) -> list[str]:

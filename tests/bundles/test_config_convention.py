@@ -101,13 +101,17 @@ def _resolved_transforms(parser: ConfigParser, transforms_id: str) -> list[dict]
     """The deterministic transforms a workflow runs, references resolved, as config dicts."""
     # the deterministic part is deterministic_transforms itself (pretrain: followed by its random transforms), or the
     # chest X-ray training datasets' dataset_transforms: deterministic_transforms as they are unless a prepared store
-    # of them is given (prepared_dir, null by default)
+    # of them is given (prepared_dir, null by default), or BraTS training's cached_transforms: deterministic_transforms
+    # but the label's region channels, built after the cache (label_transforms)
     expr = parser[transforms_id]
-    for name in ("deterministic_transforms", "dataset_transforms"):
+    for name in ("deterministic_transforms", "dataset_transforms", "cached_transforms"):
         if expr == f"$@{name}" or expr.startswith(f"$@{name} + "):
             break
     else:
         raise AssertionError(f"{transforms_id}: {expr}")
+    if name == "cached_transforms":
+        assert parser["deterministic_transforms"] == "$@cached_transforms + @label_transforms"
+        assert expr.endswith("[shared_networks.AfterCache(@restore_transforms + @label_transforms)]"), expr
     if name == "dataset_transforms":
         assert parser["dataset_transforms"] == (
             "$shared_networks.prepared_transforms(@deterministic_transforms, @prepared_dir, @img_size)"

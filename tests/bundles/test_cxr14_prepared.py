@@ -45,6 +45,8 @@ def test_dataset_items_from_the_store_equal_the_pngs(phantoms, store, workflow):
     plain = BUNDLE_CONFIGS.parser(workflow, dataset_dir=str(phantoms), cache_rate=0.0)
     prepared = BUNDLE_CONFIGS.parser(workflow, dataset_dir=str(phantoms), cache_rate=0.0, prepared_dir=str(store))
     ids = ["train#dataset"] + (["validate#dataset"] if workflow == "train" else [])
+    # the data check decodes the PNGs only where the workflow reads them: the store's writer decoded every one
+    assert plain.get_parsed_content("check_pixels") is True and prepared.get_parsed_content("check_pixels") is False
     step = 0.5 / 65535  # the phantoms hold 16-bit PNGs: a uint16 store
     for dataset_id in ids:
         a, b = plain.get_parsed_content(dataset_id), prepared.get_parsed_content(dataset_id)

@@ -81,15 +81,17 @@ def test_a_number_that_cannot_fit_is_refused_before_any_image_is_read(tmp_path, 
 
 
 def _cached_bytes(bundle: str, workflow: str, item: dict) -> tuple[int, int]:
-    """(bytes the bundle's deterministic pre-processing of ``item`` holds, the header estimate the config asks)."""
+    """(bytes the training cache of the bundle's ``workflow`` holds for ``item``: its pre-processing up to the first
+    transform after the cache, the header estimate the config asks)."""
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / f"{workflow}.yaml"))
     keys = parser["load_keys"]
     item = {k: item[k] for k in keys}
-    out = Compose(parser.get_parsed_content("deterministic_transforms"))(dict(item))
+    pipeline = parser.get_parsed_content("train#preprocessing")
+    out = pipeline(dict(item), end=pipeline.get_index_of_first(lambda t: isinstance(t, Compose)))
     actual = sum(out[k].numel() * out[k].element_size() for k in keys if isinstance(out[k], torch.Tensor))
     channels = {k: parser.get_parsed_content(f"cache_channels#{k}") for k in keys}
-    return actual, estimate_item_bytes(item, channels, parser["pixdim"])
+    return actual, estimate_item_bytes(item, channels, parser["pixdim"], parser.get_parsed_content("cache_dtypes"))
 
 
 @pytest.mark.slow

@@ -137,6 +137,20 @@ def test_loader_workers_auto_leaves_small_machines_without_workers(cores, expect
     assert runtime.loader_workers(" AUTO ", cores=cores) == expected
 
 
+@pytest.mark.parametrize(
+    ("cores", "processes", "expected"), [(16, None, 14), (2, None, 1), (64, "8", 6), (16, "x", 14)]
+)
+def test_loader_workers_auto_on_a_gpu_gives_the_cores_to_the_loader(monkeypatch, cores, processes, expected):
+    if processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    assert runtime.loader_workers("auto", cores=cores, device="cuda:0") == expected
+    assert runtime.loader_workers("auto", cores=cores, device=torch.device("cuda", 1)) == expected
+    assert runtime.loader_workers("auto", cores=cores, device="cpu") == min(4, cores // 4)
+    assert runtime.loader_workers(3, cores=cores, device="cuda:0") == 3  # a number is kept
+
+
 def test_loader_workers_takes_a_number_and_refuses_anything_else():
     assert runtime.loader_workers(3, cores=2) == 3 and runtime.loader_workers("0") == 0
     for bad in (-1, "two", 1.5, True, None):
