@@ -413,7 +413,7 @@ def test_small_data_schedules_per_workflow():
         p = SMALL.parser(name, quick=False)
         got[name] = (p.get_parsed_content("max_epochs"), p.get_parsed_content("warmup_epochs"))
     assert got == {
-        "small_pretrain": (300, 20),
+        "small_pretrain": (100, 10),
         "small_train": (60, 5),
         "small_probe": (60, 5),
         "small_evaluate": (60, 5),
