@@ -47,6 +47,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -272,13 +273,25 @@ class PacsDatastore(DICOMWebDatastore):
 
     def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
         with self._pacs("fetching the labelled series"):
-            items = super().datalist(full_path)
+            items = self._labelled_pairs(full_path)
             images = set(self.list_images())
         kept = [d for d in items if os.path.basename(d["image"]).removesuffix(".nii.gz") in images]
         for d in items:
             if d not in kept:  # MONAI Label keeps the pair it cached, though the series is gone from the PACS
                 logger.warning(f"Training list: {os.path.basename(d['image'])} left out, its series is not in the PACS")
         return kept
+
+    def _labelled_pairs(self, full_path: bool, tries: int = 3) -> list[dict[str, Any]]:
+        """MONAI Label's training pairs. Its list is built from objects that its file watcher updates in another
+        thread: a SEG whose series left the PACS is deleted from the cache while the list is built, and its label
+        vanishes between MONAI Label's filter and its read (``KeyError``). Built again, the list no longer holds it."""
+        for attempt in range(tries):
+            try:
+                return super().datalist(full_path)
+            except KeyError as e:
+                logger.info(f"Training list: label {e} removed while the list was built; building it again")
+                time.sleep(0.5 * (attempt + 1))
+        raise HTTPException(status_code=503, detail="The datastore changed while the training list was built; retry.")
 
     def get_image_uri(self, image_id: str) -> str:
         uid = _uid(image_id, "Image id")
