@@ -62,11 +62,26 @@ def study_markdown(summary: Mapping[str, Any]) -> str:
             c = comp[m]["mean"]
             lo, hi = c["ci95"]
             lines.append(f"| {f} | {name} | {_fmt(c['difference'])} | [{_fmt(lo)}, {_fmt(hi)}] | {c['verdict']} |")
+    efficiency = summary.get("label_efficiency") or {}
+    if efficiency:
+        lines += [
+            "",
+            "Label efficiency: the MAE arm with fewer labels against scratch with the most, on the same test cases.",
+            "",
+            f"| comparison | {m} difference | 95 % CI | verdict |",
+            "|---|---|---|---|",
+        ]
+        for comp in efficiency.values():
+            c = comp[m]["mean"]
+            lo, hi = c["ci95"]
+            lines.append(
+                f"| {comp['comparison']} | {_fmt(c['difference'])} | [{_fmt(lo)}, {_fmt(hi)}] | {c['verdict']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def _html_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """The rows of the HTML tables: each arm per fraction, each difference per fraction."""
+    """The rows of the HTML tables: each arm per fraction; each difference per fraction, then the label efficiency."""
     e = html.escape
     m = summary["metric"]
     rows = []
@@ -87,6 +102,13 @@ def _html_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                 f"<tr><td>{e(f)}</td><td>{e(name)}</td><td>{_fmt(c['difference'])}</td>"
                 f"<td>[{_fmt(lo)}, {_fmt(hi)}]</td><td>{e(c['verdict'])}</td></tr>"
             )
+    for comp in (summary.get("label_efficiency") or {}).values():
+        c = comp[m]["mean"]
+        lo, hi = c["ci95"]
+        diffs.append(
+            f"<tr><td>–</td><td>{e(comp['comparison'])}</td><td>{_fmt(c['difference'])}</td>"
+            f"<td>[{_fmt(lo)}, {_fmt(hi)}]</td><td>{e(c['verdict'])}</td></tr>"
+        )
     return rows, diffs
 
 
@@ -178,7 +200,8 @@ def _panel(
 
 def write_png(summary: Mapping[str, Any], path: Path) -> Path:
     """``label_efficiency.png``: left, the metric of each arm (seed-averaged, with its bootstrap CI) against the label
-    fraction; right, each paired difference with its CI and the zero line (matplotlib)."""
+    fraction, with scratch at the largest fraction as a dashed line; right, each paired difference with its CI and the
+    zero line (matplotlib)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
     m = summary["metric"]
@@ -194,6 +217,13 @@ def write_png(summary: Mapping[str, Any], path: Path) -> Path:
         f"{m} (mean over classes, seeds averaged; bootstrap 95% CI)",
         zero=False,
     )
+    top = summary["fractions"][fractions[-1]]["arms"].get("scratch") if fractions else None
+    value = ((top or {}).get(m, {}).get("seed_averaged") or {}).get("value")
+    if value is not None and len(fractions) > 1:  # what MAE with fewer labels has to reach: scratch with the most
+        left.axhline(
+            value, color=_COLOURS["scratch"], lw=1, ls="--", label=f"scratch at {float(fractions[-1]) * 100:g}%"
+        )
+        left.legend(fontsize=8, loc="best")
     _panel(
         right,
         _difference_series(summary, fractions),

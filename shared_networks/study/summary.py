@@ -1,6 +1,6 @@
 """``summary.json`` of the study: per label fraction, each arm's mean and sd over seeds and, for each compared pair of
 arms, the paired bootstrap CI of the difference of their seed-averaged values per class and for the mean, with a
-verdict."""
+verdict; and the label efficiency: MAE at each smaller fraction against scratch at the largest one."""
 
 from __future__ import annotations
 
@@ -17,10 +17,20 @@ from shared_networks.study.runs import ARM_LABELS, Run, read_runs
 from shared_networks.study.subsets import group_key
 from shared_networks.utils.files import write_json_atomic
 
-__all__ = ["COMPARISONS", "FEW_TEST_CASES", "HIGHER_IS_BETTER", "summarise", "summarise_evaluations", "write_summary"]
+__all__ = [
+    "COMPARISONS",
+    "FEW_TEST_CASES",
+    "HIGHER_IS_BETTER",
+    "LABEL_EFFICIENCY",
+    "summarise",
+    "summarise_evaluations",
+    "write_summary",
+]
 
 COMPARISONS = (("mae", "scratch"), ("probe_mae", "probe_random"))
 """Paired differences reported (first arm minus second)."""
+LABEL_EFFICIENCY = ("mae", "scratch")
+"""Label efficiency: the first arm at each smaller fraction against the second arm at the largest fraction."""
 HIGHER_IS_BETTER = {"dice": True, "auc": True, "hd95": False}
 FEW_TEST_CASES = 10  # below this, the summary warns that the bootstrap CI understates the uncertainty
 
@@ -101,14 +111,14 @@ def _summary_head(
 
 
 def _comparison(
-    entry: dict[str, Any],
+    entry: dict[str, Any] | None,
     pair: tuple[str, str],
     per_arm: Mapping[str, Sequence[Evaluation]],
     summary: Mapping[str, Any],
     first: Evaluation,
 ) -> dict[str, Any]:
     """The paired bootstrap of one pair of arms, per metric, on their seed-averaged values; each arm's own value and
-    CI of the mean land in ``entry["arms"]``."""
+    CI of the mean land in ``entry["arms"]`` (not kept when ``entry`` is ``None``)."""
     a, b = pair
     comparison: dict[str, Any] = {}
     for m in summary["metrics"]:
@@ -124,8 +134,9 @@ def _comparison(
             groups=first.groups,
         )
         arms_ci = result.pop("arms")
-        entry["arms"][a][m]["seed_averaged"] = arms_ci["a"]
-        entry["arms"][b][m]["seed_averaged"] = arms_ci["b"]
+        if entry is not None:
+            entry["arms"][a][m]["seed_averaged"] = arms_ci["a"]
+            entry["arms"][b][m]["seed_averaged"] = arms_ci["b"]
         comparison[m] = result
     comparison["verdict"] = comparison[summary["metric"]]["mean"]["verdict"]
     return comparison
@@ -152,6 +163,24 @@ def _fraction_entry(
     return entry
 
 
+def _label_efficiency(
+    plan: Sequence[Run], evaluations: Mapping[Run, Evaluation], summary: Mapping[str, Any], first: Evaluation
+) -> dict[str, Any]:
+    """Per smaller fraction f: the MAE arm trained on f of the labels against scratch trained on the largest fraction,
+    paired over the same test cases (both arms averaged over their seeds): does MAE match full labels with fewer?"""
+    a, b = LABEL_EFFICIENCY
+    fractions = sorted({r.fraction for r in plan}, reverse=True)
+    top = fractions[0]
+    reference = [evaluations[r] for r in plan if r.fraction == top and r.arm == b]
+    out: dict[str, Any] = {}
+    for f in fractions[1:]:
+        runs = [evaluations[r] for r in plan if r.fraction == f and r.arm == a]
+        if runs and reference:
+            key = f"{a} at {f:g} - {b} at {top:g}"
+            out[f"{f:g}"] = {"comparison": key, **_comparison(None, (a, b), {a: runs, b: reference}, summary, first)}
+    return out
+
+
 def summarise_evaluations(
     evaluations: Mapping[Run, Evaluation],
     walls: Mapping[Run, float],
@@ -171,6 +200,7 @@ def summarise_evaluations(
     for f in sorted({r.fraction for r in plan}, reverse=True):
         runs = [r for r in plan if r.fraction == f]
         summary["fractions"][f"{f:g}"] = _fraction_entry(runs, evaluations, sizes[f], summary, first)
+    summary["label_efficiency"] = _label_efficiency(plan, evaluations, summary, first)
     return summary
 
 

@@ -57,3 +57,21 @@ def test_the_report_shows_the_study(tmp_path, fake_bundle, fake_runner):
     assert "<h2>" not in fragment
     with pytest.raises(ValueError, match="no study.html"):
         study_fragment(tmp_path / "nothing", files_dir, "ct", [])
+
+
+def test_the_label_efficiency_table_follows_the_differences():
+    efficiency = {
+        "0.25": {
+            "comparison": "mae at 0.25 - scratch at 1",
+            "dice": {"mean": {"difference": -0.0123, "ci95": [-0.04, 0.01], "verdict": "within <noise>"}},
+        }
+    }
+    assert "Label efficiency" not in study_markdown(SUMMARY)
+    text = study_markdown({**SUMMARY, "label_efficiency": efficiency})
+    assert text.index("| 1 | mae - scratch |") < text.index("Label efficiency")
+    assert "| mae at 0.25 - scratch at 1 | -0.012 | [-0.040, 0.010] | within <noise> |" in text
+    page = study_html({**SUMMARY, "label_efficiency": efficiency})
+    assert (
+        "<td>mae at 0.25 - scratch at 1</td><td>-0.012</td><td>[-0.040, 0.010]</td><td>within &lt;noise&gt;</td>"
+        in page
+    )
